@@ -1,0 +1,144 @@
+# mediafleet: a Kubernetes operator for fleets of WebRTC media servers.
+# `make help` lists every target.
+
+IMG ?= mediafleet/manager:dev
+MEDIASERVER_IMG ?= mediafleet/mediaserver:dev
+GO ?= go
+SHELL := /usr/bin/env bash -o pipefail
+.SHELLFLAGS := -ec
+
+LOCALBIN ?= $(CURDIR)/bin
+CONTROLLER_GEN_VERSION ?= v0.23.0
+KUSTOMIZE_VERSION ?= v5.8.1
+CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_GEN_VERSION)
+KUSTOMIZE ?= $(LOCALBIN)/kustomize-$(KUSTOMIZE_VERSION)
+KUBECTL ?= kubectl
+
+# Tests that need a real API server use KUBEBUILDER_ASSETS; when it is unset,
+# hack/controlplane.sh builds kube-apiserver and etcd from source once and
+# caches them under bin/.
+TEST_FLAGS ?= -race -count=1 -timeout 30m
+
+.PHONY: all
+all: build
+
+##@ General
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*##"; printf "\nUsage:\n  make \033[36m<target>\033[0m\n"} /^[a-zA-Z_0-9-]+:.*?##/ { printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2 } /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) } ' $(MAKEFILE_LIST)
+
+##@ Development
+
+.PHONY: manifests
+manifests: $(CONTROLLER_GEN) ## Generate the CRD and RBAC manifests from markers.
+	$(CONTROLLER_GEN) rbac:roleName=manager-role crd paths="./api/..." paths="./controllers/..." output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+
+.PHONY: generate
+generate: $(CONTROLLER_GEN) ## Generate DeepCopy methods.
+	$(CONTROLLER_GEN) object:headerFile="hack/boilerplate.go.txt" paths="./api/..."
+
+.PHONY: verify-generated
+verify-generated: manifests generate ## Fail when generated files are stale.
+	@if [ -n "$$(git status --porcelain -- api config)" ]; then \
+		echo "generated files are stale; run 'make manifests generate' and commit:"; \
+		git status --porcelain -- api config; git --no-pager diff -- api config | head -50; exit 1; fi
+
+.PHONY: fmt
+fmt: ## Run go fmt.
+	$(GO) fmt ./...
+
+.PHONY: vet
+vet: ## Run go vet.
+	$(GO) vet ./...
+
+.PHONY: controlplane
+controlplane: ## Build kube-apiserver and etcd from source into bin/ (once).
+	hack/controlplane.sh >/dev/null
+
+.PHONY: test
+test: manifests generate fmt vet ## Run every test (unit, mediaserver integration, envtest) with -race.
+	KUBEBUILDER_ASSETS="$${KUBEBUILDER_ASSETS:-$$(hack/controlplane.sh)}" $(GO) test $(TEST_FLAGS) ./...
+
+.PHONY: test-short
+test-short: ## Run the unit tests only (no API server, no media).
+	$(GO) test -short -count=1 ./...
+
+.PHONY: bench
+bench: ## Run the mediaserver benchmarks (registry, session setup, footprint).
+	$(GO) test -run '^$$' -bench . -benchmem -cpu 1,2,8 ./mediaserver/registry/
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 200x ./mediaserver/bench/
+
+.PHONY: fuzz
+fuzz: ## Fuzz the signalling decoders for 30s each.
+	$(GO) test -run '^$$' -fuzz FuzzDecodeMessage -fuzztime 30s ./mediaserver/signal/
+	$(GO) test -run '^$$' -fuzz FuzzParseTrickleFrag -fuzztime 30s ./mediaserver/signal/
+
+##@ Build
+
+.PHONY: build
+build: manifests generate fmt vet ## Build the manager and mediaserver binaries into bin/.
+	CGO_ENABLED=0 $(GO) build -o $(LOCALBIN)/manager ./cmd/manager
+	CGO_ENABLED=0 $(GO) build -o $(LOCALBIN)/mediaserver ./cmd/mediaserver
+
+.PHONY: run
+run: manifests generate fmt vet ## Run the operator against the cluster in ~/.kube/config.
+	$(GO) run ./cmd/manager --mediaserver-image=$(MEDIASERVER_IMG)
+
+.PHONY: run-mediaserver
+run-mediaserver: ## Run one mediaserver locally (demo page on :8080, admin on :9090).
+	LOG_FORMAT=text ICE_UDP_MUX_PORT=50000 $(GO) run ./cmd/mediaserver
+
+##@ Deployment
+
+.PHONY: install
+install: manifests $(KUSTOMIZE) ## Install the CRD into the cluster in ~/.kube/config.
+	$(KUSTOMIZE) build config/crd | $(KUBECTL) apply --server-side -f -
+
+.PHONY: uninstall
+uninstall: manifests $(KUSTOMIZE) ## Remove the CRD from the cluster.
+	$(KUSTOMIZE) build config/crd | $(KUBECTL) delete --ignore-not-found -f -
+
+.PHONY: deploy
+deploy: manifests $(KUSTOMIZE) ## Deploy the operator (IMG, MEDIASERVER_IMG) to the cluster.
+	cd config/manager && $(KUSTOMIZE) edit set image controller=$(IMG)
+	$(KUSTOMIZE) build config/default | sed 's|mediafleet/mediaserver:latest|$(MEDIASERVER_IMG)|' | $(KUBECTL) apply --server-side -f -
+
+.PHONY: undeploy
+undeploy: $(KUSTOMIZE) ## Remove the operator from the cluster.
+	$(KUSTOMIZE) build config/default | $(KUBECTL) delete --ignore-not-found -f -
+
+.PHONY: build-installer
+build-installer: manifests generate $(KUSTOMIZE) ## Write dist/install.yaml (CRD, RBAC, operator Deployment).
+	mkdir -p dist
+	cd config/manager && $(KUSTOMIZE) edit set image controller=$(IMG)
+	$(KUSTOMIZE) build config/default > dist/install.yaml
+	@echo "wrote dist/install.yaml"
+
+.PHONY: docker-build
+docker-build: ## Build both images with a Docker engine (not available on CI machines).
+	docker build --target manager -t $(IMG) .
+	docker build --target mediaserver -t $(MEDIASERVER_IMG) .
+
+##@ Tools
+
+$(LOCALBIN):
+	mkdir -p $(LOCALBIN)
+
+$(CONTROLLER_GEN): | $(LOCALBIN)
+	$(call go-install-tool,$(CONTROLLER_GEN),sigs.k8s.io/controller-tools/cmd/controller-gen,$(CONTROLLER_GEN_VERSION))
+
+$(KUSTOMIZE): | $(LOCALBIN)
+	$(call go-install-tool,$(KUSTOMIZE),sigs.k8s.io/kustomize/kustomize/v5,$(KUSTOMIZE_VERSION))
+
+# go-install-tool installs a pinned Go tool into bin/ under a versioned name.
+define go-install-tool
+@[ -f "$(1)" ] || { \
+set -e; \
+echo "installing $(2)@$(3) into $(LOCALBIN)"; \
+tmp=$$(mktemp -d); \
+GOBIN=$$tmp $(GO) install $(2)@$(3); \
+mv $$tmp/$$(basename $(2) | sed 's/^v[0-9]*$$//') $(1) 2>/dev/null || mv $$tmp/* $(1); \
+rm -rf $$tmp; \
+}
+endef

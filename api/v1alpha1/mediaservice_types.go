@@ -1,0 +1,417 @@
+package v1alpha1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// MediaServiceSpec is what a cluster admin asks for: a fleet of WebRTC media
+// pods, their networking, their limits and how they are watched.
+// +kubebuilder:validation:XValidation:rule="self.signaling.port != self.adminPort",message="signaling.port and adminPort must differ"
+// +kubebuilder:validation:XValidation:rule="!has(self.ice.portRange) || self.ice.portRange.max - self.ice.portRange.min + 1 >= self.limits.maxSessionsPerPod",message="ice.portRange is too narrow: it needs at least limits.maxSessionsPerPod ports (one UDP port per session)"
+// +kubebuilder:validation:XValidation:rule="!has(self.ice.publicAddress) || self.ice.publicAddress.source != 'PodIP' || !self.ice.hostNetwork",message="ice.publicAddress.source PodIP makes no sense with ice.hostNetwork; use NodeInternalIP or NodeExternalIP"
+type MediaServiceSpec struct {
+	// Replicas is the number of media pods. Scaled through the scale
+	// subresource (kubectl scale msvc/NAME --replicas=N).
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1000
+	// +optional
+	Replicas *int32 `json:"replicas,omitempty"`
+
+	// Image of the mediaserver. Empty means the operator's
+	// --mediaserver-image flag.
+	// +kubebuilder:validation:MaxLength=512
+	// +optional
+	Image string `json:"image,omitempty"`
+
+	// ImagePullPolicy of the mediaserver container.
+	// +kubebuilder:validation:Enum=Always;IfNotPresent;Never
+	// +optional
+	ImagePullPolicy corev1.PullPolicy `json:"imagePullPolicy,omitempty"`
+
+	// Resources of the mediaserver container.
+	// +optional
+	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
+
+	// Signaling configures the public port: WHIP/WHEP, WebSocket and the
+	// demo page.
+	// +kubebuilder:default={}
+	// +optional
+	Signaling SignalingSpec `json:"signaling,omitempty"`
+
+	// AdminPort serves /metrics, /healthz, /readyz, /status and pprof. It is
+	// never exposed by the public Service.
+	// +kubebuilder:default=9090
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	// +optional
+	AdminPort int32 `json:"adminPort,omitempty"`
+
+	// ICE configures how media reaches the pods over UDP.
+	// +kubebuilder:default={udpMuxPort: 50000}
+	// +optional
+	ICE ICESpec `json:"ice,omitempty"`
+
+	// Limits protect each media pod.
+	// +kubebuilder:default={}
+	// +optional
+	Limits LimitsSpec `json:"limits,omitempty"`
+
+	// LeakDetection configures the goroutine-leak detector of each pod.
+	// +kubebuilder:default={}
+	// +optional
+	LeakDetection LeakDetectionSpec `json:"leakDetection,omitempty"`
+
+	// Logging configures the mediaserver's structured logs.
+	// +kubebuilder:default={}
+	// +optional
+	Logging LoggingSpec `json:"logging,omitempty"`
+
+	// PodTemplate adds metadata and scheduling constraints to media pods.
+	// +optional
+	PodTemplate PodTemplateSpec `json:"podTemplate,omitempty"`
+}
+
+// ServiceType is how the signalling Service is exposed.
+// +kubebuilder:validation:Enum=ClusterIP;NodePort;LoadBalancer
+type ServiceType string
+
+const (
+	ServiceTypeClusterIP    ServiceType = "ClusterIP"
+	ServiceTypeNodePort     ServiceType = "NodePort"
+	ServiceTypeLoadBalancer ServiceType = "LoadBalancer"
+)
+
+// SignalingSpec configures the public signalling port.
+type SignalingSpec struct {
+	// Port of WHIP/WHEP, WebSocket and the demo page, in the pod and on the
+	// Service.
+	// +kubebuilder:default=8080
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	// +optional
+	Port int32 `json:"port,omitempty"`
+
+	// ServiceType of the signalling Service.
+	// +kubebuilder:default=ClusterIP
+	// +optional
+	ServiceType ServiceType `json:"serviceType,omitempty"`
+
+	// AllowedOrigins are the browser origins allowed to open a WebSocket or
+	// make cross-origin WHIP/WHEP requests (scheme://host[:port], or "*").
+	// Empty means same-origin only.
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self.all(o, o == '*' || o.matches('^https?://[^/?#]+$'))",message="each signaling.allowedOrigins entry must be \"*\" or scheme://host[:port] with scheme http or https and no path"
+	// +listType=set
+	// +optional
+	AllowedOrigins []string `json:"allowedOrigins,omitempty"`
+
+	// TokenSecretRef names a key of a Secret in the MediaService's namespace
+	// holding the bearer token required on WHIP, WHEP and WebSocket
+	// requests. Unset means no token is required.
+	// +optional
+	TokenSecretRef *SecretKeyRef `json:"tokenSecretRef,omitempty"`
+}
+
+// SecretKeyRef selects one key of a Secret in the same namespace.
+type SecretKeyRef struct {
+	// Name of the Secret.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +required
+	Name string `json:"name"`
+	// Key within the Secret.
+	// +kubebuilder:default=token
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +optional
+	Key string `json:"key,omitempty"`
+}
+
+// ICESpec configures ICE. Exactly one of portRange and udpMuxPort is set.
+// +kubebuilder:validation:XValidation:rule="has(self.portRange) != has(self.udpMuxPort)",message="exactly one of ice.portRange or ice.udpMuxPort must be set"
+type ICESpec struct {
+	// PortRange gives every session its own UDP port from this range.
+	// +optional
+	PortRange *PortRange `json:"portRange,omitempty"`
+
+	// UDPMuxPort makes every session of a pod share this one UDP port.
+	// +kubebuilder:validation:Minimum=1024
+	// +kubebuilder:validation:Maximum=65535
+	// +optional
+	UDPMuxPort *int32 `json:"udpMuxPort,omitempty"`
+
+	// STUNServers are handed to the server's ICE agent and to clients.
+	// Each is a stun: or stuns: URL. No STUN server is used by default.
+	// +kubebuilder:validation:MaxItems=8
+	// +kubebuilder:validation:items:MaxLength=512
+	// +kubebuilder:validation:XValidation:rule="self.all(u, u.matches('^stuns?:[^\\\\s]+$'))",message="each ice.stunServers entry must be a stun: or stuns: URL"
+	// +optional
+	STUNServers []string `json:"stunServers,omitempty"`
+
+	// TURNServers relay media for clients that cannot reach the pod
+	// directly (the usual setup for pod-network fleets).
+	// +kubebuilder:validation:MaxItems=4
+	// +optional
+	TURNServers []TURNServer `json:"turnServers,omitempty"`
+
+	// HostNetwork runs media pods in the node's network namespace so that
+	// clients reach ICE ports on the node's address. Two pods of one
+	// MediaService never share a node then.
+	// +optional
+	HostNetwork bool `json:"hostNetwork,omitempty"`
+
+	// PublicAddress is the address written into the server's ICE
+	// candidates. Unset means the pod's own interface addresses.
+	// +optional
+	PublicAddress *PublicAddress `json:"publicAddress,omitempty"`
+}
+
+// PortRange is an inclusive range of UDP ports.
+// +kubebuilder:validation:XValidation:rule="self.min <= self.max",message="ice.portRange.min must be <= ice.portRange.max"
+type PortRange struct {
+	// Min is the first port of the range.
+	// +kubebuilder:validation:Minimum=1024
+	// +kubebuilder:validation:Maximum=65535
+	// +required
+	Min int32 `json:"min"`
+	// Max is the last port of the range.
+	// +kubebuilder:validation:Minimum=1024
+	// +kubebuilder:validation:Maximum=65535
+	// +required
+	Max int32 `json:"max"`
+}
+
+// TURNServer is one TURN server and the Secret holding its credentials.
+type TURNServer struct {
+	// URLs of the server, each turn: or turns:.
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=8
+	// +kubebuilder:validation:items:MaxLength=512
+	// +kubebuilder:validation:XValidation:rule="self.all(u, u.matches('^turns?:[^\\\\s]+$'))",message="each ice.turnServers[].urls entry must be a turn: or turns: URL"
+	// +required
+	URLs []string `json:"urls"`
+	// CredentialsSecretRef names a Secret in the same namespace with the
+	// keys username and password.
+	// +required
+	CredentialsSecretRef corev1.LocalObjectReference `json:"credentialsSecretRef"`
+}
+
+// PublicAddressSource says where the advertised address comes from.
+// +kubebuilder:validation:Enum=NodeExternalIP;NodeInternalIP;PodIP;Static
+type PublicAddressSource string
+
+const (
+	// PublicAddressNodeExternalIP advertises the node's ExternalIP address.
+	PublicAddressNodeExternalIP PublicAddressSource = "NodeExternalIP"
+	// PublicAddressNodeInternalIP advertises the node's address
+	// (status.hostIP).
+	PublicAddressNodeInternalIP PublicAddressSource = "NodeInternalIP"
+	// PublicAddressPodIP advertises the pod's IP.
+	PublicAddressPodIP PublicAddressSource = "PodIP"
+	// PublicAddressStatic advertises the addresses listed in ips.
+	PublicAddressStatic PublicAddressSource = "Static"
+)
+
+// PublicAddress is the address rewritten into ICE host candidates.
+// +kubebuilder:validation:XValidation:rule="self.source == 'Static' ? (has(self.ips) && size(self.ips) > 0) : !has(self.ips)",message="ice.publicAddress.ips is required with source Static and allowed only with it"
+type PublicAddress struct {
+	// Source of the advertised address.
+	// +required
+	Source PublicAddressSource `json:"source"`
+	// IPs advertised with source Static.
+	// +kubebuilder:validation:MaxItems=4
+	// +kubebuilder:validation:items:MaxLength=45
+	// +kubebuilder:validation:XValidation:rule="self.all(ip, isIP(ip))",message="each ice.publicAddress.ips entry must be an IP address"
+	// +optional
+	IPs []string `json:"ips,omitempty"`
+}
+
+// LimitsSpec protects each media pod.
+type LimitsSpec struct {
+	// MaxSessionsPerPod is the number of PeerConnections a pod accepts;
+	// the next offer gets 503 with Retry-After.
+	// +kubebuilder:default=500
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100000
+	// +optional
+	MaxSessionsPerPod int32 `json:"maxSessionsPerPod,omitempty"`
+
+	// MaxICECandidatesPerSession caps the remote ICE candidates one session
+	// may add.
+	// +kubebuilder:default=50
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000
+	// +optional
+	MaxICECandidatesPerSession int32 `json:"maxICECandidatesPerSession,omitempty"`
+
+	// WebsocketSendBuffer is the outbound queue of each WebSocket, in
+	// messages.
+	// +kubebuilder:default=256
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65536
+	// +optional
+	WebsocketSendBuffer int32 `json:"websocketSendBuffer,omitempty"`
+
+	// WebsocketSendTimeout is how long a send may wait on a full queue
+	// before the slow client is disconnected.
+	// +kubebuilder:default="1s"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s') && duration(self) <= duration('1m')",message="limits.websocketSendTimeout must be positive and at most 1m"
+	// +optional
+	WebsocketSendTimeout metav1.Duration `json:"websocketSendTimeout,omitempty"`
+
+	// DrainTimeout is how long a terminating pod waits for its sessions to
+	// end before closing them; terminationGracePeriodSeconds follows it.
+	// +kubebuilder:default="30s"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s') && duration(self) <= duration('24h')",message="limits.drainTimeout must be positive and at most 24h"
+	// +optional
+	DrainTimeout metav1.Duration `json:"drainTimeout,omitempty"`
+}
+
+// Remediation is what the operator does about a leaking pod.
+// +kubebuilder:validation:Enum=None;RestartWhenIdle
+type Remediation string
+
+const (
+	// RemediationNone only reports.
+	RemediationNone Remediation = "None"
+	// RemediationRestartWhenIdle deletes a leaking pod once it holds no
+	// sessions.
+	RemediationRestartWhenIdle Remediation = "RestartWhenIdle"
+)
+
+// LeakDetectionSpec configures the goroutine-leak detector.
+type LeakDetectionSpec struct {
+	// BaselineWindow is how long after start the detector learns the
+	// goroutine baseline.
+	// +kubebuilder:default="5m"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s')",message="leakDetection.baselineWindow must be at least 1s"
+	// +optional
+	BaselineWindow metav1.Duration `json:"baselineWindow,omitempty"`
+
+	// ThresholdRatio: a leak is suspected when goroutines not explained by
+	// sessions exceed this multiple of the baseline.
+	// +kubebuilder:default=3
+	// +kubebuilder:validation:Minimum=2
+	// +kubebuilder:validation:Maximum=100
+	// +optional
+	ThresholdRatio int32 `json:"thresholdRatio,omitempty"`
+
+	// Remediation of a suspected leak.
+	// +kubebuilder:default=None
+	// +optional
+	Remediation Remediation `json:"remediation,omitempty"`
+}
+
+// LoggingSpec configures the mediaserver's logs.
+type LoggingSpec struct {
+	// Level of the logs.
+	// +kubebuilder:validation:Enum=debug;info;warn;error
+	// +kubebuilder:default=info
+	// +optional
+	Level string `json:"level,omitempty"`
+	// Format of the logs.
+	// +kubebuilder:validation:Enum=json;text
+	// +kubebuilder:default=json
+	// +optional
+	Format string `json:"format,omitempty"`
+}
+
+// PodTemplateSpec adds metadata and scheduling constraints to media pods.
+type PodTemplateSpec struct {
+	// Labels added to media pods (the operator's own labels win).
+	// +optional
+	Labels map[string]string `json:"labels,omitempty"`
+	// Annotations added to media pods.
+	// +optional
+	Annotations map[string]string `json:"annotations,omitempty"`
+	// NodeSelector of media pods.
+	// +optional
+	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
+	// Tolerations of media pods.
+	// +optional
+	Tolerations []corev1.Toleration `json:"tolerations,omitempty"`
+	// Affinity of media pods. With ice.hostNetwork the operator adds a
+	// required pod anti-affinity on the node.
+	// +optional
+	Affinity *corev1.Affinity `json:"affinity,omitempty"`
+	// PriorityClassName of media pods.
+	// +kubebuilder:validation:MaxLength=253
+	// +optional
+	PriorityClassName string `json:"priorityClassName,omitempty"`
+}
+
+// Condition types of a MediaService.
+const (
+	// ConditionAvailable is True when enough media pods are ready to serve.
+	ConditionAvailable = "Available"
+	// ConditionProgressing is True while a rollout or scale is under way.
+	ConditionProgressing = "Progressing"
+	// ConditionDegraded is True when pods fail or the rollout is stuck.
+	ConditionDegraded = "Degraded"
+)
+
+// MediaServiceStatus is what the operator observed.
+type MediaServiceStatus struct {
+	// ObservedGeneration is the generation the status reflects.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// Replicas is the number of media pods.
+	// +optional
+	Replicas int32 `json:"replicas,omitempty"`
+	// ReadyReplicas is the number of ready media pods.
+	// +optional
+	ReadyReplicas int32 `json:"readyReplicas,omitempty"`
+	// UpdatedReplicas is the number of media pods on the current spec.
+	// +optional
+	UpdatedReplicas int32 `json:"updatedReplicas,omitempty"`
+	// Selector is the label selector of media pods (for the scale
+	// subresource and HPAs).
+	// +optional
+	Selector string `json:"selector,omitempty"`
+	// Conditions: Available, Progressing, Degraded.
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// MediaService runs a fleet of WebRTC media servers.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:subresource:scale:specpath=.spec.replicas,statuspath=.status.replicas,selectorpath=.status.selector
+// +kubebuilder:resource:shortName=msvc,categories=mediafleet
+// +kubebuilder:printcolumn:name="Desired",type=integer,JSONPath=`.spec.replicas`
+// +kubebuilder:printcolumn:name="Ready",type=integer,JSONPath=`.status.readyReplicas`
+// +kubebuilder:printcolumn:name="Available",type=string,JSONPath=`.status.conditions[?(@.type=="Available")].status`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && size(self.metadata.name) <= 52",message="metadata.name must be a DNS label of at most 52 characters starting with a letter (it names Services and pods)"
+type MediaService struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// +optional
+	Spec MediaServiceSpec `json:"spec,omitempty"`
+	// +optional
+	Status MediaServiceStatus `json:"status,omitempty"`
+}
+
+// MediaServiceList is a list of MediaServices.
+// +kubebuilder:object:root=true
+type MediaServiceList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []MediaService `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&MediaService{}, &MediaServiceList{})
+}

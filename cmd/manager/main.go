@@ -1,0 +1,75 @@
+// Command manager runs the mediafleet operator.
+package main
+
+import (
+	"flag"
+	"os"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	mediav1alpha1 "github.com/mediafleet/mediafleet/api/v1alpha1"
+	"github.com/mediafleet/mediafleet/controllers"
+)
+
+func main() {
+	var (
+		metricsAddr      string
+		probeAddr        string
+		leaderElect      bool
+		mediaserverImage string
+	)
+	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the metrics endpoint (0 disables it).")
+	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz probes.")
+	flag.BoolVar(&leaderElect, "leader-elect", false, "Elect a leader so that only one manager reconciles at a time.")
+	flag.StringVar(&mediaserverImage, "mediaserver-image", "mediafleet/mediaserver:latest", "Image of media pods whose MediaService leaves spec.image empty.")
+	zapOpts := zap.Options{}
+	zapOpts.BindFlags(flag.CommandLine)
+	flag.Parse()
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	setupLog := ctrl.Log.WithName("setup")
+
+	scheme := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(mediav1alpha1.AddToScheme(scheme))
+
+	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+		Scheme:                 scheme,
+		Metrics:                metricsserver.Options{BindAddress: metricsAddr},
+		HealthProbeBindAddress: probeAddr,
+		LeaderElection:         leaderElect,
+		LeaderElectionID:       "mediafleet.media.mediafleet.io",
+		Cache:                  controllers.CacheOptions(),
+	})
+	if err != nil {
+		setupLog.Error(err, "create manager")
+		os.Exit(1)
+	}
+	r := &controllers.MediaServiceReconciler{
+		Client:   mgr.GetClient(),
+		Recorder: mgr.GetEventRecorder("mediafleet"),
+		Options:  controllers.Options{MediaserverImage: mediaserverImage},
+	}
+	if err := r.SetupWithManager(mgr); err != nil {
+		setupLog.Error(err, "set up controller")
+		os.Exit(1)
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		setupLog.Error(err, "add health check")
+		os.Exit(1)
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		setupLog.Error(err, "add ready check")
+		os.Exit(1)
+	}
+	setupLog.Info("starting manager", "mediaserverImage", mediaserverImage)
+	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
+		setupLog.Error(err, "run manager")
+		os.Exit(1)
+	}
+}

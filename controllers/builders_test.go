@@ -1,0 +1,307 @@
+package controllers
+
+import (
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+
+	mediav1alpha1 "github.com/mediafleet/mediafleet/api/v1alpha1"
+)
+
+// defaulted returns a MediaService as the API server's defaulting leaves it.
+func defaulted(mut func(*mediav1alpha1.MediaService)) *mediav1alpha1.MediaService {
+	ms := &mediav1alpha1.MediaService{
+		ObjectMeta: metav1.ObjectMeta{Name: "demo", Namespace: "media", UID: "uid-1"},
+		Spec: mediav1alpha1.MediaServiceSpec{
+			Replicas:  ptrTo(int32(2)),
+			Signaling: mediav1alpha1.SignalingSpec{Port: 8080, ServiceType: mediav1alpha1.ServiceTypeClusterIP},
+			AdminPort: 9090,
+			ICE:       mediav1alpha1.ICESpec{UDPMuxPort: ptrTo(int32(50000))},
+			Limits: mediav1alpha1.LimitsSpec{MaxSessionsPerPod: 500, MaxICECandidatesPerSession: 50, WebsocketSendBuffer: 256,
+				WebsocketSendTimeout: metav1.Duration{Duration: time.Second}, DrainTimeout: metav1.Duration{Duration: 30 * time.Second}},
+			LeakDetection: mediav1alpha1.LeakDetectionSpec{BaselineWindow: metav1.Duration{Duration: 5 * time.Minute}, ThresholdRatio: 3, Remediation: mediav1alpha1.RemediationNone},
+			Logging:       mediav1alpha1.LoggingSpec{Level: "info", Format: "json"},
+		},
+	}
+	if mut != nil {
+		mut(ms)
+	}
+	return ms
+}
+
+func envMap(d *appsv1ac.DeploymentApplyConfiguration) map[string]string {
+	out := map[string]string{}
+	for _, e := range d.Spec.Template.Spec.Containers[0].Env {
+		switch {
+		case e.Value != nil:
+			out[*e.Name] = *e.Value
+		case e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil:
+			out[*e.Name] = "secret:" + *e.ValueFrom.SecretKeyRef.Name + "/" + *e.ValueFrom.SecretKeyRef.Key
+		case e.ValueFrom != nil && e.ValueFrom.FieldRef != nil:
+			out[*e.Name] = "field:" + *e.ValueFrom.FieldRef.FieldPath
+		}
+	}
+	return out
+}
+
+func TestDesiredDeployment(t *testing.T) {
+	opts := Options{MediaserverImage: "mediafleet/mediaserver:v1"}
+	cases := []struct {
+		name  string
+		mut   func(*mediav1alpha1.MediaService)
+		check func(t *testing.T, d *appsv1ac.DeploymentApplyConfiguration)
+	}{
+		{"defaults: operator image, mux port, surge-first rollout", nil, func(t *testing.T, d *appsv1ac.DeploymentApplyConfiguration) {
+			c := d.Spec.Template.Spec.Containers[0]
+			if *c.Image != "mediafleet/mediaserver:v1" || *d.Spec.Replicas != 2 {
+				t.Errorf("image %s replicas %d", *c.Image, *d.Spec.Replicas)
+			}
+			ru := d.Spec.Strategy.RollingUpdate
+			if ru.MaxSurge.IntValue() != 1 || ru.MaxUnavailable.IntValue() != 0 {
+				t.Errorf("pod-network rollout must surge first: %+v", ru)
+			}
+			env := envMap(d)
+			want := map[string]string{"PORT": "8080", "ADMIN_PORT": "9090", "ICE_UDP_MUX_PORT": "50000", "MAX_SESSIONS": "500",
+				"MAX_ICE_CANDIDATES": "50", "WS_SEND_BUFFER": "256", "WS_SEND_TIMEOUT": "1s", "DRAIN_TIMEOUT": "30s",
+				"LEAK_BASELINE_WINDOW": "5m0s", "LEAK_THRESHOLD_RATIO": "3", "POD_NAME": "field:metadata.name",
+				"HOST_IP": "field:status.hostIP", "POD_IP": "field:status.podIP", "MEDIASERVICE_NAME": "demo"}
+			for k, v := range want {
+				if env[k] != v {
+					t.Errorf("env %s = %q, want %q", k, env[k], v)
+				}
+			}
+			if _, ok := env["ICE_PORT_MIN"]; ok {
+				t.Errorf("ICE_PORT_MIN set in mux mode")
+			}
+			var udp bool
+			for _, p := range c.Ports {
+				if *p.Name == portNameICEMux && *p.Protocol == corev1.ProtocolUDP && *p.ContainerPort == 50000 {
+					udp = true
+				}
+			}
+			if !udp {
+				t.Errorf("mux UDP port not declared: %+v", c.Ports)
+			}
+			if d.Spec.Template.Spec.HostNetwork != nil || d.Spec.Template.Spec.Affinity != nil {
+				t.Errorf("pod network fleet got hostNetwork/affinity")
+			}
+		}},
+		{"restricted pod security and no API token", nil, func(t *testing.T, d *appsv1ac.DeploymentApplyConfiguration) {
+			ps := d.Spec.Template.Spec
+			c := ps.Containers[0]
+			sc := c.SecurityContext
+			if !*sc.RunAsNonRoot || *sc.AllowPrivilegeEscalation || !*sc.ReadOnlyRootFilesystem || sc.Capabilities.Drop[0] != "ALL" {
+				t.Errorf("container security context %+v", sc)
+			}
+			if *ps.SecurityContext.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault || *ps.SecurityContext.RunAsUser == 0 {
+				t.Errorf("pod security context %+v", ps.SecurityContext)
+			}
+			if *ps.AutomountServiceAccountToken || *ps.ServiceAccountName != "demo-media" {
+				t.Errorf("service account token mounted or wrong account")
+			}
+			if *c.ReadinessProbe.HTTPGet.Path != "/readyz" || c.ReadinessProbe.HTTPGet.Port.StrVal != portNameAdmin ||
+				*c.LivenessProbe.HTTPGet.Path != "/healthz" {
+				t.Errorf("probes %+v %+v", c.ReadinessProbe, c.LivenessProbe)
+			}
+			if *ps.TerminationGracePeriodSeconds != 40 {
+				t.Errorf("grace %d", *ps.TerminationGracePeriodSeconds)
+			}
+		}},
+		{"host network: port range, in-place rollout, anti-affinity, node address", func(ms *mediav1alpha1.MediaService) {
+			ms.Spec.ICE = mediav1alpha1.ICESpec{HostNetwork: true, PortRange: &mediav1alpha1.PortRange{Min: 50000, Max: 50100},
+				PublicAddress: &mediav1alpha1.PublicAddress{Source: mediav1alpha1.PublicAddressNodeInternalIP}}
+		}, func(t *testing.T, d *appsv1ac.DeploymentApplyConfiguration) {
+			ps := d.Spec.Template.Spec
+			if !*ps.HostNetwork || *ps.DNSPolicy != corev1.DNSClusterFirstWithHostNet {
+				t.Errorf("hostNetwork %v dns %v", ps.HostNetwork, ps.DNSPolicy)
+			}
+			ru := d.Spec.Strategy.RollingUpdate
+			if ru.MaxSurge.IntValue() != 0 || ru.MaxUnavailable.IntValue() != 1 {
+				t.Errorf("hostNetwork rollout must replace in place: %+v", ru)
+			}
+			terms := ps.Affinity.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution
+			if len(terms) != 1 || *terms[0].TopologyKey != corev1.LabelHostname || terms[0].LabelSelector.MatchLabels[labelInstance] != "demo" {
+				t.Errorf("anti-affinity %+v", terms)
+			}
+			env := envMap(d)
+			if env["ICE_PORT_MIN"] != "50000" || env["ICE_PORT_MAX"] != "50100" || env["PUBLIC_IPS"] != "$(HOST_IP)" {
+				t.Errorf("env %v", env)
+			}
+		}},
+		{"user affinity kept beside the host anti-affinity", func(ms *mediav1alpha1.MediaService) {
+			ms.Spec.ICE.HostNetwork = true
+			ms.Spec.PodTemplate.Affinity = &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{
+				NodeSelectorTerms: []corev1.NodeSelectorTerm{{MatchExpressions: []corev1.NodeSelectorRequirement{{Key: "media", Operator: corev1.NodeSelectorOpExists}}}}}}}
+		}, func(t *testing.T, d *appsv1ac.DeploymentApplyConfiguration) {
+			aff := d.Spec.Template.Spec.Affinity
+			if aff.NodeAffinity == nil || len(aff.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution) != 1 {
+				t.Errorf("affinity %+v", aff)
+			}
+		}},
+		{"secrets by reference: token and TURN", func(ms *mediav1alpha1.MediaService) {
+			ms.Spec.Signaling.TokenSecretRef = &mediav1alpha1.SecretKeyRef{Name: "signal", Key: "bearer"}
+			ms.Spec.ICE.TURNServers = []mediav1alpha1.TURNServer{{URLs: []string{"turn:turn.example.test:3478", "turns:turn.example.test:5349"},
+				CredentialsSecretRef: corev1.LocalObjectReference{Name: "turn-creds"}}}
+			ms.Spec.ICE.STUNServers = []string{"stun:a.example.test", "stun:b.example.test"}
+			ms.Spec.Signaling.AllowedOrigins = []string{"https://a.example.test", "https://b.example.test"}
+		}, func(t *testing.T, d *appsv1ac.DeploymentApplyConfiguration) {
+			env := envMap(d)
+			want := map[string]string{"AUTH_TOKEN": "secret:signal/bearer", "TURN_SERVER_COUNT": "1",
+				"TURN_0_URLS": "turn:turn.example.test:3478,turns:turn.example.test:5349", "TURN_0_USERNAME": "secret:turn-creds/username",
+				"TURN_0_PASSWORD": "secret:turn-creds/password", "STUN_SERVERS": "stun:a.example.test,stun:b.example.test",
+				"ALLOWED_ORIGINS": "https://a.example.test,https://b.example.test"}
+			for k, v := range want {
+				if env[k] != v {
+					t.Errorf("env %s = %q, want %q", k, env[k], v)
+				}
+			}
+		}},
+		{"node external IP read from the published file", func(ms *mediav1alpha1.MediaService) {
+			ms.Spec.ICE.PublicAddress = &mediav1alpha1.PublicAddress{Source: mediav1alpha1.PublicAddressNodeExternalIP}
+		}, func(t *testing.T, d *appsv1ac.DeploymentApplyConfiguration) {
+			if envMap(d)["PUBLIC_IP_FILE"] != nodeAddrMountAt+"/$(NODE_NAME)" {
+				t.Errorf("env %v", envMap(d))
+			}
+			if len(d.Spec.Template.Spec.Volumes) != 2 || *d.Spec.Template.Spec.Volumes[1].ConfigMap.Name != "demo-node-addresses" {
+				t.Errorf("volumes %+v", d.Spec.Template.Spec.Volumes)
+			}
+		}},
+		{"static IPs, pod template metadata and scheduling", func(ms *mediav1alpha1.MediaService) {
+			ms.Spec.ICE.PublicAddress = &mediav1alpha1.PublicAddress{Source: mediav1alpha1.PublicAddressStatic, IPs: []string{"198.18.0.10", "198.18.0.11"}}
+			ms.Spec.PodTemplate = mediav1alpha1.PodTemplateSpec{Labels: map[string]string{"team": "rtc", labelInstance: "hijack"}, Annotations: map[string]string{"a": "b"},
+				NodeSelector: map[string]string{"pool": "media"}, PriorityClassName: "media-critical",
+				Tolerations: []corev1.Toleration{{Key: "media", Operator: corev1.TolerationOpEqual, Value: "yes", Effect: corev1.TaintEffectNoSchedule}}}
+			ms.Spec.Image = "registry.example.test/ms:2"
+			ms.Spec.ImagePullPolicy = corev1.PullNever
+		}, func(t *testing.T, d *appsv1ac.DeploymentApplyConfiguration) {
+			tpl := d.Spec.Template
+			if envMap(d)["PUBLIC_IPS"] != "198.18.0.10,198.18.0.11" {
+				t.Errorf("PUBLIC_IPS %q", envMap(d)["PUBLIC_IPS"])
+			}
+			if tpl.Labels["team"] != "rtc" || tpl.Labels[labelInstance] != "demo" || tpl.Annotations["a"] != "b" {
+				t.Errorf("labels %v annotations %v (operator labels must win)", tpl.Labels, tpl.Annotations)
+			}
+			if tpl.Spec.NodeSelector["pool"] != "media" || *tpl.Spec.PriorityClassName != "media-critical" || len(tpl.Spec.Tolerations) != 1 {
+				t.Errorf("scheduling %+v", tpl.Spec)
+			}
+			c := tpl.Spec.Containers[0]
+			if *c.Image != "registry.example.test/ms:2" || *c.ImagePullPolicy != corev1.PullNever {
+				t.Errorf("image %s policy %s", *c.Image, *c.ImagePullPolicy)
+			}
+		}},
+		{"scaled to zero", func(ms *mediav1alpha1.MediaService) { ms.Spec.Replicas = ptrTo(int32(0)) },
+			func(t *testing.T, d *appsv1ac.DeploymentApplyConfiguration) {
+				if *d.Spec.Replicas != 0 {
+					t.Errorf("replicas %d", *d.Spec.Replicas)
+				}
+			}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			d := desiredDeployment(defaulted(tc.mut), opts)
+			if *d.Name != "demo" || *d.Namespace != "media" || len(d.OwnerReferences) != 1 || !*d.OwnerReferences[0].Controller {
+				t.Fatalf("metadata %+v", d.ObjectMetaApplyConfiguration)
+			}
+			if d.Spec.Selector.MatchLabels[labelInstance] != "demo" || d.Spec.Template.Labels[labelManagedBy] != managedByValue {
+				t.Fatalf("selector/labels")
+			}
+			tc.check(t, d)
+		})
+	}
+}
+
+func TestDesiredServices(t *testing.T) {
+	for _, st := range []mediav1alpha1.ServiceType{mediav1alpha1.ServiceTypeClusterIP, mediav1alpha1.ServiceTypeNodePort, mediav1alpha1.ServiceTypeLoadBalancer} {
+		ms := defaulted(func(ms *mediav1alpha1.MediaService) { ms.Spec.Signaling.ServiceType = st; ms.Spec.Signaling.Port = 8443 })
+		svc := desiredSignalingService(ms)
+		if string(*svc.Spec.Type) != string(st) || len(svc.Spec.Ports) != 1 || *svc.Spec.Ports[0].Port != 8443 {
+			t.Errorf("%s: signalling service %+v", st, svc.Spec)
+		}
+	}
+	h := desiredHeadlessService(defaulted(nil))
+	if *h.Name != "demo-pods" || *h.Spec.ClusterIP != corev1.ClusterIPNone || !*h.Spec.PublishNotReadyAddresses || len(h.Spec.Ports) != 2 {
+		t.Errorf("headless service %+v", h.Spec)
+	}
+}
+
+func TestDesiredServiceAccountAndPDB(t *testing.T) {
+	ms := defaulted(nil)
+	sa := desiredServiceAccount(ms)
+	if *sa.Name != "demo-media" || *sa.AutomountServiceAccountToken {
+		t.Errorf("service account %+v", sa)
+	}
+	pdb := desiredPDB(ms)
+	if pdb.Spec.MaxUnavailable.IntValue() != 1 || pdb.Spec.Selector.MatchLabels[labelInstance] != "demo" {
+		t.Errorf("pdb %+v", pdb.Spec)
+	}
+}
+
+func TestDesiredNodeAddresses(t *testing.T) {
+	nodes := []corev1.Node{
+		{ObjectMeta: metav1.ObjectMeta{Name: "n1"}, Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{
+			{Type: corev1.NodeInternalIP, Address: "198.18.0.1"}, {Type: corev1.NodeExternalIP, Address: "198.19.0.1"}}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "n2"}, Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{
+			{Type: corev1.NodeHostName, Address: "n2"}, {Type: corev1.NodeInternalIP, Address: "198.18.0.2"}}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "n3"}, Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeHostName, Address: "n3"}}}},
+	}
+	if cm := desiredNodeAddresses(defaulted(nil), nodes); cm != nil {
+		t.Fatalf("config map built without NodeExternalIP")
+	}
+	ms := defaulted(func(ms *mediav1alpha1.MediaService) {
+		ms.Spec.ICE.PublicAddress = &mediav1alpha1.PublicAddress{Source: mediav1alpha1.PublicAddressNodeExternalIP}
+	})
+	cm := desiredNodeAddresses(ms, nodes)
+	want := map[string]string{"n1": "198.19.0.1", "n2": "198.18.0.2"}
+	if len(cm.Data) != 2 || cm.Data["n1"] != want["n1"] || cm.Data["n2"] != want["n2"] {
+		t.Errorf("data %v, want %v", cm.Data, want)
+	}
+}
+
+func TestComputeStatus(t *testing.T) {
+	ms := defaulted(func(ms *mediav1alpha1.MediaService) { ms.Spec.Replicas = ptrTo(int32(3)); ms.Generation = 4 })
+	cases := []struct {
+		name                       string
+		dep                        *appsv1.Deployment
+		avail, progressing, degrad metav1.ConditionStatus
+	}{
+		{"no deployment", nil, metav1.ConditionFalse, metav1.ConditionTrue, metav1.ConditionFalse},
+		{"one of three ready", &appsv1.Deployment{Status: appsv1.DeploymentStatus{Replicas: 3, ReadyReplicas: 1, UpdatedReplicas: 3, AvailableReplicas: 1}},
+			metav1.ConditionFalse, metav1.ConditionTrue, metav1.ConditionFalse},
+		{"all ready", &appsv1.Deployment{Status: appsv1.DeploymentStatus{Replicas: 3, ReadyReplicas: 3, UpdatedReplicas: 3, AvailableReplicas: 3}},
+			metav1.ConditionTrue, metav1.ConditionFalse, metav1.ConditionFalse},
+		{"replica failure", &appsv1.Deployment{Status: appsv1.DeploymentStatus{Replicas: 2, ReadyReplicas: 2, UpdatedReplicas: 2, AvailableReplicas: 2,
+			Conditions: []appsv1.DeploymentCondition{{Type: appsv1.DeploymentReplicaFailure, Status: corev1.ConditionTrue, Message: "pods forbidden"}}}},
+			metav1.ConditionTrue, metav1.ConditionTrue, metav1.ConditionTrue},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			m := ms.DeepCopy()
+			computeStatus(m, tc.dep, nil, nil)
+			for typ, want := range map[string]metav1.ConditionStatus{mediav1alpha1.ConditionAvailable: tc.avail,
+				mediav1alpha1.ConditionProgressing: tc.progressing, mediav1alpha1.ConditionDegraded: tc.degrad} {
+				if c := findCond(m.Status.Conditions, typ); c == nil || c.Status != want {
+					t.Errorf("%s = %+v, want %s", typ, c, want)
+				}
+			}
+			if m.Status.ObservedGeneration != 4 || m.Status.Selector != "app.kubernetes.io/instance=demo,app.kubernetes.io/name=mediaserver" {
+				t.Errorf("status %+v", m.Status)
+			}
+		})
+	}
+}
+
+func findCond(cs []metav1.Condition, typ string) *metav1.Condition {
+	for i := range cs {
+		if cs[i].Type == typ {
+			return &cs[i]
+		}
+	}
+	return nil
+}
+
+var _ = corev1ac.Container

@@ -1,0 +1,407 @@
+package controllers
+
+import (
+	"math"
+	"strconv"
+	"strings"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
+
+	mediav1alpha1 "github.com/mediafleet/mediafleet/api/v1alpha1"
+	"github.com/mediafleet/mediafleet/mediaserver/podenv"
+)
+
+// mediaUID is the unprivileged user the mediaserver runs as.
+const mediaUID int64 = 65532
+
+// drainGraceMargin is added to drainTimeout for terminationGracePeriodSeconds:
+// the pod needs time to close what is left and exit after the drain.
+const drainGraceMargin = 10
+
+// ownerRef makes the MediaService the controlling owner of a child.
+func ownerRef(ms *mediav1alpha1.MediaService) *metav1ac.OwnerReferenceApplyConfiguration {
+	return metav1ac.OwnerReference().
+		WithAPIVersion(mediav1alpha1.GroupVersion.String()).
+		WithKind("MediaService").
+		WithName(ms.Name).
+		WithUID(ms.UID).
+		WithController(true).
+		WithBlockOwnerDeletion(true)
+}
+
+// desiredDeployment builds the media Deployment of a MediaService.
+func desiredDeployment(ms *mediav1alpha1.MediaService, opts Options) *appsv1ac.DeploymentApplyConfiguration {
+	spec := ms.Spec
+	replicas := int32(1)
+	if spec.Replicas != nil {
+		replicas = *spec.Replicas
+	}
+	image := spec.Image
+	if image == "" {
+		image = opts.MediaserverImage
+	}
+
+	podLabels := map[string]string{}
+	for k, v := range spec.PodTemplate.Labels {
+		podLabels[k] = v
+	}
+	for k, v := range commonLabels(ms) { // ours win
+		podLabels[k] = v
+	}
+
+	container := corev1ac.Container().
+		WithName(containerName).
+		WithImage(image).
+		WithPorts(containerPorts(ms)...).
+		WithEnv(podEnv(ms)...).
+		WithReadinessProbe(corev1ac.Probe().
+			WithHTTPGet(corev1ac.HTTPGetAction().WithPath("/readyz").WithPort(intstr.FromString(portNameAdmin)).WithScheme(corev1.URISchemeHTTP)).
+			WithPeriodSeconds(2).WithTimeoutSeconds(1).WithSuccessThreshold(1).WithFailureThreshold(2)).
+		WithLivenessProbe(corev1ac.Probe().
+			WithHTTPGet(corev1ac.HTTPGetAction().WithPath("/healthz").WithPort(intstr.FromString(portNameAdmin)).WithScheme(corev1.URISchemeHTTP)).
+			WithInitialDelaySeconds(5).WithPeriodSeconds(10).WithTimeoutSeconds(2).WithSuccessThreshold(1).WithFailureThreshold(3)).
+		WithSecurityContext(corev1ac.SecurityContext().
+			WithAllowPrivilegeEscalation(false).
+			WithReadOnlyRootFilesystem(true).
+			WithRunAsNonRoot(true).
+			WithCapabilities(corev1ac.Capabilities().WithDrop("ALL"))).
+		WithVolumeMounts(volumeMounts(ms)...).
+		WithTerminationMessagePolicy(corev1.TerminationMessageFallbackToLogsOnError)
+	if spec.ImagePullPolicy != "" {
+		container.WithImagePullPolicy(spec.ImagePullPolicy)
+	}
+	if len(spec.Resources.Limits) > 0 || len(spec.Resources.Requests) > 0 {
+		res := corev1ac.ResourceRequirements()
+		if len(spec.Resources.Limits) > 0 {
+			res.WithLimits(spec.Resources.Limits)
+		}
+		if len(spec.Resources.Requests) > 0 {
+			res.WithRequests(spec.Resources.Requests)
+		}
+		container.WithResources(res)
+	}
+
+	podSpec := corev1ac.PodSpec().
+		WithServiceAccountName(serviceAccountName(ms)).
+		WithAutomountServiceAccountToken(false).
+		WithEnableServiceLinks(false).
+		WithTerminationGracePeriodSeconds(terminationGracePeriod(ms)).
+		WithSecurityContext(corev1ac.PodSecurityContext().
+			WithRunAsNonRoot(true).
+			WithRunAsUser(mediaUID).
+			WithRunAsGroup(mediaUID).
+			WithFSGroup(mediaUID).
+			WithSeccompProfile(corev1ac.SeccompProfile().WithType(corev1.SeccompProfileTypeRuntimeDefault))).
+		WithContainers(container).
+		WithVolumes(volumes(ms)...)
+	if spec.ICE.HostNetwork {
+		podSpec.WithHostNetwork(true).WithDNSPolicy(corev1.DNSClusterFirstWithHostNet)
+	}
+	if len(spec.PodTemplate.NodeSelector) > 0 {
+		podSpec.WithNodeSelector(spec.PodTemplate.NodeSelector)
+	}
+	if spec.PodTemplate.PriorityClassName != "" {
+		podSpec.WithPriorityClassName(spec.PodTemplate.PriorityClassName)
+	}
+	for i := range spec.PodTemplate.Tolerations {
+		podSpec.WithTolerations(tolerationApply(spec.PodTemplate.Tolerations[i]))
+	}
+	if aff := affinityApply(ms); aff != nil {
+		podSpec.WithAffinity(aff)
+	}
+
+	template := corev1ac.PodTemplateSpec().
+		WithLabels(podLabels).
+		WithSpec(podSpec)
+	if len(spec.PodTemplate.Annotations) > 0 {
+		template.WithAnnotations(spec.PodTemplate.Annotations)
+	}
+
+	return appsv1ac.Deployment(deploymentName(ms), ms.Namespace).
+		WithLabels(commonLabels(ms)).
+		WithOwnerReferences(ownerRef(ms)).
+		WithSpec(appsv1ac.DeploymentSpec().
+			WithReplicas(replicas).
+			WithSelector(metav1ac.LabelSelector().WithMatchLabels(selectorLabels(ms))).
+			WithStrategy(rolloutStrategy(ms)).
+			WithRevisionHistoryLimit(5).
+			WithTemplate(template))
+}
+
+// rolloutStrategy: a pod-network fleet surges first so no ready pod is lost
+// before its replacement is ready. A hostNetwork fleet cannot surge (the
+// required anti-affinity needs a free node for the surge pod), so it replaces
+// one pod at a time in place and relies on draining to keep sessions.
+func rolloutStrategy(ms *mediav1alpha1.MediaService) *appsv1ac.DeploymentStrategyApplyConfiguration {
+	ru := appsv1ac.RollingUpdateDeployment()
+	if ms.Spec.ICE.HostNetwork {
+		ru.WithMaxSurge(intstr.FromInt32(0)).WithMaxUnavailable(intstr.FromInt32(1))
+	} else {
+		ru.WithMaxSurge(intstr.FromInt32(1)).WithMaxUnavailable(intstr.FromInt32(0))
+	}
+	return appsv1ac.DeploymentStrategy().WithType(appsv1.RollingUpdateDeploymentStrategyType).WithRollingUpdate(ru)
+}
+
+// terminationGracePeriod gives a pod its whole drainTimeout plus a margin.
+func terminationGracePeriod(ms *mediav1alpha1.MediaService) int64 {
+	d := ms.Spec.Limits.DrainTimeout.Duration
+	return int64(math.Ceil(d.Seconds())) + drainGraceMargin
+}
+
+func containerPorts(ms *mediav1alpha1.MediaService) []*corev1ac.ContainerPortApplyConfiguration {
+	ports := []*corev1ac.ContainerPortApplyConfiguration{
+		corev1ac.ContainerPort().WithName(portNameSignal).WithContainerPort(ms.Spec.Signaling.Port).WithProtocol(corev1.ProtocolTCP),
+		corev1ac.ContainerPort().WithName(portNameAdmin).WithContainerPort(ms.Spec.AdminPort).WithProtocol(corev1.ProtocolTCP),
+	}
+	if p := ms.Spec.ICE.UDPMuxPort; p != nil {
+		ports = append(ports, corev1ac.ContainerPort().WithName(portNameICEMux).WithContainerPort(*p).WithProtocol(corev1.ProtocolUDP))
+	}
+	return ports
+}
+
+func fieldEnv(name, path string) *corev1ac.EnvVarApplyConfiguration {
+	return corev1ac.EnvVar().WithName(name).WithValueFrom(corev1ac.EnvVarSource().
+		WithFieldRef(corev1ac.ObjectFieldSelector().WithAPIVersion("v1").WithFieldPath(path)))
+}
+
+func valueEnv(name, value string) *corev1ac.EnvVarApplyConfiguration {
+	return corev1ac.EnvVar().WithName(name).WithValue(value)
+}
+
+func secretEnv(name, secret, key string) *corev1ac.EnvVarApplyConfiguration {
+	return corev1ac.EnvVar().WithName(name).WithValueFrom(corev1ac.EnvVarSource().
+		WithSecretKeyRef(corev1ac.SecretKeySelector().WithName(secret).WithKey(key)))
+}
+
+// podEnv is the configuration contract (package podenv) rendered for a
+// MediaService. Secrets go by reference: the operator never reads them.
+func podEnv(ms *mediav1alpha1.MediaService) []*corev1ac.EnvVarApplyConfiguration {
+	spec := ms.Spec
+	env := []*corev1ac.EnvVarApplyConfiguration{
+		fieldEnv(podenv.PodName, "metadata.name"),
+		fieldEnv(podenv.PodNamespace, "metadata.namespace"),
+		fieldEnv(podenv.PodIP, "status.podIP"),
+		fieldEnv(podenv.HostIP, "status.hostIP"),
+		fieldEnv(podenv.NodeName, "spec.nodeName"),
+		valueEnv(podenv.ServiceName, ms.Name),
+		valueEnv(podenv.Port, strconv.Itoa(int(spec.Signaling.Port))),
+		valueEnv(podenv.AdminPort, strconv.Itoa(int(spec.AdminPort))),
+	}
+	if len(spec.Signaling.AllowedOrigins) > 0 {
+		env = append(env, valueEnv(podenv.AllowedOrigins, strings.Join(spec.Signaling.AllowedOrigins, ",")))
+	}
+	if ref := spec.Signaling.TokenSecretRef; ref != nil {
+		key := ref.Key
+		if key == "" {
+			key = "token"
+		}
+		env = append(env, secretEnv(podenv.AuthToken, ref.Name, key))
+	}
+	if pr := spec.ICE.PortRange; pr != nil {
+		env = append(env,
+			valueEnv(podenv.ICEPortMin, strconv.Itoa(int(pr.Min))),
+			valueEnv(podenv.ICEPortMax, strconv.Itoa(int(pr.Max))))
+	}
+	if p := spec.ICE.UDPMuxPort; p != nil {
+		env = append(env, valueEnv(podenv.ICEUDPMuxPort, strconv.Itoa(int(*p))))
+	}
+	if len(spec.ICE.STUNServers) > 0 {
+		env = append(env, valueEnv(podenv.STUNServers, strings.Join(spec.ICE.STUNServers, ",")))
+	}
+	if n := len(spec.ICE.TURNServers); n > 0 {
+		env = append(env, valueEnv(podenv.TURNServerCount, strconv.Itoa(n)))
+		for i, t := range spec.ICE.TURNServers {
+			env = append(env,
+				valueEnv(podenv.TURNURLs(i), strings.Join(t.URLs, ",")),
+				secretEnv(podenv.TURNUsername(i), t.CredentialsSecretRef.Name, "username"),
+				secretEnv(podenv.TURNPassword(i), t.CredentialsSecretRef.Name, "password"))
+		}
+	}
+	if pa := spec.ICE.PublicAddress; pa != nil {
+		switch pa.Source {
+		case mediav1alpha1.PublicAddressNodeInternalIP:
+			env = append(env, valueEnv(podenv.PublicIPs, "$("+podenv.HostIP+")"))
+		case mediav1alpha1.PublicAddressPodIP:
+			env = append(env, valueEnv(podenv.PublicIPs, "$("+podenv.PodIP+")"))
+		case mediav1alpha1.PublicAddressStatic:
+			env = append(env, valueEnv(podenv.PublicIPs, strings.Join(pa.IPs, ",")))
+		case mediav1alpha1.PublicAddressNodeExternalIP:
+			// The node is known only once the pod is scheduled: the
+			// operator publishes every node's ExternalIP in a ConfigMap
+			// and the pod reads the file named after its node.
+			env = append(env, valueEnv(podenv.PublicIPFile, nodeAddrMountAt+"/$("+podenv.NodeName+")"))
+		}
+	}
+	env = append(env,
+		valueEnv(podenv.MaxSessions, strconv.Itoa(int(spec.Limits.MaxSessionsPerPod))),
+		valueEnv(podenv.MaxICECandidates, strconv.Itoa(int(spec.Limits.MaxICECandidatesPerSession))),
+		valueEnv(podenv.WSSendBuffer, strconv.Itoa(int(spec.Limits.WebsocketSendBuffer))),
+		valueEnv(podenv.WSSendTimeout, spec.Limits.WebsocketSendTimeout.Duration.String()),
+		valueEnv(podenv.DrainTimeout, spec.Limits.DrainTimeout.Duration.String()),
+		valueEnv(podenv.LeakBaselineWindow, spec.LeakDetection.BaselineWindow.Duration.String()),
+		valueEnv(podenv.LeakThresholdRatio, strconv.Itoa(int(spec.LeakDetection.ThresholdRatio))),
+	)
+	if spec.Logging.Level != "" {
+		env = append(env, valueEnv(podenv.LogLevel, spec.Logging.Level))
+	}
+	if spec.Logging.Format != "" {
+		env = append(env, valueEnv(podenv.LogFormat, spec.Logging.Format))
+	}
+	return env
+}
+
+func usesNodeExternalIP(ms *mediav1alpha1.MediaService) bool {
+	pa := ms.Spec.ICE.PublicAddress
+	return pa != nil && pa.Source == mediav1alpha1.PublicAddressNodeExternalIP
+}
+
+func volumes(ms *mediav1alpha1.MediaService) []*corev1ac.VolumeApplyConfiguration {
+	v := []*corev1ac.VolumeApplyConfiguration{
+		corev1ac.Volume().WithName(tmpVolumeName).WithEmptyDir(corev1ac.EmptyDirVolumeSource().WithSizeLimit(resource.MustParse("64Mi"))),
+	}
+	if usesNodeExternalIP(ms) {
+		v = append(v, corev1ac.Volume().WithName(nodeAddrVolume).WithConfigMap(
+			corev1ac.ConfigMapVolumeSource().WithName(nodeAddressesConfigMapName(ms))))
+	}
+	return v
+}
+
+func volumeMounts(ms *mediav1alpha1.MediaService) []*corev1ac.VolumeMountApplyConfiguration {
+	m := []*corev1ac.VolumeMountApplyConfiguration{
+		corev1ac.VolumeMount().WithName(tmpVolumeName).WithMountPath("/tmp"),
+	}
+	if usesNodeExternalIP(ms) {
+		m = append(m, corev1ac.VolumeMount().WithName(nodeAddrVolume).WithMountPath(nodeAddrMountAt).WithReadOnly(true))
+	}
+	return m
+}
+
+// affinityApply returns the user's affinity plus, with host networking, a
+// required anti-affinity that keeps two pods of one MediaService off a node
+// (they would fight over the signalling, admin and ICE ports).
+func affinityApply(ms *mediav1alpha1.MediaService) *corev1ac.AffinityApplyConfiguration {
+	user := ms.Spec.PodTemplate.Affinity
+	if user == nil && !ms.Spec.ICE.HostNetwork {
+		return nil
+	}
+	aff := corev1ac.Affinity()
+	if user != nil {
+		if user.NodeAffinity != nil {
+			aff.WithNodeAffinity(nodeAffinityApply(user.NodeAffinity))
+		}
+		if user.PodAffinity != nil {
+			pa := corev1ac.PodAffinity()
+			for i := range user.PodAffinity.RequiredDuringSchedulingIgnoredDuringExecution {
+				pa.WithRequiredDuringSchedulingIgnoredDuringExecution(podAffinityTermApply(user.PodAffinity.RequiredDuringSchedulingIgnoredDuringExecution[i]))
+			}
+			for _, w := range user.PodAffinity.PreferredDuringSchedulingIgnoredDuringExecution {
+				pa.WithPreferredDuringSchedulingIgnoredDuringExecution(corev1ac.WeightedPodAffinityTerm().WithWeight(w.Weight).WithPodAffinityTerm(podAffinityTermApply(w.PodAffinityTerm)))
+			}
+			aff.WithPodAffinity(pa)
+		}
+	}
+	anti := corev1ac.PodAntiAffinity()
+	hasAnti := false
+	if user != nil && user.PodAntiAffinity != nil {
+		for i := range user.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution {
+			anti.WithRequiredDuringSchedulingIgnoredDuringExecution(podAffinityTermApply(user.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution[i]))
+			hasAnti = true
+		}
+		for _, w := range user.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution {
+			anti.WithPreferredDuringSchedulingIgnoredDuringExecution(corev1ac.WeightedPodAffinityTerm().WithWeight(w.Weight).WithPodAffinityTerm(podAffinityTermApply(w.PodAffinityTerm)))
+			hasAnti = true
+		}
+	}
+	if ms.Spec.ICE.HostNetwork {
+		anti.WithRequiredDuringSchedulingIgnoredDuringExecution(corev1ac.PodAffinityTerm().
+			WithTopologyKey(corev1.LabelHostname).
+			WithLabelSelector(metav1ac.LabelSelector().WithMatchLabels(selectorLabels(ms))))
+		hasAnti = true
+	}
+	if hasAnti {
+		aff.WithPodAntiAffinity(anti)
+	}
+	return aff
+}
+
+// tolerationApply converts a typed toleration.
+func tolerationApply(t corev1.Toleration) *corev1ac.TolerationApplyConfiguration {
+	ac := corev1ac.Toleration()
+	if t.Key != "" {
+		ac.WithKey(t.Key)
+	}
+	if t.Operator != "" {
+		ac.WithOperator(t.Operator)
+	}
+	if t.Value != "" {
+		ac.WithValue(t.Value)
+	}
+	if t.Effect != "" {
+		ac.WithEffect(t.Effect)
+	}
+	if t.TolerationSeconds != nil {
+		ac.WithTolerationSeconds(*t.TolerationSeconds)
+	}
+	return ac
+}
+
+func labelSelectorApply(s *metav1.LabelSelector) *metav1ac.LabelSelectorApplyConfiguration {
+	if s == nil {
+		return nil
+	}
+	ac := metav1ac.LabelSelector()
+	if len(s.MatchLabels) > 0 {
+		ac.WithMatchLabels(s.MatchLabels)
+	}
+	for _, r := range s.MatchExpressions {
+		ac.WithMatchExpressions(metav1ac.LabelSelectorRequirement().WithKey(r.Key).WithOperator(r.Operator).WithValues(r.Values...))
+	}
+	return ac
+}
+
+func podAffinityTermApply(t corev1.PodAffinityTerm) *corev1ac.PodAffinityTermApplyConfiguration {
+	ac := corev1ac.PodAffinityTerm().WithTopologyKey(t.TopologyKey)
+	if t.LabelSelector != nil {
+		ac.WithLabelSelector(labelSelectorApply(t.LabelSelector))
+	}
+	if t.NamespaceSelector != nil {
+		ac.WithNamespaceSelector(labelSelectorApply(t.NamespaceSelector))
+	}
+	if len(t.Namespaces) > 0 {
+		ac.WithNamespaces(t.Namespaces...)
+	}
+	return ac
+}
+
+func nodeSelectorTermApply(t corev1.NodeSelectorTerm) *corev1ac.NodeSelectorTermApplyConfiguration {
+	ac := corev1ac.NodeSelectorTerm()
+	for _, r := range t.MatchExpressions {
+		ac.WithMatchExpressions(corev1ac.NodeSelectorRequirement().WithKey(r.Key).WithOperator(r.Operator).WithValues(r.Values...))
+	}
+	for _, r := range t.MatchFields {
+		ac.WithMatchFields(corev1ac.NodeSelectorRequirement().WithKey(r.Key).WithOperator(r.Operator).WithValues(r.Values...))
+	}
+	return ac
+}
+
+func nodeAffinityApply(na *corev1.NodeAffinity) *corev1ac.NodeAffinityApplyConfiguration {
+	ac := corev1ac.NodeAffinity()
+	if req := na.RequiredDuringSchedulingIgnoredDuringExecution; req != nil {
+		sel := corev1ac.NodeSelector()
+		for _, t := range req.NodeSelectorTerms {
+			sel.WithNodeSelectorTerms(nodeSelectorTermApply(t))
+		}
+		ac.WithRequiredDuringSchedulingIgnoredDuringExecution(sel)
+	}
+	for _, p := range na.PreferredDuringSchedulingIgnoredDuringExecution {
+		ac.WithPreferredDuringSchedulingIgnoredDuringExecution(corev1ac.PreferredSchedulingTerm().WithWeight(p.Weight).WithPreference(nodeSelectorTermApply(p.Preference)))
+	}
+	return ac
+}

@@ -1,0 +1,231 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	mediav1alpha1 "github.com/mediafleet/mediafleet/api/v1alpha1"
+)
+
+// MediaServiceReconciler keeps each MediaService's children converged and
+// its status true.
+type MediaServiceReconciler struct {
+	client.Client
+	Recorder events.EventRecorder
+	Options  Options
+}
+
+// +kubebuilder:rbac:groups=media.mediafleet.io,resources=mediaservices,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups=media.mediafleet.io,resources=mediaservices/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=media.mediafleet.io,resources=mediaservices/finalizers,verbs=update
+// +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=services;serviceaccounts;configmaps,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// Reconcile is a thin shell: fetch, run the phases, write status once.
+func (r *MediaServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
+	logger := log.FromContext(ctx)
+	ms := &mediav1alpha1.MediaService{}
+	if err := r.Get(ctx, req.NamespacedName, ms); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !ms.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, nil // owner references garbage-collect the children
+	}
+	before := ms.Status.DeepCopy()
+
+	defer func() {
+		if err := r.writeStatus(ctx, ms, before, retErr); err != nil {
+			logger.Error(err, "write status")
+			if retErr == nil {
+				retErr = err
+			}
+		}
+	}()
+
+	phases := []struct {
+		name string
+		fn   func(context.Context, *mediav1alpha1.MediaService) error
+	}{
+		{"serviceaccount", r.reconcileServiceAccount},
+		{"node-addresses", r.reconcileNodeAddresses},
+		{"deployment", r.reconcileDeployment},
+		{"services", r.reconcileServices},
+		{"poddisruptionbudget", r.reconcilePDB},
+	}
+	for _, p := range phases {
+		if err := p.fn(ctx, ms); err != nil {
+			r.Recorder.Eventf(ms, nil, corev1.EventTypeWarning, ReasonApplyFailed, "Reconcile", "%s: %v", p.name, err)
+			return ctrl.Result{}, fmt.Errorf("%s: %w", p.name, err)
+		}
+	}
+	return ctrl.Result{}, nil
+}
+
+func (r *MediaServiceReconciler) reconcileServiceAccount(ctx context.Context, ms *mediav1alpha1.MediaService) error {
+	return applyChild(ctx, r, ms, "ServiceAccount", &corev1.ServiceAccount{}, desiredServiceAccount(ms), extractServiceAccount)
+}
+
+func (r *MediaServiceReconciler) reconcileDeployment(ctx context.Context, ms *mediav1alpha1.MediaService) error {
+	return applyChild(ctx, r, ms, "Deployment", &appsv1.Deployment{}, desiredDeployment(ms, r.Options), extractDeployment)
+}
+
+func (r *MediaServiceReconciler) reconcileServices(ctx context.Context, ms *mediav1alpha1.MediaService) error {
+	if err := applyChild(ctx, r, ms, "Service", &corev1.Service{}, desiredSignalingService(ms), extractService); err != nil {
+		return err
+	}
+	return applyChild(ctx, r, ms, "Service", &corev1.Service{}, desiredHeadlessService(ms), extractService)
+}
+
+func (r *MediaServiceReconciler) reconcilePDB(ctx context.Context, ms *mediav1alpha1.MediaService) error {
+	return applyChild(ctx, r, ms, "PodDisruptionBudget", &policyv1.PodDisruptionBudget{}, desiredPDB(ms), extractPDB)
+}
+
+// reconcileNodeAddresses publishes node ExternalIPs for
+// publicAddress.source NodeExternalIP, and removes the ConfigMap otherwise.
+func (r *MediaServiceReconciler) reconcileNodeAddresses(ctx context.Context, ms *mediav1alpha1.MediaService) error {
+	if !usesNodeExternalIP(ms) {
+		return r.deleteOwned(ctx, ms, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: nodeAddressesConfigMapName(ms), Namespace: ms.Namespace}})
+	}
+	nodes := &corev1.NodeList{}
+	if err := r.List(ctx, nodes); err != nil {
+		return fmt.Errorf("list nodes: %w", err)
+	}
+	return applyChild(ctx, r, ms, "ConfigMap", &corev1.ConfigMap{}, desiredNodeAddresses(ms, nodes.Items), extractConfigMap)
+}
+
+// deleteOwned deletes a child this MediaService controls, if it exists.
+func (r *MediaServiceReconciler) deleteOwned(ctx context.Context, ms *mediav1alpha1.MediaService, obj client.Object) error {
+	if err := r.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	if !metav1.IsControlledBy(obj, ms) {
+		return nil
+	}
+	if err := r.Delete(ctx, obj); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("delete %T %s: %w", obj, obj.GetName(), err)
+	}
+	return nil
+}
+
+// writeStatus computes status from what the cache holds and writes it only
+// when it changed.
+func (r *MediaServiceReconciler) writeStatus(ctx context.Context, ms *mediav1alpha1.MediaService, before *mediav1alpha1.MediaServiceStatus, reconcileErr error) error {
+	dep := &appsv1.Deployment{}
+	if err := r.Get(ctx, types.NamespacedName{Namespace: ms.Namespace, Name: deploymentName(ms)}, dep); err != nil {
+		if !apierrors.IsNotFound(err) {
+			return fmt.Errorf("get deployment: %w", err)
+		}
+		dep = nil
+	}
+	pods := &corev1.PodList{}
+	if err := r.List(ctx, pods, client.InNamespace(ms.Namespace), client.MatchingLabels(selectorLabels(ms))); err != nil {
+		return fmt.Errorf("list pods: %w", err)
+	}
+	computeStatus(ms, dep, pods.Items, reconcileErr)
+	if equality.Semantic.DeepEqual(before, &ms.Status) {
+		return nil
+	}
+	r.recordTransitions(ms, before)
+	patchBase := &mediav1alpha1.MediaService{ObjectMeta: ms.ObjectMeta, Status: *before}
+	if err := r.Status().Patch(ctx, ms, client.MergeFrom(patchBase)); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("patch status: %w", err)
+	}
+	return nil
+}
+
+// recordTransitions emits an Event for each condition that changed status.
+func (r *MediaServiceReconciler) recordTransitions(ms *mediav1alpha1.MediaService, before *mediav1alpha1.MediaServiceStatus) {
+	for _, c := range ms.Status.Conditions {
+		old := meta.FindStatusCondition(before.Conditions, c.Type)
+		if old != nil && old.Status == c.Status && old.Reason == c.Reason {
+			continue
+		}
+		eventType := corev1.EventTypeNormal
+		if (c.Type == mediav1alpha1.ConditionDegraded && c.Status == metav1.ConditionTrue) ||
+			(c.Type == mediav1alpha1.ConditionAvailable && c.Status == metav1.ConditionFalse && old != nil) {
+			eventType = corev1.EventTypeWarning
+		}
+		r.Recorder.Eventf(ms, nil, eventType, c.Reason, "Status", "%s is %s: %s", c.Type, c.Status, c.Message)
+	}
+}
+
+// SetupWithManager wires the watches: the MediaService, every child kind,
+// the media pods (for Degraded reasons and fleet status) and nodes (for
+// NodeExternalIP addresses).
+func (r *MediaServiceReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&mediav1alpha1.MediaService{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Owns(&appsv1.Deployment{}).
+		Owns(&corev1.Service{}).
+		Owns(&corev1.ServiceAccount{}).
+		Owns(&corev1.ConfigMap{}).
+		Owns(&policyv1.PodDisruptionBudget{}).
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(podToMediaService)).
+		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(r.nodeToMediaServices),
+			builder.WithPredicates(nodeAddressesChanged())).
+		Named("mediaservice").
+		Complete(r)
+}
+
+// podToMediaService maps a media pod to its MediaService by label.
+func podToMediaService(_ context.Context, obj client.Object) []reconcile.Request {
+	name := obj.GetLabels()[LabelMediaService]
+	if name == "" || obj.GetLabels()[labelManagedBy] != managedByValue {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: obj.GetNamespace(), Name: name}}}
+}
+
+// nodeToMediaServices maps a node change to the MediaServices that publish
+// node addresses.
+func (r *MediaServiceReconciler) nodeToMediaServices(ctx context.Context, _ client.Object) []reconcile.Request {
+	list := &mediav1alpha1.MediaServiceList{}
+	if err := r.List(ctx, list); err != nil {
+		log.FromContext(ctx).Error(err, "list mediaservices for node change")
+		return nil
+	}
+	var reqs []reconcile.Request
+	for i := range list.Items {
+		if usesNodeExternalIP(&list.Items[i]) {
+			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
+		}
+	}
+	return reqs
+}
+
+// nodeAddressesChanged passes node creations, deletions and address changes.
+func nodeAddressesChanged() predicate.Predicate {
+	return predicate.Funcs{
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			o, ok1 := e.ObjectOld.(*corev1.Node)
+			n, ok2 := e.ObjectNew.(*corev1.Node)
+			return ok1 && ok2 && nodeAddress(o) != nodeAddress(n)
+		},
+		GenericFunc: func(event.GenericEvent) bool { return false },
+	}
+}

@@ -1,0 +1,276 @@
+package controllers
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"go.uber.org/zap/zapcore"
+
+	mediav1alpha1 "github.com/mediafleet/mediafleet/api/v1alpha1"
+)
+
+// The envtest harness: a real kube-apiserver and etcd (built from source by
+// hack/controlplane.sh), the real garbage collector and namespace controller
+// from a kube-controller-manager, and the operator's manager in-process.
+var (
+	testScheme  = runtime.NewScheme()
+	testCfg     *rest.Config
+	k8s         client.Client // uncached client for assertions
+	writes      *writeCounter
+	reconciles  atomic.Int64
+	envtestSkip string
+)
+
+const testImage = "mediafleet/mediaserver:test"
+
+func init() {
+	utilruntime.Must(clientgoscheme.AddToScheme(testScheme))
+	utilruntime.Must(mediav1alpha1.AddToScheme(testScheme))
+}
+
+func TestMain(m *testing.M) {
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
+	flag.Parse()
+	assets := os.Getenv("KUBEBUILDER_ASSETS")
+	if assets == "" {
+		if p, _ := filepath.Abs("../bin/controlplane/v1.37.2"); fileExists(filepath.Join(p, "kube-apiserver")) {
+			assets = p
+			os.Setenv("KUBEBUILDER_ASSETS", p)
+		}
+	}
+	if assets == "" || testing.Short() {
+		if os.Getenv("CI") != "" && !testing.Short() {
+			fmt.Println("KUBEBUILDER_ASSETS is unset in CI: run the tests through `make test`")
+			return 1
+		}
+		envtestSkip = "no API server: KUBEBUILDER_ASSETS unset (make test builds one) or -short"
+		return m.Run()
+	}
+	logf.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.UseDevMode(false), zap.Level(zapLevel())))
+
+	testEnv := &envtest.Environment{
+		CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases")},
+		ErrorIfCRDPathMissing: true,
+	}
+	cfg, err := testEnv.Start()
+	if err != nil {
+		fmt.Println("start envtest:", err)
+		return 1
+	}
+	defer func() { _ = testEnv.Stop() }()
+	testCfg = cfg
+
+	stopKCM, err := startControllerManager(testEnv, assets)
+	if err != nil {
+		fmt.Println("start kube-controller-manager:", err)
+		return 1
+	}
+	defer stopKCM()
+
+	k8s, err = client.New(cfg, client.Options{Scheme: testScheme})
+	if err != nil {
+		fmt.Println("client:", err)
+		return 1
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                 testScheme,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Cache:                  CacheOptions(),
+		Controller:             config.Controller{SkipNameValidation: ptrTo(true)},
+	})
+	if err != nil {
+		fmt.Println("manager:", err)
+		return 1
+	}
+	writes = &writeCounter{Client: mgr.GetClient()}
+	r := &MediaServiceReconciler{
+		Client:   writes,
+		Recorder: mgr.GetEventRecorder("mediafleet"),
+		Options:  Options{MediaserverImage: testImage},
+	}
+	if err := r.SetupWithManager(mgr); err != nil {
+		fmt.Println("setup:", err)
+		return 1
+	}
+	go func() {
+		if err := mgr.Start(ctx); err != nil {
+			fmt.Println("manager stopped:", err)
+		}
+	}()
+	return m.Run()
+}
+
+func zapLevel() zapcore.Level {
+	if os.Getenv("TEST_VERBOSE_OPERATOR") != "" {
+		return zapcore.DebugLevel
+	}
+	return zapcore.ErrorLevel
+}
+
+// startControllerManager runs kube-controller-manager with only the garbage
+// collector and namespace controllers: real owner-reference deletion, no
+// Deployment controller (tests set Deployment status themselves).
+func startControllerManager(env *envtest.Environment, assets string) (func(), error) {
+	bin := filepath.Join(assets, "kube-controller-manager")
+	if !fileExists(bin) {
+		return nil, fmt.Errorf("%s missing: run hack/controlplane.sh", bin)
+	}
+	user, err := env.AddUser(envtest.User{Name: "kcm", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return nil, err
+	}
+	kc, err := user.KubeConfig()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "kcm")
+	if err != nil {
+		return nil, err
+	}
+	kcPath := filepath.Join(dir, "kubeconfig")
+	if err := os.WriteFile(kcPath, kc, 0o600); err != nil {
+		return nil, err
+	}
+	logFile, err := os.Create(filepath.Join(dir, "kcm.log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin,
+		"--kubeconfig="+kcPath,
+		"--controllers=garbagecollector,namespace",
+		"--leader-elect=false",
+		"--secure-port=0",
+		"--concurrent-gc-syncs=5",
+		"-v=1")
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	return func() {
+		_ = cmd.Process.Kill()
+		_, _ = cmd.Process.Wait()
+		_ = logFile.Close()
+		_ = os.RemoveAll(dir)
+	}, nil
+}
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+func ptrTo[T any](v T) *T { return &v }
+
+func requireEnvtest(t *testing.T) {
+	t.Helper()
+	if envtestSkip != "" {
+		t.Skip(envtestSkip)
+	}
+}
+
+// newNamespace creates a namespace for one test.
+func newNamespace(t *testing.T) string {
+	t.Helper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "t-"}}
+	if err := k8s.Create(context.Background(), ns); err != nil {
+		t.Fatalf("create namespace: %v", err)
+	}
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), ns) })
+	return ns.Name
+}
+
+// eventually polls cond until it returns nil or the timeout passes.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var err error
+	for {
+		if err = cond(); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s: %v", timeout, what, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// writeCounter counts every write the reconciler sends to the API server.
+type writeCounter struct {
+	client.Client
+	n atomic.Int64
+}
+
+func (w *writeCounter) Create(ctx context.Context, obj client.Object, opts ...client.CreateOption) error {
+	w.n.Add(1)
+	return w.Client.Create(ctx, obj, opts...)
+}
+func (w *writeCounter) Update(ctx context.Context, obj client.Object, opts ...client.UpdateOption) error {
+	w.n.Add(1)
+	return w.Client.Update(ctx, obj, opts...)
+}
+func (w *writeCounter) Patch(ctx context.Context, obj client.Object, p client.Patch, opts ...client.PatchOption) error {
+	w.n.Add(1)
+	return w.Client.Patch(ctx, obj, p, opts...)
+}
+func (w *writeCounter) Delete(ctx context.Context, obj client.Object, opts ...client.DeleteOption) error {
+	w.n.Add(1)
+	return w.Client.Delete(ctx, obj, opts...)
+}
+func (w *writeCounter) Apply(ctx context.Context, obj runtime.ApplyConfiguration, opts ...client.ApplyOption) error {
+	w.n.Add(1)
+	return w.Client.Apply(ctx, obj, opts...)
+}
+func (w *writeCounter) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	if _, ok := obj.(*mediav1alpha1.MediaService); ok {
+		reconciles.Add(1) // every reconcile starts with this Get
+	}
+	return w.Client.Get(ctx, key, obj, opts...)
+}
+func (w *writeCounter) Status() client.SubResourceWriter {
+	return &statusCounter{SubResourceWriter: w.Client.Status(), n: &w.n}
+}
+
+type statusCounter struct {
+	client.SubResourceWriter
+	n *atomic.Int64
+}
+
+func (s *statusCounter) Update(ctx context.Context, obj client.Object, opts ...client.SubResourceUpdateOption) error {
+	s.n.Add(1)
+	return s.SubResourceWriter.Update(ctx, obj, opts...)
+}
+func (s *statusCounter) Patch(ctx context.Context, obj client.Object, p client.Patch, opts ...client.SubResourcePatchOption) error {
+	s.n.Add(1)
+	return s.SubResourceWriter.Patch(ctx, obj, p, opts...)
+}
+
+type resourceQuantity = resource.Quantity
+
+func parseQuantity(s string) resource.Quantity { return resource.MustParse(s) }

@@ -1,0 +1,82 @@
+// Package podenv is the first contract between the operator and the
+// mediaserver: the environment variables the operator sets on media pods and
+// the mediaserver reads at start. It has no dependencies so that both halves
+// can import it.
+//
+// The names follow the seed service (PORT, STUN_SERVERS, ICE_PORT_MIN,
+// ICE_PORT_MAX); list values are comma separated, durations use Go syntax
+// ("30s"), booleans "true"/"false".
+package podenv
+
+import "strconv"
+
+const (
+	// Port is the public signalling port (WHIP/WHEP, WebSocket, demo page).
+	Port = "PORT"
+	// AdminPort serves /metrics, /healthz, /readyz, /status and pprof.
+	AdminPort = "ADMIN_PORT"
+	// AllowedOrigins is a comma-separated list of origins accepted by the
+	// WebSocket upgrade and CORS ("*" allows any).
+	AllowedOrigins = "ALLOWED_ORIGINS"
+	// AuthToken, when set, is the bearer token required on WHIP, WHEP and
+	// WebSocket requests. The operator fills it from a Secret.
+	AuthToken = "AUTH_TOKEN"
+
+	// ICEPortMin and ICEPortMax bound the UDP ports used by ICE host
+	// candidates (one port per session and interface).
+	ICEPortMin = "ICE_PORT_MIN"
+	ICEPortMax = "ICE_PORT_MAX"
+	// ICEUDPMuxPort, when set, makes every session share this one UDP port.
+	ICEUDPMuxPort = "ICE_UDP_MUX_PORT"
+	// STUNServers is a comma-separated list of stun:/stuns: URLs.
+	STUNServers = "STUN_SERVERS"
+	// TURNServerCount is the number of TURN servers described by the
+	// TURN_<i>_URLS / TURN_<i>_USERNAME / TURN_<i>_PASSWORD variables.
+	TURNServerCount = "TURN_SERVER_COUNT"
+	// PublicIPs is a comma-separated list of addresses written into ICE
+	// host candidates in place of the pod's own address.
+	PublicIPs = "PUBLIC_IPS"
+	// PublicIPFile names a file holding the address to advertise (the
+	// node's ExternalIP, published by the operator in a ConfigMap). The
+	// mediaserver waits a short while for it to appear.
+	PublicIPFile = "PUBLIC_IP_FILE"
+
+	// MaxSessions is the per-pod session limit (503 + Retry-After beyond it).
+	MaxSessions = "MAX_SESSIONS"
+	// MaxICECandidates is the per-session limit on remote candidates.
+	MaxICECandidates = "MAX_ICE_CANDIDATES"
+	// WSSendBuffer is the per-WebSocket outbound queue length, in messages.
+	WSSendBuffer = "WS_SEND_BUFFER"
+	// WSSendTimeout is how long a send may wait on a full queue before the
+	// slow client is disconnected.
+	WSSendTimeout = "WS_SEND_TIMEOUT"
+	// DrainTimeout is how long a terminating pod waits for sessions to end.
+	DrainTimeout = "DRAIN_TIMEOUT"
+
+	// LeakBaselineWindow and LeakThresholdRatio configure the goroutine-leak
+	// detector.
+	LeakBaselineWindow = "LEAK_BASELINE_WINDOW"
+	LeakThresholdRatio = "LEAK_THRESHOLD_RATIO"
+
+	// LogLevel is debug, info, warn or error; LogFormat is json or text.
+	LogLevel  = "LOG_LEVEL"
+	LogFormat = "LOG_FORMAT"
+
+	// Pod identity, from the downward API.
+	PodName      = "POD_NAME"
+	PodNamespace = "POD_NAMESPACE"
+	PodIP        = "POD_IP"
+	HostIP       = "HOST_IP"
+	NodeName     = "NODE_NAME"
+	// ServiceName is the owning MediaService's name.
+	ServiceName = "MEDIASERVICE_NAME"
+)
+
+// TURNURLs is the variable holding the comma-separated URLs of TURN server i.
+func TURNURLs(i int) string { return "TURN_" + strconv.Itoa(i) + "_URLS" }
+
+// TURNUsername is the variable holding the username of TURN server i.
+func TURNUsername(i int) string { return "TURN_" + strconv.Itoa(i) + "_USERNAME" }
+
+// TURNPassword is the variable holding the password of TURN server i.
+func TURNPassword(i int) string { return "TURN_" + strconv.Itoa(i) + "_PASSWORD" }

@@ -1,0 +1,335 @@
+// Package client is a pion-based WebRTC client for mediafleet endpoints:
+// WHIP publishers, WHEP viewers and WebSocket room participants that send
+// synthetic RTP and count what they receive. The integration tests and the
+// load generator use it.
+package client
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/ice/v4"
+	"github.com/pion/interceptor"
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+)
+
+// NewAPI returns a client API that gathers on loopback too (tests and load
+// runs target this machine) and never uses mDNS.
+func NewAPI() (*webrtc.API, error) {
+	se := webrtc.SettingEngine{}
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	se.SetIncludeLoopbackCandidate(true)
+	se.SetInterfaceFilter(func(name string) bool { return name == "lo" })
+	me := &webrtc.MediaEngine{}
+	if err := me.RegisterDefaultCodecs(); err != nil {
+		return nil, err
+	}
+	ir := &interceptor.Registry{}
+	if err := webrtc.ConfigureNack(me, ir); err != nil {
+		return nil, err
+	}
+	if err := webrtc.ConfigureRTCPReports(ir); err != nil {
+		return nil, err
+	}
+	return webrtc.NewAPI(webrtc.WithSettingEngine(se), webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir)), nil
+}
+
+// Options configure a client.
+type Options struct {
+	API   *webrtc.API
+	Token string
+	HTTP  *http.Client
+	// Header is added to every signalling request.
+	Header http.Header
+}
+
+func (o *Options) httpClient() *http.Client {
+	if o.HTTP != nil {
+		return o.HTTP
+	}
+	return http.DefaultClient
+}
+
+// HTTPError is a non-2xx signalling answer.
+type HTTPError struct {
+	Status     int
+	Body       string
+	RetryAfter string
+}
+
+func (e *HTTPError) Error() string {
+	return fmt.Sprintf("HTTP %d: %s", e.Status, strings.TrimSpace(e.Body))
+}
+
+// Counter counts RTP received on one or more tracks.
+type Counter struct {
+	Packets atomic.Uint64
+	Bytes   atomic.Uint64
+	Tracks  atomic.Int32
+	first   sync.Once
+	firstAt atomic.Int64
+}
+
+// FirstPacket is when the first packet arrived (zero if none).
+func (c *Counter) FirstPacket() time.Time {
+	if n := c.firstAt.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
+}
+
+// consume reads a remote track until it ends, counting packets.
+func (c *Counter) consume(t *webrtc.TrackRemote) {
+	c.Tracks.Add(1)
+	buf := make([]byte, 1500)
+	for {
+		n, _, err := t.Read(buf)
+		if err != nil {
+			return
+		}
+		c.first.Do(func() { c.firstAt.Store(time.Now().UnixNano()) })
+		c.Packets.Add(1)
+		c.Bytes.Add(uint64(n))
+	}
+}
+
+// Session is a WHIP or WHEP client session.
+type Session struct {
+	PC       *webrtc.PeerConnection
+	Resource string // absolute resource URL from Location
+	Answer   string
+	Received Counter
+	opts     Options
+	video    *webrtc.TrackLocalStaticRTP
+	audio    *webrtc.TrackLocalStaticRTP
+	stop     chan struct{}
+	stopOnce sync.Once
+	wg       sync.WaitGroup
+	Sent     atomic.Uint64
+}
+
+// Publish opens a WHIP session publishing one VP8 video and one Opus audio
+// track into room. Call SendRTP to start media.
+func Publish(ctx context.Context, base, room string, opts Options) (*Session, error) {
+	s := &Session{opts: opts, stop: make(chan struct{})}
+	pc, err := opts.API.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		return nil, err
+	}
+	s.PC = pc
+	s.video, err = webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8}, "video", "pub")
+	if err != nil {
+		return nil, errors.Join(err, pc.Close())
+	}
+	s.audio, err = webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus}, "audio", "pub")
+	if err != nil {
+		return nil, errors.Join(err, pc.Close())
+	}
+	for _, t := range []webrtc.TrackLocal{s.video, s.audio} {
+		sender, err := pc.AddTrack(t)
+		if err != nil {
+			return nil, errors.Join(err, pc.Close())
+		}
+		s.drainRTCP(sender)
+	}
+	if err := s.negotiate(ctx, base+"/whip/"+url.PathEscape(room)); err != nil {
+		return nil, errors.Join(err, s.Close())
+	}
+	return s, nil
+}
+
+// Play opens a WHEP session receiving room's tracks.
+func Play(ctx context.Context, base, room string, opts Options) (*Session, error) {
+	s := &Session{opts: opts, stop: make(chan struct{})}
+	pc, err := opts.API.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		return nil, err
+	}
+	s.PC = pc
+	for _, k := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeAudio, webrtc.RTPCodecTypeVideo} {
+		if _, err := pc.AddTransceiverFromKind(k, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
+			return nil, errors.Join(err, pc.Close())
+		}
+	}
+	pc.OnTrack(func(t *webrtc.TrackRemote, _ *webrtc.RTPReceiver) { s.Received.consume(t) })
+	if err := s.negotiate(ctx, base+"/whep/"+url.PathEscape(room)); err != nil {
+		return nil, errors.Join(err, s.Close())
+	}
+	return s, nil
+}
+
+func (s *Session) drainRTCP(sender *webrtc.RTPSender) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		for {
+			if _, _, err := sender.ReadRTCP(); err != nil {
+				return
+			}
+		}
+	}()
+}
+
+func (s *Session) do(ctx context.Context, method, target, contentType string, body []byte) (*http.Response, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, method, target, bytes.NewReader(body))
+	if err != nil {
+		return nil, nil, err
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	for k, vs := range s.opts.Header {
+		req.Header[k] = vs
+	}
+	if s.opts.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+s.opts.Token)
+	}
+	resp, err := s.opts.httpClient().Do(req)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	return resp, data, err
+}
+
+// negotiate sends a complete offer (gathering done) and applies the answer.
+func (s *Session) negotiate(ctx context.Context, endpoint string) error {
+	offer, err := s.PC.CreateOffer(nil)
+	if err != nil {
+		return err
+	}
+	gathered := webrtc.GatheringCompletePromise(s.PC)
+	if err := s.PC.SetLocalDescription(offer); err != nil {
+		return err
+	}
+	select {
+	case <-gathered:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	resp, body, err := s.do(ctx, http.MethodPost, endpoint, "application/sdp", []byte(s.PC.LocalDescription().SDP))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusCreated {
+		return &HTTPError{Status: resp.StatusCode, Body: string(body), RetryAfter: resp.Header.Get("Retry-After")}
+	}
+	loc, err := resp.Request.URL.Parse(resp.Header.Get("Location"))
+	if err != nil {
+		return fmt.Errorf("bad Location: %w", err)
+	}
+	s.Resource = loc.String()
+	s.Answer = string(body)
+	return s.PC.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: s.Answer})
+}
+
+// Patch sends a trickle-ice-sdpfrag to the session resource and returns
+// the status and body.
+func (s *Session) Patch(ctx context.Context, frag string) (int, string, error) {
+	resp, body, err := s.do(ctx, http.MethodPatch, s.Resource, "application/trickle-ice-sdpfrag", []byte(frag))
+	if err != nil {
+		return 0, "", err
+	}
+	return resp.StatusCode, string(body), nil
+}
+
+// WaitConnected waits for ICE to connect.
+func WaitConnected(ctx context.Context, pc *webrtc.PeerConnection) error {
+	ch := make(chan struct{}, 1)
+	pc.OnICEConnectionStateChange(func(st webrtc.ICEConnectionState) {
+		if st == webrtc.ICEConnectionStateConnected {
+			select {
+			case ch <- struct{}{}:
+			default:
+			}
+		}
+	})
+	if pc.ICEConnectionState() == webrtc.ICEConnectionStateConnected {
+		return nil
+	}
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("ICE not connected (state %s): %w", pc.ICEConnectionState(), ctx.Err())
+	}
+}
+
+// SendRTP sends synthetic VP8 frames (pps packets per second, payload bytes
+// each, a frame every 3 packets) and Opus packets at 50 pps until Close.
+func (s *Session) SendRTP(pps, payload int) {
+	if pps <= 0 {
+		pps = 300
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		sendSynthetic(s.stop, s.video, s.audio, pps, payload, &s.Sent)
+	}()
+}
+
+func sendSynthetic(stop <-chan struct{}, video, audio *webrtc.TrackLocalStaticRTP, pps, payload int, sent *atomic.Uint64) {
+	buf := make([]byte, payload)
+	_, _ = rand.Read(buf)
+	buf[0] = 0x10 // VP8 payload descriptor: start of partition
+	interval := time.Second / time.Duration(pps)
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	vp := &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 96, SSRC: 1}, Payload: buf}
+	ap := &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 111, SSRC: 2}, Payload: buf[:min(len(buf), 120)]}
+	var i uint64
+	for {
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+		}
+		i++
+		vp.SequenceNumber++
+		vp.Marker = i%3 == 0
+		if vp.Marker {
+			vp.Timestamp += 3000
+		}
+		if err := video.WriteRTP(vp); err == nil {
+			sent.Add(1)
+		}
+		if audio != nil && i%uint64(max(1, pps/50)) == 0 {
+			ap.SequenceNumber++
+			ap.Timestamp += 960
+			_ = audio.WriteRTP(ap)
+		}
+	}
+}
+
+// Delete ends the session on the server.
+func (s *Session) Delete(ctx context.Context) (int, error) {
+	resp, _, err := s.do(ctx, http.MethodDelete, s.Resource, "", nil)
+	if err != nil {
+		return 0, err
+	}
+	return resp.StatusCode, nil
+}
+
+// Close stops media and closes the PeerConnection (without DELETE).
+func (s *Session) Close() error {
+	s.stopOnce.Do(func() { close(s.stop) })
+	var err error
+	if s.PC != nil {
+		err = s.PC.Close()
+	}
+	s.wg.Wait()
+	return err
+}

@@ -1,0 +1,211 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"sync/atomic"
+
+	"github.com/gorilla/websocket"
+	"github.com/pion/webrtc/v4"
+)
+
+// WSMessage is the client's view of the WebSocket protocol (see package
+// signal for the reference).
+type WSMessage struct {
+	Type       string                   `json:"type"`
+	Room       string                   `json:"room,omitempty"`
+	SDP        string                   `json:"sdp,omitempty"`
+	Candidate  *webrtc.ICECandidateInit `json:"candidate,omitempty"`
+	SessionID  string                   `json:"sessionId,omitempty"`
+	RetryAfter int                      `json:"retryAfter,omitempty"`
+	Code       string                   `json:"code,omitempty"`
+	Message    string                   `json:"message,omitempty"`
+	Reason     string                   `json:"reason,omitempty"`
+}
+
+// Participant is a WebSocket room member that publishes synthetic media and
+// counts what it receives from the others.
+type Participant struct {
+	PC        *webrtc.PeerConnection
+	Conn      *websocket.Conn
+	SessionID string
+	Received  Counter
+	Sent      atomic.Uint64
+
+	// Events receives every server message that is not offer/candidate.
+	Events chan WSMessage
+	// Offers counts offers answered (renegotiations).
+	Offers atomic.Int32
+
+	writeMu  sync.Mutex
+	video    *webrtc.TrackLocalStaticRTP
+	stop     chan struct{}
+	stopOnce sync.Once
+	wg       sync.WaitGroup
+	joined   chan struct{}
+	early    []webrtc.ICECandidateInit
+	mu       sync.Mutex
+	haveDesc bool
+}
+
+// Join dials wsURL (ws://host/ws), joins room and publishes one VP8 track
+// (when publish is true). It returns once the server acknowledged the join.
+func Join(ctx context.Context, wsURL, room string, publish bool, opts Options) (*Participant, error) {
+	h := http.Header{}
+	for k, v := range opts.Header {
+		h[k] = v
+	}
+	if opts.Token != "" {
+		h.Set("Authorization", "Bearer "+opts.Token)
+	}
+	conn, resp, err := websocket.DefaultDialer.DialContext(ctx, wsURL, h)
+	if err != nil {
+		if resp != nil {
+			return nil, &HTTPError{Status: resp.StatusCode, Body: err.Error()}
+		}
+		return nil, err
+	}
+	pc, err := opts.API.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		return nil, errors.Join(err, conn.Close())
+	}
+	p := &Participant{PC: pc, Conn: conn, Events: make(chan WSMessage, 64), stop: make(chan struct{}), joined: make(chan struct{})}
+	if publish {
+		p.video, err = webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8}, "video", "ws-"+room)
+		if err != nil {
+			return nil, errors.Join(err, p.Close())
+		}
+		sender, err := pc.AddTrack(p.video)
+		if err != nil {
+			return nil, errors.Join(err, p.Close())
+		}
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			for {
+				if _, _, err := sender.ReadRTCP(); err != nil {
+					return
+				}
+			}
+		}()
+	}
+	pc.OnTrack(func(t *webrtc.TrackRemote, _ *webrtc.RTPReceiver) { p.Received.consume(t) })
+	pc.OnICECandidate(func(c *webrtc.ICECandidate) {
+		if c != nil {
+			ci := c.ToJSON()
+			_ = p.Send(WSMessage{Type: "candidate", Candidate: &ci})
+		}
+	})
+	p.wg.Add(1)
+	go p.readLoop()
+	if err := p.Send(WSMessage{Type: "join", Room: room}); err != nil {
+		return nil, errors.Join(err, p.Close())
+	}
+	select {
+	case <-p.joined:
+		return p, nil
+	case ev := <-p.Events:
+		_ = p.Close()
+		return nil, fmt.Errorf("join refused: %s: %s", ev.Code, ev.Message)
+	case <-ctx.Done():
+		_ = p.Close()
+		return nil, ctx.Err()
+	}
+}
+
+// Send writes one message.
+func (p *Participant) Send(m WSMessage) error {
+	p.writeMu.Lock()
+	defer p.writeMu.Unlock()
+	return p.Conn.WriteJSON(m)
+}
+
+func (p *Participant) readLoop() {
+	defer p.wg.Done()
+	defer close(p.Events)
+	for {
+		var m WSMessage
+		if err := p.Conn.ReadJSON(&m); err != nil {
+			return
+		}
+		switch m.Type {
+		case "joined":
+			p.SessionID = m.SessionID
+			close(p.joined)
+		case "offer":
+			if err := p.answer(m.SDP); err != nil {
+				p.event(WSMessage{Type: "client-error", Message: err.Error()})
+			}
+		case "candidate":
+			p.mu.Lock()
+			if !p.haveDesc {
+				p.early = append(p.early, *m.Candidate)
+				p.mu.Unlock()
+				continue
+			}
+			p.mu.Unlock()
+			_ = p.PC.AddICECandidate(*m.Candidate)
+		default:
+			p.event(m)
+		}
+	}
+}
+
+func (p *Participant) event(m WSMessage) {
+	select {
+	case p.Events <- m:
+	default: // a test that does not read events must not block the client
+	}
+}
+
+func (p *Participant) answer(sdp string) error {
+	if err := p.PC.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: sdp}); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	p.haveDesc = true
+	early := p.early
+	p.early = nil
+	p.mu.Unlock()
+	for _, c := range early {
+		_ = p.PC.AddICECandidate(c)
+	}
+	ans, err := p.PC.CreateAnswer(nil)
+	if err != nil {
+		return err
+	}
+	if err := p.PC.SetLocalDescription(ans); err != nil {
+		return err
+	}
+	p.Offers.Add(1)
+	return p.Send(WSMessage{Type: "answer", SDP: ans.SDP})
+}
+
+// SendRTP starts synthetic video at pps packets per second.
+func (p *Participant) SendRTP(pps, payload int) {
+	if p.video == nil {
+		return
+	}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		sendSynthetic(p.stop, p.video, nil, pps, payload, &p.Sent)
+	}()
+}
+
+// Leave asks the server to end the session.
+func (p *Participant) Leave() error { return p.Send(WSMessage{Type: "leave"}) }
+
+// Close stops media, the PeerConnection and the WebSocket.
+func (p *Participant) Close() error {
+	p.stopOnce.Do(func() { close(p.stop) })
+	err := errors.Join(p.PC.Close(), p.Conn.Close())
+	p.wg.Wait()
+	return err
+}
+
+var _ = json.Marshal

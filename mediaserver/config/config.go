@@ -1,0 +1,278 @@
+// Package config holds the mediaserver's one Config: loaded from the
+// environment (names in package podenv, shared with the operator) and
+// flags, validated and defaulted in one place.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mediafleet/mediafleet/mediaserver/podenv"
+)
+
+// TURNServer is one TURN server with its credentials.
+type TURNServer struct {
+	URLs     []string
+	Username string
+	Password string
+}
+
+// Config is everything a mediaserver process needs to know.
+type Config struct {
+	// Addresses.
+	ListenHost string // host part for both listeners ("" = all interfaces)
+	Port       int
+	AdminPort  int
+
+	// Signalling.
+	AllowedOrigins []string
+	AuthToken      string
+
+	// ICE.
+	ICEPortMin, ICEPortMax int
+	UDPMuxPort             int
+	STUNServers            []string
+	TURNServers            []TURNServer
+	PublicIPs              []string
+	PublicIPFile           string
+	// ICEInterfaces limits the interfaces ICE gathers on (empty = all).
+	ICEInterfaces []string
+	// ICELoopback lets ICE gather loopback candidates (tests, local runs).
+	ICELoopback bool
+
+	// Limits.
+	MaxSessions      int
+	MaxICECandidates int
+	WSSendBuffer     int
+	WSSendTimeout    time.Duration
+	DrainTimeout     time.Duration
+	ConnectTimeout   time.Duration
+	MaxBodyBytes     int64
+	WSReadLimit      int64
+
+	// Leak detection.
+	LeakBaselineWindow time.Duration
+	LeakThresholdRatio int
+
+	// Logging.
+	LogLevel  string
+	LogFormat string
+
+	// Identity.
+	PodName, Namespace, ServiceName string
+}
+
+// Default returns the configuration of a process with no environment.
+func Default() Config {
+	return Config{
+		Port:               8080,
+		AdminPort:          9090,
+		MaxSessions:        500,
+		MaxICECandidates:   50,
+		WSSendBuffer:       256,
+		WSSendTimeout:      time.Second,
+		DrainTimeout:       30 * time.Second,
+		ConnectTimeout:     30 * time.Second,
+		MaxBodyBytes:       64 << 10,
+		WSReadLimit:        64 << 10,
+		LeakBaselineWindow: 5 * time.Minute,
+		LeakThresholdRatio: 3,
+		LogLevel:           "info",
+		LogFormat:          "json",
+	}
+}
+
+// FromEnv reads the podenv variables over Default. lookup is os.LookupEnv in
+// production. The first malformed variable is reported by name.
+func FromEnv(lookup func(string) (string, bool)) (Config, error) {
+	c := Default()
+	var errs []error
+	str := func(name string, dst *string) {
+		if v, ok := lookup(name); ok {
+			*dst = strings.TrimSpace(v)
+		}
+	}
+	num := func(name string, dst *int) {
+		if v, ok := lookup(name); ok && strings.TrimSpace(v) != "" {
+			n, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q: not an integer", name, v))
+				return
+			}
+			*dst = n
+		}
+	}
+	dur := func(name string, dst *time.Duration) {
+		if v, ok := lookup(name); ok && strings.TrimSpace(v) != "" {
+			d, err := time.ParseDuration(strings.TrimSpace(v))
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q: not a duration (e.g. 30s)", name, v))
+				return
+			}
+			*dst = d
+		}
+	}
+	list := func(name string, dst *[]string) {
+		if v, ok := lookup(name); ok {
+			*dst = splitList(v)
+		}
+	}
+	num(podenv.Port, &c.Port)
+	num(podenv.AdminPort, &c.AdminPort)
+	list(podenv.AllowedOrigins, &c.AllowedOrigins)
+	str(podenv.AuthToken, &c.AuthToken)
+	num(podenv.ICEPortMin, &c.ICEPortMin)
+	num(podenv.ICEPortMax, &c.ICEPortMax)
+	num(podenv.ICEUDPMuxPort, &c.UDPMuxPort)
+	list(podenv.STUNServers, &c.STUNServers)
+	list(podenv.PublicIPs, &c.PublicIPs)
+	str(podenv.PublicIPFile, &c.PublicIPFile)
+	num(podenv.MaxSessions, &c.MaxSessions)
+	num(podenv.MaxICECandidates, &c.MaxICECandidates)
+	num(podenv.WSSendBuffer, &c.WSSendBuffer)
+	dur(podenv.WSSendTimeout, &c.WSSendTimeout)
+	dur(podenv.DrainTimeout, &c.DrainTimeout)
+	dur(podenv.LeakBaselineWindow, &c.LeakBaselineWindow)
+	num(podenv.LeakThresholdRatio, &c.LeakThresholdRatio)
+	str(podenv.LogLevel, &c.LogLevel)
+	str(podenv.LogFormat, &c.LogFormat)
+	str(podenv.PodName, &c.PodName)
+	str(podenv.PodNamespace, &c.Namespace)
+	str(podenv.ServiceName, &c.ServiceName)
+
+	var turnCount int
+	num(podenv.TURNServerCount, &turnCount)
+	if turnCount < 0 || turnCount > 16 {
+		errs = append(errs, fmt.Errorf("%s=%d: must be between 0 and 16", podenv.TURNServerCount, turnCount))
+		turnCount = 0
+	}
+	for i := 0; i < turnCount; i++ {
+		var t TURNServer
+		list(podenv.TURNURLs(i), &t.URLs)
+		str(podenv.TURNUsername(i), &t.Username)
+		str(podenv.TURNPassword(i), &t.Password)
+		c.TURNServers = append(c.TURNServers, t)
+	}
+	if len(errs) > 0 {
+		return c, errors.Join(errs...)
+	}
+	return c, nil
+}
+
+// Load reads the process environment.
+func Load() (Config, error) { return FromEnv(os.LookupEnv) }
+
+func splitList(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// Validate checks the configuration and fills what is derived. Each error
+// names the variable a user sets.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	port := func(name string, p int, allowZero bool) {
+		if (p == 0 && !allowZero) || p < 0 || p > 65535 {
+			bad("%s=%d: not a port (1-65535)", name, p)
+		}
+	}
+	port(podenv.Port, c.Port, true)
+	port(podenv.AdminPort, c.AdminPort, true)
+	if c.Port != 0 && c.Port == c.AdminPort {
+		bad("%s and %s must differ (both %d)", podenv.Port, podenv.AdminPort, c.Port)
+	}
+	rangeSet := c.ICEPortMin != 0 || c.ICEPortMax != 0
+	if rangeSet {
+		port(podenv.ICEPortMin, c.ICEPortMin, false)
+		port(podenv.ICEPortMax, c.ICEPortMax, false)
+		if c.ICEPortMin > c.ICEPortMax {
+			bad("%s=%d must be <= %s=%d", podenv.ICEPortMin, c.ICEPortMin, podenv.ICEPortMax, c.ICEPortMax)
+		}
+	}
+	if c.UDPMuxPort != 0 {
+		port(podenv.ICEUDPMuxPort, c.UDPMuxPort, false)
+		if rangeSet {
+			bad("%s and %s/%s are mutually exclusive", podenv.ICEUDPMuxPort, podenv.ICEPortMin, podenv.ICEPortMax)
+		}
+	}
+	for _, u := range c.STUNServers {
+		if !strings.HasPrefix(u, "stun:") && !strings.HasPrefix(u, "stuns:") {
+			bad("%s: %q is not a stun: or stuns: URL", podenv.STUNServers, u)
+		}
+	}
+	for i, t := range c.TURNServers {
+		if len(t.URLs) == 0 {
+			bad("%s: no URL", podenv.TURNURLs(i))
+		}
+		for _, u := range t.URLs {
+			if !strings.HasPrefix(u, "turn:") && !strings.HasPrefix(u, "turns:") {
+				bad("%s: %q is not a turn: or turns: URL", podenv.TURNURLs(i), u)
+			}
+		}
+		if t.Username == "" || t.Password == "" {
+			bad("%s/%s: TURN credentials missing", podenv.TURNUsername(i), podenv.TURNPassword(i))
+		}
+	}
+	for _, ip := range c.PublicIPs {
+		if net.ParseIP(ip) == nil {
+			bad("%s: %q is not an IP address", podenv.PublicIPs, ip)
+		}
+	}
+	for _, o := range c.AllowedOrigins {
+		if o == "*" {
+			continue
+		}
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+			bad("%s: %q is not an origin (scheme://host[:port])", podenv.AllowedOrigins, o)
+		}
+	}
+	positive := func(name string, v int) {
+		if v <= 0 {
+			bad("%s=%d: must be positive", name, v)
+		}
+	}
+	positive(podenv.MaxSessions, c.MaxSessions)
+	positive(podenv.MaxICECandidates, c.MaxICECandidates)
+	positive(podenv.WSSendBuffer, c.WSSendBuffer)
+	if c.LeakThresholdRatio < 2 {
+		bad("%s=%d: must be at least 2", podenv.LeakThresholdRatio, c.LeakThresholdRatio)
+	}
+	for name, d := range map[string]time.Duration{podenv.WSSendTimeout: c.WSSendTimeout, podenv.DrainTimeout: c.DrainTimeout, podenv.LeakBaselineWindow: c.LeakBaselineWindow} {
+		if d <= 0 {
+			bad("%s=%s: must be positive", name, d)
+		}
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("%s=%q: want debug, info, warn or error", podenv.LogLevel, c.LogLevel)
+	}
+	switch c.LogFormat {
+	case "json", "text":
+	default:
+		bad("%s=%q: want json or text", podenv.LogFormat, c.LogFormat)
+	}
+	if c.ConnectTimeout <= 0 {
+		c.ConnectTimeout = 30 * time.Second
+	}
+	if c.MaxBodyBytes <= 0 {
+		c.MaxBodyBytes = 64 << 10
+	}
+	if c.WSReadLimit <= 0 {
+		c.WSReadLimit = 64 << 10
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,136 @@
+// Package rtc is the mediaserver's session engine: one pion/webrtc API built
+// from configuration, sessions (one PeerConnection each) in a sharded
+// registry, and rooms that forward RTP from publishers to subscribers
+// without transcoding.
+package rtc
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/pion/ice/v4"
+	"github.com/pion/interceptor"
+	"github.com/pion/webrtc/v4"
+
+	"github.com/mediafleet/mediafleet/mediaserver/config"
+)
+
+// NewAPI builds the webrtc.API once from configuration. The returned closer
+// releases the shared UDP mux socket, if any.
+//
+// Per-session cost is kept low: mDNS is off (no multicast goroutines),
+// only UDP4 is gathered, and the interceptors are the ones an SFU needs
+// (NACK both ways, RTCP sender/receiver reports), without TWCC or the stats
+// interceptor.
+func NewAPI(cfg *config.Config) (*webrtc.API, io.Closer, error) {
+	se := webrtc.SettingEngine{}
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	se.SetICETimeouts(5*time.Second, 15*time.Second, 2*time.Second)
+	se.SetIncludeLoopbackCandidate(cfg.ICELoopback)
+	if len(cfg.ICEInterfaces) > 0 {
+		allowed := map[string]bool{}
+		for _, i := range cfg.ICEInterfaces {
+			allowed[i] = true
+		}
+		se.SetInterfaceFilter(func(name string) bool { return allowed[name] })
+	}
+
+	var closer io.Closer = nopCloser{}
+	switch {
+	case cfg.UDPMuxPort != 0:
+		ip := net.IPv4zero
+		if cfg.ListenHost != "" {
+			if ip = net.ParseIP(cfg.ListenHost); ip == nil {
+				return nil, nil, fmt.Errorf("listen host %q is not an IP", cfg.ListenHost)
+			}
+		}
+		conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: ip, Port: cfg.UDPMuxPort})
+		if err != nil {
+			return nil, nil, fmt.Errorf("ICE_UDP_MUX_PORT %d: %w", cfg.UDPMuxPort, err)
+		}
+		mux := webrtc.NewICEUDPMux(nil, conn)
+		se.SetICEUDPMux(mux)
+		closer = closerFunc(func() error { return errors.Join(mux.Close(), conn.Close()) })
+	case cfg.ICEPortMin != 0:
+		if err := se.SetEphemeralUDPPortRange(uint16(cfg.ICEPortMin), uint16(cfg.ICEPortMax)); err != nil {
+			return nil, nil, fmt.Errorf("ICE_PORT_MIN/ICE_PORT_MAX: %w", err)
+		}
+	}
+
+	publicIPs, err := publicAddresses(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(publicIPs) > 0 {
+		if err := se.SetICEAddressRewriteRules(webrtc.ICEAddressRewriteRule{
+			External:        publicIPs,
+			AsCandidateType: webrtc.ICECandidateTypeHost,
+			Mode:            webrtc.ICEAddressRewriteReplace,
+		}); err != nil {
+			return nil, nil, fmt.Errorf("PUBLIC_IPS: %w", err)
+		}
+	}
+
+	me := &webrtc.MediaEngine{}
+	if err := me.RegisterDefaultCodecs(); err != nil {
+		return nil, nil, fmt.Errorf("register codecs: %w", err)
+	}
+	ir := &interceptor.Registry{}
+	if err := webrtc.ConfigureNack(me, ir); err != nil {
+		return nil, nil, fmt.Errorf("configure NACK: %w", err)
+	}
+	if err := webrtc.ConfigureRTCPReports(ir); err != nil {
+		return nil, nil, fmt.Errorf("configure RTCP reports: %w", err)
+	}
+	api := webrtc.NewAPI(webrtc.WithSettingEngine(se), webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir))
+	return api, closer, nil
+}
+
+// publicAddresses resolves PUBLIC_IPS, or reads PUBLIC_IP_FILE (published
+// by the operator; it may appear a little after the pod starts).
+func publicAddresses(cfg *config.Config) ([]string, error) {
+	if len(cfg.PublicIPs) > 0 || cfg.PublicIPFile == "" {
+		return cfg.PublicIPs, nil
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		raw, err := os.ReadFile(cfg.PublicIPFile)
+		if err == nil {
+			ip := strings.TrimSpace(string(raw))
+			if net.ParseIP(ip) == nil {
+				return nil, fmt.Errorf("PUBLIC_IP_FILE %s: %q is not an IP address", cfg.PublicIPFile, ip)
+			}
+			return []string{ip}, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("PUBLIC_IP_FILE %s: %w", cfg.PublicIPFile, err)
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+// ICEServers turns the configured STUN and TURN servers into pion's form.
+func ICEServers(cfg *config.Config) []webrtc.ICEServer {
+	var out []webrtc.ICEServer
+	if len(cfg.STUNServers) > 0 {
+		out = append(out, webrtc.ICEServer{URLs: cfg.STUNServers})
+	}
+	for _, t := range cfg.TURNServers {
+		out = append(out, webrtc.ICEServer{URLs: t.URLs, Username: t.Username, Credential: t.Password})
+	}
+	return out
+}
+
+type nopCloser struct{}
+
+func (nopCloser) Close() error { return nil }
+
+type closerFunc func() error
+
+func (f closerFunc) Close() error { return f() }

@@ -1,0 +1,241 @@
+package rtc
+
+import (
+	"errors"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+
+	"github.com/mediafleet/mediafleet/mediaserver/metrics"
+)
+
+// Room joins publishers and subscribers. WHIP publishers, WHEP viewers and
+// WebSocket participants share rooms by name.
+type Room struct {
+	name   string
+	engine *Engine
+
+	mu      sync.RWMutex
+	feeds   map[*Feed]struct{}
+	members map[*Session]struct{}
+}
+
+func newRoom(name string, e *Engine) *Room {
+	return &Room{name: name, engine: e, feeds: map[*Feed]struct{}{}, members: map[*Session]struct{}{}}
+}
+
+// Name of the room.
+func (r *Room) Name() string { return r.name }
+
+func (r *Room) empty() bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return len(r.members) == 0
+}
+
+func (r *Room) hasFeeds() bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return len(r.feeds) > 0
+}
+
+// join adds a member and subscribes it to every feed it does not publish.
+func (r *Room) join(s *Session) {
+	r.mu.Lock()
+	r.members[s] = struct{}{}
+	var feeds []*Feed
+	if s.Kind != KindWHIP {
+		for f := range r.feeds {
+			if f.publisher != s {
+				feeds = append(feeds, f)
+			}
+		}
+	}
+	r.mu.Unlock()
+	for _, f := range feeds {
+		s.attach(f)
+	}
+}
+
+// leave removes a member; the feeds it published end with its tracks.
+func (r *Room) leave(s *Session) {
+	r.mu.Lock()
+	delete(r.members, s)
+	var own []*Feed
+	for f := range r.feeds {
+		if f.publisher == s {
+			own = append(own, f)
+		}
+	}
+	r.mu.Unlock()
+	for _, f := range own {
+		r.unpublish(f)
+	}
+}
+
+// publish adds a feed and subscribes every other viewer or participant.
+func (r *Room) publish(f *Feed) {
+	r.mu.Lock()
+	r.feeds[f] = struct{}{}
+	var subs []*Session
+	for m := range r.members {
+		if m != f.publisher && m.Kind != KindWHIP {
+			subs = append(subs, m)
+		}
+	}
+	r.mu.Unlock()
+	for _, m := range subs {
+		m.attach(f)
+		m.negotiate()
+	}
+	f.publisher.log.Info("track published", "feed", f.ID, "kind", f.Kind.String(), "codec", f.local.Codec().MimeType, "subscribers", len(subs))
+}
+
+// unpublish removes a feed from the room and from every subscriber.
+func (r *Room) unpublish(f *Feed) {
+	r.mu.Lock()
+	if _, ok := r.feeds[f]; !ok {
+		r.mu.Unlock()
+		return
+	}
+	delete(r.feeds, f)
+	subs := make([]*Session, 0, len(r.members))
+	for m := range r.members {
+		subs = append(subs, m)
+	}
+	r.mu.Unlock()
+	for _, m := range subs {
+		m.detach(f)
+		m.negotiate()
+	}
+}
+
+// Feed is one published track and the local track that fans it out to every
+// subscriber (pion writes one packet to each bound PeerConnection).
+type Feed struct {
+	ID        string
+	Kind      webrtc.RTPCodecType
+	publisher *Session
+	remote    *webrtc.TrackRemote
+	local     *webrtc.TrackLocalStaticRTP
+	lastPLI   atomic.Int64
+
+	Packets atomic.Uint64
+	Bytes   atomic.Uint64
+}
+
+// keyframeInterval bounds how often subscribers' PLIs reach the publisher.
+const keyframeInterval = 500 * time.Millisecond
+
+// RequestKeyframe asks the publisher for a keyframe (rate-limited).
+func (f *Feed) RequestKeyframe() {
+	if f.Kind != webrtc.RTPCodecTypeVideo {
+		return
+	}
+	now := time.Now().UnixNano()
+	last := f.lastPLI.Load()
+	if now-last < int64(keyframeInterval) || !f.lastPLI.CompareAndSwap(last, now) {
+		return
+	}
+	_ = f.publisher.pc.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: uint32(f.remote.SSRC())}})
+}
+
+// qualityWindow is how often a feed's frame rate, bitrate and loss are
+// sampled into the histograms.
+const qualityWindow = 5 * time.Second
+
+// forward copies RTP from the publisher to every subscriber until the
+// remote track ends. It reuses one buffer and one packet.
+func (f *Feed) forward(m *metrics.Metrics) {
+	buf := make([]byte, 1500)
+	var pkt rtp.Packet
+	var (
+		windowStart          = time.Now()
+		frames, winBytes     uint64
+		received, lost       uint64
+		lastSeq              uint16
+		haveSeq              bool
+		pendingPkts, pendBts uint64
+	)
+	video := f.Kind == webrtc.RTPCodecTypeVideo
+	f.RequestKeyframe()
+	for {
+		n, _, err := f.remote.Read(buf)
+		if err != nil {
+			m.ForwardedPackets.Add(float64(pendingPkts))
+			m.ForwardedBytes.Add(float64(pendBts))
+			return
+		}
+		if err := pkt.Unmarshal(buf[:n]); err != nil {
+			continue
+		}
+		if err := f.local.WriteRTP(&pkt); err != nil && !errors.Is(err, io.ErrClosedPipe) {
+			f.publisher.log.Debug("forward", "err", err)
+		}
+		f.Packets.Add(1)
+		f.Bytes.Add(uint64(len(pkt.Payload)))
+		pendingPkts++
+		pendBts += uint64(len(pkt.Payload))
+		received++
+		winBytes += uint64(n)
+		if haveSeq {
+			if gap := pkt.SequenceNumber - lastSeq; gap > 1 && gap < 1000 {
+				lost += uint64(gap - 1)
+			}
+		}
+		if !haveSeq || int16(pkt.SequenceNumber-lastSeq) > 0 {
+			lastSeq, haveSeq = pkt.SequenceNumber, true
+		}
+		if video && pkt.Marker {
+			frames++
+		}
+		if pendingPkts >= 256 { // batch counter updates off the hot path
+			m.ForwardedPackets.Add(float64(pendingPkts))
+			m.ForwardedBytes.Add(float64(pendBts))
+			pendingPkts, pendBts = 0, 0
+		}
+		if el := time.Since(windowStart); el >= qualityWindow {
+			secs := el.Seconds()
+			if video {
+				m.VideoFrameRate.Observe(float64(frames) / secs)
+				m.VideoBitrate.Observe(float64(winBytes*8) / secs)
+			}
+			if received+lost > 0 {
+				m.PacketLoss.Observe(float64(lost) / float64(received+lost))
+			}
+			windowStart, frames, winBytes, received, lost = time.Now(), 0, 0, 0, 0
+		}
+	}
+}
+
+// observeReports turns viewers' receiver reports into loss, jitter and RTT.
+func (e *Engine) observeReports(reports []rtcp.ReceptionReport, clockRate uint32) {
+	if clockRate == 0 {
+		clockRate = 90000
+	}
+	for _, rr := range reports {
+		e.metrics.PacketLoss.Observe(float64(rr.FractionLost) / 256)
+		// Jitter is in RTP timestamp units; 90 kHz video is the common case.
+		e.metrics.Jitter.Observe(float64(rr.Jitter) * 1000 / float64(clockRate)) // RTP units to ms
+		if rr.LastSenderReport != 0 {
+			now := ntpMiddle(time.Now())
+			rtt := now - rr.LastSenderReport - rr.Delay
+			if ms := float64(rtt) / 65.536; ms >= 0 && ms < 60000 {
+				e.metrics.RTT.Observe(ms)
+			}
+		}
+	}
+}
+
+// ntpMiddle is the middle 32 bits of the NTP timestamp of t.
+func ntpMiddle(t time.Time) uint32 {
+	const ntpEpochOffset = 2208988800
+	secs := uint64(t.Unix()) + ntpEpochOffset
+	frac := uint64(t.Nanosecond()) * (1 << 32) / 1e9
+	return uint32((secs<<32 | frac) >> 16)
+}

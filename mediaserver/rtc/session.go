@@ -1,0 +1,357 @@
+package rtc
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/rtcp"
+	"github.com/pion/webrtc/v4"
+)
+
+// Session is one PeerConnection and what it is doing in its room.
+type Session struct {
+	ID   string
+	Kind Kind
+
+	engine  *Engine
+	pc      *webrtc.PeerConnection
+	room    *Room
+	log     *slog.Logger
+	created time.Time
+	reap    *time.Timer
+	sig     Signaller
+
+	candidates atomic.Int32
+	connected  atomic.Bool
+	state      atomic.Int32
+	closeOnce  sync.Once
+	closed     atomic.Bool
+	done       chan struct{}
+
+	// mu serialises negotiation and guards what follows.
+	mu         sync.Mutex
+	negPending bool
+	remoteSet  bool
+	early      []webrtc.ICECandidateInit // candidates that came before the answer
+	senders    map[*Feed]*webrtc.RTPSender
+	idle       map[webrtc.RTPCodecType][]*webrtc.RTPSender // WHEP senders whose feed ended
+	onClose    []func(reason string)
+}
+
+// RoomName is the room the session belongs to.
+func (s *Session) RoomName() string { return s.room.name }
+
+// Done is closed when the session has closed.
+func (s *Session) Done() <-chan struct{} { return s.done }
+
+// Connected reports whether ICE has connected.
+func (s *Session) Connected() bool { return s.connected.Load() }
+
+// PeerConnection exposes the session's PeerConnection (tests, stats).
+func (s *Session) PeerConnection() *webrtc.PeerConnection { return s.pc }
+
+// OnClose registers fn to run once the session closes.
+func (s *Session) OnClose(fn func(reason string)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.onClose = append(s.onClose, fn)
+}
+
+// Close ends the session: it leaves its room (its feeds end), its
+// PeerConnection closes and every goroutine it started returns.
+func (s *Session) Close(reason string) {
+	s.closeOnce.Do(func() {
+		s.closed.Store(true)
+		s.reap.Stop()
+		s.room.leave(s)
+		if err := s.pc.Close(); err != nil {
+			s.log.Debug("close peer connection", "err", err)
+		}
+		s.setICEMetric(webrtc.ICEConnectionStateClosed)
+		s.engine.sessionClosed(s, reason)
+		s.engine.dropRoomIfEmpty(s.room)
+		close(s.done)
+		s.mu.Lock()
+		hooks := s.onClose
+		s.onClose = nil
+		s.mu.Unlock()
+		for _, fn := range hooks {
+			fn(reason)
+		}
+		s.log.Info("session closed", "reason", reason, "duration", time.Since(s.created).Round(time.Millisecond).String())
+	})
+}
+
+func (s *Session) setICEMetric(st webrtc.ICEConnectionState) {
+	old := webrtc.ICEConnectionState(s.state.Swap(int32(st)))
+	if old == st {
+		return
+	}
+	m := s.engine.metrics.ICEConnectionState
+	m.WithLabelValues(old.String()).Dec()
+	if st != webrtc.ICEConnectionStateClosed {
+		m.WithLabelValues(st.String()).Inc()
+	}
+}
+
+func (s *Session) onICEState(st webrtc.ICEConnectionState) {
+	if s.closed.Load() {
+		return
+	}
+	s.setICEMetric(st)
+	switch st {
+	case webrtc.ICEConnectionStateConnected:
+		if s.connected.CompareAndSwap(false, true) {
+			s.reap.Stop()
+			s.engine.metrics.ICEConnectionTime.Observe(float64(time.Since(s.created).Milliseconds()))
+			s.log.Info("session connected")
+		}
+	case webrtc.ICEConnectionStateFailed:
+		go s.Close("ice-failed")
+	case webrtc.ICEConnectionStateClosed:
+		go s.Close("ice-closed")
+	}
+}
+
+// onTrack publishes a remote track into the room and forwards its RTP until
+// the track ends. It runs on the goroutine pion starts for the track.
+func (s *Session) onTrack(remote *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+	if s.Kind == KindWHEP || s.closed.Load() {
+		return
+	}
+	local, err := webrtc.NewTrackLocalStaticRTP(remote.Codec().RTPCodecCapability, remote.ID(), "room-"+s.ID[:8])
+	if err != nil {
+		s.log.Warn("create forwarding track", "err", err)
+		return
+	}
+	f := &Feed{ID: s.ID + "/" + remote.ID(), Kind: remote.Kind(), publisher: s, remote: remote, local: local}
+	s.room.publish(f)
+	defer s.room.unpublish(f)
+	f.forward(s.engine.metrics)
+}
+
+// answer applies a remote offer, runs attach (if any) and returns the
+// complete answer once ICE gathering is done.
+func (s *Session) answer(ctx context.Context, offer string, attach func() error) (string, error) {
+	if err := s.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer}); err != nil {
+		return "", fmt.Errorf("%w: %v", ErrBadOffer, err)
+	}
+	if attach != nil {
+		if err := attach(); err != nil {
+			return "", err
+		}
+	}
+	ans, err := s.pc.CreateAnswer(nil)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", ErrBadOffer, err)
+	}
+	gathered := webrtc.GatheringCompletePromise(s.pc)
+	if err := s.pc.SetLocalDescription(ans); err != nil {
+		return "", fmt.Errorf("set local description: %w", err)
+	}
+	if err := waitGathering(ctx, gathered); err != nil {
+		return "", err
+	}
+	return s.pc.LocalDescription().SDP, nil
+}
+
+// AddCandidate adds one remote ICE candidate, within the per-session limit.
+// Candidates that arrive before the remote description are kept until it
+// is set.
+func (s *Session) AddCandidate(c webrtc.ICECandidateInit) error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	if !strings.HasPrefix(strings.TrimPrefix(c.Candidate, "a="), "candidate:") && c.Candidate != "" {
+		s.engine.metrics.ICECandidatesAdded.WithLabelValues("invalid").Inc()
+		return fmt.Errorf("%w: %q does not start with candidate:", ErrBadCandidate, truncate(c.Candidate, 64))
+	}
+	if c.Candidate == "" { // end of candidates
+		return nil
+	}
+	if n := s.candidates.Add(1); int(n) > s.engine.cfg.MaxICECandidates {
+		s.candidates.Add(-1)
+		s.engine.metrics.ICECandidatesAdded.WithLabelValues("refused").Inc()
+		return fmt.Errorf("%w: at most %d candidates per session", ErrCandidateLimit, s.engine.cfg.MaxICECandidates)
+	}
+	c.Candidate = strings.TrimPrefix(c.Candidate, "a=")
+	s.mu.Lock()
+	if s.pc.RemoteDescription() == nil {
+		s.early = append(s.early, c)
+		s.mu.Unlock()
+		s.engine.metrics.ICECandidatesAdded.WithLabelValues("queued").Inc()
+		return nil
+	}
+	s.mu.Unlock()
+	if err := s.pc.AddICECandidate(c); err != nil {
+		s.candidates.Add(-1)
+		s.engine.metrics.ICECandidatesAdded.WithLabelValues("invalid").Inc()
+		return fmt.Errorf("%w: %v", ErrBadCandidate, err)
+	}
+	s.engine.metrics.ICECandidatesAdded.WithLabelValues("added").Inc()
+	return nil
+}
+
+// CandidateCount is how many remote candidates the session holds.
+func (s *Session) CandidateCount() int { return int(s.candidates.Load()) }
+
+// negotiate sends a fresh offer to a WebSocket participant, or marks one
+// pending while an offer is in flight. Negotiation is serialised by s.mu.
+func (s *Session) negotiate() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.negotiateLocked()
+}
+
+func (s *Session) negotiateLocked() {
+	if s.sig == nil || s.closed.Load() {
+		return
+	}
+	if s.pc.SignalingState() != webrtc.SignalingStateStable {
+		s.negPending = true
+		return
+	}
+	s.negPending = false
+	offer, err := s.pc.CreateOffer(nil)
+	if err != nil {
+		s.log.Warn("create offer", "err", err)
+		return
+	}
+	if err := s.pc.SetLocalDescription(offer); err != nil {
+		s.log.Warn("set local offer", "err", err)
+		return
+	}
+	if err := s.sig.SendOffer(offer.SDP); err != nil {
+		s.log.Debug("send offer", "err", err)
+	}
+}
+
+// HandleAnswer applies a WebSocket participant's answer, then any queued
+// candidates, then a renegotiation that became due meanwhile.
+func (s *Session) HandleAnswer(sdp string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	if s.pc.SignalingState() != webrtc.SignalingStateHaveLocalOffer {
+		return fmt.Errorf("%w: no offer is waiting for an answer", ErrBadAnswer)
+	}
+	if err := s.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: sdp}); err != nil {
+		return fmt.Errorf("%w: %v", ErrBadAnswer, err)
+	}
+	for _, c := range s.early {
+		if err := s.pc.AddICECandidate(c); err != nil {
+			s.log.Debug("queued candidate refused", "err", err)
+		}
+	}
+	s.early = nil
+	if s.negPending {
+		s.negotiateLocked()
+	}
+	return nil
+}
+
+// attach adds a feed's forwarding track to this subscriber. Called with the
+// room lock held; WebSocket participants renegotiate afterwards.
+func (s *Session) attach(f *Feed) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed.Load() {
+		return
+	}
+	if _, ok := s.senders[f]; ok {
+		return
+	}
+	// A WHEP viewer cannot renegotiate: reuse a sender whose feed ended.
+	if idle := s.idle[f.Kind]; s.Kind == KindWHEP && len(idle) > 0 {
+		sender := idle[0]
+		if err := sender.ReplaceTrack(f.local); err == nil {
+			s.idle[f.Kind] = idle[1:]
+			s.senders[f] = sender
+			f.RequestKeyframe()
+			return
+		}
+	}
+	if s.Kind == KindWHEP && s.pc.RemoteDescription() != nil && s.pc.SignalingState() == webrtc.SignalingStateStable {
+		return // negotiated already; no m-line for a new track
+	}
+	sender, err := s.pc.AddTrack(f.local)
+	if err != nil {
+		s.log.Warn("add track", "feed", f.ID, "err", err)
+		return
+	}
+	s.senders[f] = sender
+	go s.readRTCP(sender)
+}
+
+// detach removes a feed from this subscriber.
+func (s *Session) detach(f *Feed) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sender, ok := s.senders[f]
+	if !ok || s.closed.Load() {
+		return
+	}
+	delete(s.senders, f)
+	if s.Kind == KindWHEP {
+		if err := sender.ReplaceTrack(nil); err == nil {
+			if s.idle == nil {
+				s.idle = map[webrtc.RTPCodecType][]*webrtc.RTPSender{}
+			}
+			s.idle[f.Kind] = append(s.idle[f.Kind], sender)
+		}
+		return
+	}
+	if err := s.pc.RemoveTrack(sender); err != nil {
+		s.log.Debug("remove track", "err", err)
+	}
+}
+
+// readRTCP reads RTCP from one sender until it stops: keyframe requests go
+// to the publisher, receiver reports feed the quality metrics.
+// A WHEP sender may carry several feeds over its life (ReplaceTrack), so the
+// feed is looked up per packet.
+func (s *Session) readRTCP(sender *webrtc.RTPSender) {
+	for {
+		pkts, _, err := sender.ReadRTCP()
+		if err != nil {
+			return
+		}
+		f := s.feedOf(sender)
+		if f == nil {
+			continue
+		}
+		for _, p := range pkts {
+			switch p := p.(type) {
+			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
+				f.RequestKeyframe()
+			case *rtcp.ReceiverReport:
+				s.engine.observeReports(p.Reports, f.local.Codec().ClockRate)
+			}
+		}
+	}
+}
+
+func (s *Session) feedOf(sender *webrtc.RTPSender) *Feed {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for f, snd := range s.senders {
+		if snd == sender {
+			return f
+		}
+	}
+	return nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}

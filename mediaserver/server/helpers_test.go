@@ -1,0 +1,166 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/mediafleet/mediafleet/mediaserver/client"
+	"github.com/mediafleet/mediafleet/mediaserver/config"
+	"github.com/mediafleet/mediafleet/mediaserver/statusapi"
+)
+
+// testServer starts a mediaserver on loopback with ephemeral ports.
+func testServer(t *testing.T, mut func(*config.Config)) *Server {
+	t.Helper()
+	cfg := config.Default()
+	cfg.ListenHost = "127.0.0.1"
+	cfg.Port, cfg.AdminPort = 0, 0
+	cfg.ICELoopback = true
+	cfg.ICEInterfaces = []string{"lo"}
+	cfg.DrainTimeout = 2 * time.Second
+	if mut != nil {
+		mut(&cfg)
+	}
+	level := slog.LevelWarn
+	if os.Getenv("MEDIA_TEST_DEBUG") != "" {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	s, err := New(cfg, log)
+	if err != nil {
+		t.Fatalf("new server: %v", err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+// checkLeaks verifies no goroutine outlives the test (after cleanups that
+// close servers and clients, registered before this one runs).
+func checkLeaks(t *testing.T) {
+	t.Helper()
+	t.Cleanup(func() {
+		http.DefaultClient.CloseIdleConnections()
+		goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	})
+}
+
+// baseline is captured by checkLeaks callers first: register it before the
+// server so that it runs last.
+func leakCheckFirst(t *testing.T) {
+	t.Helper()
+	opt := goleak.IgnoreCurrent()
+	t.Cleanup(func() {
+		http.DefaultClient.CloseIdleConnections()
+		var err error
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+			if err = goleak.Find(opt); err == nil {
+				return
+			}
+		}
+		t.Errorf("goroutines leaked: %v", err)
+	})
+}
+
+func clientOpts(t *testing.T) client.Options {
+	t.Helper()
+	api, err := client.NewAPI()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return client.Options{API: api, HTTP: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 20 * time.Second}}
+}
+
+func ctxT(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s: %v", d, what, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func getStatus(t *testing.T, s *Server) statusapi.Report {
+	t.Helper()
+	resp, err := http.Get(s.AdminURL() + statusapi.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var r statusapi.Report
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func sessionsAre(s *Server, n int) func() error {
+	return func() error {
+		if got := s.Engine().SessionCount(); got != n {
+			return fmt.Errorf("%d sessions, want %d", got, n)
+		}
+		return nil
+	}
+}
+
+var candPort = regexp.MustCompile(`a=candidate:\S+ \d+ udp \d+ (\S+) (\d+) typ host`)
+
+// hostCandidatePorts lists the ports of host candidates in an SDP.
+func hostCandidatePorts(sdp string) []int {
+	var out []int
+	for _, m := range candPort.FindAllStringSubmatch(sdp, -1) {
+		p, _ := strconv.Atoi(m[2])
+		out = append(out, p)
+	}
+	return out
+}
+
+func do(t *testing.T, method, url, ctype, body string, hdr map[string]string) (int, http.Header, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, string(b)
+}
+
+var _ = checkLeaks

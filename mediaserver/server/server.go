@@ -1,0 +1,269 @@
+// Package server runs a mediaserver process: the public signalling
+// listener, the admin listener (/metrics, /healthz, /readyz, /status,
+// pprof), resource sampling and the graceful drain on SIGTERM.
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/mediafleet/mediafleet/mediaserver/config"
+	"github.com/mediafleet/mediafleet/mediaserver/metrics"
+	"github.com/mediafleet/mediafleet/mediaserver/rtc"
+	"github.com/mediafleet/mediafleet/mediaserver/signal"
+	"github.com/mediafleet/mediafleet/mediaserver/statusapi"
+)
+
+// Version is set at build time (-ldflags -X).
+var Version = "dev"
+
+// Server is one mediaserver process.
+type Server struct {
+	cfg     config.Config
+	log     *slog.Logger
+	metrics *metrics.Metrics
+	engine  *rtc.Engine
+	signal  *signal.Server
+	iceRes  io.Closer
+	started time.Time
+
+	public, admin     *http.Server
+	publicLn, adminLn net.Listener
+
+	maxGoroutines atomic.Int64
+	drainOnce     sync.Once
+	stopSampler   chan struct{}
+	samplerDone   chan struct{}
+}
+
+// New builds a server from a validated configuration.
+func New(cfg config.Config, log *slog.Logger) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	api, iceRes, err := rtc.NewAPI(&cfg)
+	if err != nil {
+		return nil, err
+	}
+	m := metrics.New()
+	s := &Server{cfg: cfg, log: log, metrics: m, iceRes: iceRes, started: time.Now(),
+		stopSampler: make(chan struct{}), samplerDone: make(chan struct{})}
+	s.engine = rtc.NewEngine(api, &s.cfg, m, log)
+	s.signal = signal.New(s.engine, log)
+	return s, nil
+}
+
+// Engine is the session engine (tests).
+func (s *Server) Engine() *rtc.Engine { return s.engine }
+
+// Signal is the signalling server, to which routes may be added before Start.
+func (s *Server) Signal() *signal.Server { return s.signal }
+
+// Metrics of the process.
+func (s *Server) Metrics() *metrics.Metrics { return s.metrics }
+
+// PublicURL is the base URL of the signalling listener.
+func (s *Server) PublicURL() string { return "http://" + s.publicLn.Addr().String() }
+
+// AdminURL is the base URL of the admin listener.
+func (s *Server) AdminURL() string { return "http://" + s.adminLn.Addr().String() }
+
+// Start opens both listeners and serves in the background.
+func (s *Server) Start() error {
+	var err error
+	s.publicLn, err = net.Listen("tcp", net.JoinHostPort(s.cfg.ListenHost, strconv.Itoa(s.cfg.Port)))
+	if err != nil {
+		return fmt.Errorf("listen on PORT %d: %w", s.cfg.Port, err)
+	}
+	s.adminLn, err = net.Listen("tcp", net.JoinHostPort(s.cfg.ListenHost, strconv.Itoa(s.cfg.AdminPort)))
+	if err != nil {
+		_ = s.publicLn.Close()
+		return fmt.Errorf("listen on ADMIN_PORT %d: %w", s.cfg.AdminPort, err)
+	}
+	s.public = &http.Server{Handler: s.signal.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 32 << 10}
+	s.admin = &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 32 << 10}
+	go s.serve(s.public, s.publicLn, "public")
+	go s.serve(s.admin, s.adminLn, "admin")
+	go s.sample()
+	s.log.Info("mediaserver listening", "public", s.publicLn.Addr().String(), "admin", s.adminLn.Addr().String(),
+		"version", Version, "maxSessions", s.cfg.MaxSessions)
+	return nil
+}
+
+func (s *Server) serve(h *http.Server, ln net.Listener, name string) {
+	if err := h.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		s.log.Error("listener failed", "listener", name, "err", err)
+	}
+}
+
+// sample refreshes the resource gauges every few seconds.
+func (s *Server) sample() {
+	defer close(s.samplerDone)
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		s.sampleOnce()
+		select {
+		case <-s.stopSampler:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (s *Server) sampleOnce() int {
+	g := runtime.NumGoroutine()
+	for {
+		old := s.maxGoroutines.Load()
+		if int64(g) <= old || s.maxGoroutines.CompareAndSwap(old, int64(g)) {
+			break
+		}
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	s.metrics.MemoryUsage.Set(float64(ms.HeapInuse))
+	s.metrics.Goroutines.Set(float64(g))
+	s.metrics.GoroutinesMax.Set(float64(s.maxGoroutines.Load()))
+	return g
+}
+
+func (s *Server) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{Registry: s.metrics.Registry}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		switch {
+		case s.engine.Draining():
+			http.Error(w, "draining", http.StatusServiceUnavailable)
+		case s.engine.AtCapacity():
+			http.Error(w, "at capacity", http.StatusServiceUnavailable)
+		default:
+			_, _ = io.WriteString(w, "ready\n")
+		}
+	})
+	mux.HandleFunc("GET "+statusapi.Path, func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(s.Report())
+	})
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return signal.Instrument(s.metrics, mux)
+}
+
+// Report is the /status document.
+func (s *Server) Report() statusapi.Report {
+	g := s.sampleOnce()
+	draining := s.engine.Draining()
+	return statusapi.Report{
+		APIVersion:    statusapi.APIVersion,
+		PodName:       s.cfg.PodName,
+		Namespace:     s.cfg.Namespace,
+		Version:       Version,
+		StartedAt:     s.started.UTC(),
+		UptimeSeconds: int64(time.Since(s.started).Seconds()),
+		Ready:         !draining && !s.engine.AtCapacity(),
+		Draining:      draining,
+		Sessions: statusapi.Sessions{
+			Active:   s.engine.SessionCount(),
+			Capacity: s.cfg.MaxSessions,
+			Rooms:    s.engine.RoomCount(),
+		},
+		Goroutines: statusapi.Goroutines{Current: g, Max: int(s.maxGoroutines.Load())},
+	}
+}
+
+// Drain runs the graceful shutdown: stop accepting sessions, tell
+// WebSocket clients, wait up to drainTimeout for sessions to end, close the
+// rest, then stop the listeners. ctx cancelled (a second signal) cuts the
+// wait short.
+func (s *Server) Drain(ctx context.Context) {
+	s.drainOnce.Do(func() {
+		start := time.Now()
+		s.engine.SetDraining()
+		s.metrics.Draining.Set(1)
+		s.log.Info("draining", "sessions", s.engine.SessionCount(), "drainTimeout", s.cfg.DrainTimeout.String())
+		s.signal.NotifyDraining()
+
+		waitCtx, cancel := context.WithTimeout(ctx, s.cfg.DrainTimeout)
+		err := s.engine.WaitIdle(waitCtx)
+		cancel()
+		if err != nil {
+			left := s.engine.SessionCount()
+			s.log.Warn("drain timeout: closing remaining sessions", "sessions", left)
+			s.engine.CloseAll("drain-timeout")
+		} else {
+			s.log.Info("all sessions ended", "after", time.Since(start).Round(time.Millisecond).String())
+		}
+		s.shutdown()
+		s.log.Info("drained", "took", time.Since(start).Round(time.Millisecond).String())
+	})
+}
+
+func (s *Server) shutdown() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if s.public != nil {
+		_ = s.public.Shutdown(ctx)
+	}
+	// Hijacked WebSocket connections are not closed by Shutdown: let their
+	// writers flush the closing messages, then they end with their sessions.
+	if s.admin != nil {
+		_ = s.admin.Shutdown(ctx)
+	}
+	close(s.stopSampler)
+	<-s.samplerDone
+	if err := s.iceRes.Close(); err != nil {
+		s.log.Debug("close ICE sockets", "err", err)
+	}
+}
+
+// Close stops everything at once (tests).
+func (s *Server) Close() {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	s.Drain(ctx)
+}
+
+// Run serves until the first signal, drains, and returns nil. A second
+// signal during the drain makes it return at once with an error.
+func (s *Server) Run(sigs <-chan os.Signal) error {
+	if err := s.Start(); err != nil {
+		return err
+	}
+	sig := <-sigs
+	s.log.Info("signal received; draining (send again to exit now)", "signal", sig.String())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		s.Drain(ctx)
+		close(done)
+	}()
+	select {
+	case <-done:
+		cancel()
+		return nil
+	case sig := <-sigs:
+		cancel()
+		return fmt.Errorf("second signal %s: exiting without completing the drain", sig)
+	}
+}

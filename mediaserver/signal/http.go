@@ -1,0 +1,350 @@
+package signal
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/mediafleet/mediafleet/mediaserver/config"
+	"github.com/mediafleet/mediafleet/mediaserver/rtc"
+)
+
+const (
+	contentTypeSDP     = "application/sdp"
+	contentTypeTrickle = "application/trickle-ice-sdpfrag"
+	maxTrickleBytes    = 16 << 10
+	// RetryAfterSeconds is what a full or draining pod asks clients to wait.
+	RetryAfterSeconds = 5
+	answerTimeout     = 15 * time.Second
+)
+
+// Server serves the public signalling endpoints.
+type Server struct {
+	engine   *rtc.Engine
+	cfg      *config.Config
+	log      *slog.Logger
+	upgrader websocket.Upgrader
+
+	wsMu    sync.Mutex
+	wsConns map[*wsConn]struct{}
+	extra   []route
+}
+
+type route struct {
+	pattern string
+	handler http.Handler
+}
+
+// New returns the signalling server of engine.
+func New(engine *rtc.Engine, log *slog.Logger) *Server {
+	s := &Server{engine: engine, cfg: engine.Config(), log: log, wsConns: map[*wsConn]struct{}{}}
+	s.upgrader = websocket.Upgrader{
+		ReadBufferSize:  4096,
+		WriteBufferSize: 4096,
+		CheckOrigin:     s.originAllowed,
+	}
+	return s
+}
+
+// Handle adds a route to the public mux (the demo page).
+func (s *Server) Handle(pattern string, h http.Handler) { s.extra = append(s.extra, route{pattern, h}) }
+
+// Handler returns the public mux wrapped in the metrics middleware.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	for _, kind := range []rtc.Kind{rtc.KindWHIP, rtc.KindWHEP} {
+		base := "/" + string(kind) + "/{room}"
+		mux.HandleFunc("POST "+base, s.offer(kind))
+		mux.HandleFunc("PATCH "+base+"/{id}", s.patch(kind))
+		mux.HandleFunc("DELETE "+base+"/{id}", s.delete(kind))
+		mux.HandleFunc("OPTIONS "+base, s.preflight)
+		mux.HandleFunc("OPTIONS "+base+"/{id}", s.preflight)
+	}
+	mux.HandleFunc("GET /ws", s.websocket)
+	for _, r := range s.extra {
+		mux.Handle(r.pattern, r.handler)
+	}
+	return Instrument(s.engine.Metrics(), mux)
+}
+
+// originAllowed implements the origin check of WebSocket upgrades and
+// cross-origin WHIP/WHEP: no Origin (a non-browser client), the same
+// origin, "*", or a listed origin.
+func (s *Server) originAllowed(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" {
+		return false
+	}
+	if strings.EqualFold(u.Host, r.Host) {
+		return true
+	}
+	for _, o := range s.cfg.AllowedOrigins {
+		if o == "*" || strings.EqualFold(strings.TrimSuffix(o, "/"), origin) {
+			return true
+		}
+	}
+	return false
+}
+
+// authorized checks the bearer token, when one is configured.
+func (s *Server) authorized(r *http.Request, allowQuery bool) bool {
+	if s.cfg.AuthToken == "" {
+		return true
+	}
+	got := ""
+	if h := r.Header.Get("Authorization"); strings.HasPrefix(h, "Bearer ") {
+		got = strings.TrimPrefix(h, "Bearer ")
+	} else if allowQuery {
+		got = r.URL.Query().Get("token")
+	}
+	return subtle.ConstantTimeCompare([]byte(got), []byte(s.cfg.AuthToken)) == 1
+}
+
+// guard runs the checks every WHIP/WHEP request shares and writes CORS
+// headers; it returns false after writing an error.
+func (s *Server) guard(w http.ResponseWriter, r *http.Request) bool {
+	if !s.originAllowed(r) {
+		httpError(w, http.StatusForbidden, "origin %q is not allowed", r.Header.Get("Origin"))
+		return false
+	}
+	if o := r.Header.Get("Origin"); o != "" {
+		w.Header().Set("Access-Control-Allow-Origin", o)
+		w.Header().Add("Vary", "Origin")
+		w.Header().Set("Access-Control-Expose-Headers", "Location, Link, Retry-After")
+	}
+	if !s.authorized(r, false) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="mediafleet"`)
+		httpError(w, http.StatusUnauthorized, "a valid bearer token is required")
+		return false
+	}
+	if !ValidRoom(r.PathValue("room")) {
+		httpError(w, http.StatusBadRequest, "room must be 1-64 letters, digits, '_', '.' or '-'")
+		return false
+	}
+	return true
+}
+
+func (s *Server) preflight(w http.ResponseWriter, r *http.Request) {
+	if !s.originAllowed(r) {
+		httpError(w, http.StatusForbidden, "origin %q is not allowed", r.Header.Get("Origin"))
+		return
+	}
+	h := w.Header()
+	if o := r.Header.Get("Origin"); o != "" {
+		h.Set("Access-Control-Allow-Origin", o)
+		h.Add("Vary", "Origin")
+	}
+	h.Set("Access-Control-Allow-Methods", "POST, PATCH, DELETE, OPTIONS")
+	h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, If-Match")
+	h.Set("Access-Control-Expose-Headers", "Location, Link, Retry-After")
+	h.Set("Access-Control-Max-Age", "600")
+	s.writeLinks(w)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// writeLinks announces ICE servers (RFC 9725 section 4.6).
+func (s *Server) writeLinks(w http.ResponseWriter) {
+	for _, u := range s.cfg.STUNServers {
+		w.Header().Add("Link", fmt.Sprintf("<%s>; rel=\"ice-server\"", u))
+	}
+	for _, t := range s.cfg.TURNServers {
+		for _, u := range t.URLs {
+			w.Header().Add("Link", fmt.Sprintf("<%s>; rel=\"ice-server\"; username=%q; credential=%q; credential-type=\"password\"", u, t.Username, t.Password))
+		}
+	}
+}
+
+func hasContentType(r *http.Request, want string) bool {
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	return err == nil && mt == want
+}
+
+// readBody reads at most limit bytes, answering 413 beyond it.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, bool) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			httpError(w, http.StatusRequestEntityTooLarge, "body larger than %d bytes", limit)
+		} else {
+			httpError(w, http.StatusBadRequest, "read body: %v", err)
+		}
+		return nil, false
+	}
+	return body, true
+}
+
+// offer handles POST /whip/{room} and POST /whep/{room}.
+func (s *Server) offer(kind rtc.Kind) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !s.guard(w, r) {
+			return
+		}
+		if !hasContentType(r, contentTypeSDP) {
+			httpError(w, http.StatusUnsupportedMediaType, "Content-Type must be %s", contentTypeSDP)
+			return
+		}
+		if s.engine.Draining() {
+			unavailable(w, "server is draining; retry on another pod")
+			return
+		}
+		body, ok := readBody(w, r, MaxSDPBytes)
+		if !ok {
+			return
+		}
+		if len(strings.TrimSpace(string(body))) == 0 {
+			httpError(w, http.StatusBadRequest, "empty SDP offer")
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), answerTimeout)
+		defer cancel()
+		room := r.PathValue("room")
+		var (
+			sess   *rtc.Session
+			answer string
+			err    error
+		)
+		if kind == rtc.KindWHIP {
+			sess, answer, err = s.engine.Publish(ctx, room, string(body))
+		} else {
+			sess, answer, err = s.engine.Subscribe(ctx, room, string(body))
+		}
+		if err != nil {
+			s.sessionError(w, err)
+			return
+		}
+		s.writeLinks(w)
+		w.Header().Set("Content-Type", contentTypeSDP)
+		w.Header().Set("Location", "/"+string(kind)+"/"+url.PathEscape(room)+"/"+sess.ID)
+		w.WriteHeader(http.StatusCreated)
+		_, _ = io.WriteString(w, answer)
+	}
+}
+
+func (s *Server) sessionError(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, rtc.ErrFull):
+		unavailable(w, fmt.Sprintf("session limit reached (%d per pod); retry later", s.cfg.MaxSessions))
+	case errors.Is(err, rtc.ErrDraining):
+		unavailable(w, "server is draining; retry on another pod")
+	case errors.Is(err, rtc.ErrBadOffer):
+		httpError(w, http.StatusBadRequest, "%v", err)
+	case errors.Is(err, rtc.ErrNotPublished):
+		w.Header().Set("Retry-After", "2")
+		httpError(w, http.StatusNotFound, "nothing is published in this room yet")
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		httpError(w, http.StatusServiceUnavailable, "timed out preparing the answer")
+	default:
+		s.log.Error("session setup failed", "err", err)
+		httpError(w, http.StatusInternalServerError, "session setup failed")
+	}
+}
+
+func unavailable(w http.ResponseWriter, msg string) {
+	w.Header().Set("Retry-After", strconv.Itoa(RetryAfterSeconds))
+	httpError(w, http.StatusServiceUnavailable, "%s", msg)
+}
+
+// lookup finds the session a resource URL names, of the right kind and room.
+func (s *Server) lookup(w http.ResponseWriter, r *http.Request, kind rtc.Kind) (*rtc.Session, bool) {
+	sess, ok := s.engine.Session(r.PathValue("id"))
+	if !ok || sess.Kind != kind || sess.RoomName() != r.PathValue("room") {
+		httpError(w, http.StatusNotFound, "no such session")
+		return nil, false
+	}
+	return sess, true
+}
+
+// patch handles trickle ICE: PATCH /{whip,whep}/{room}/{id}.
+func (s *Server) patch(kind rtc.Kind) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !s.guard(w, r) {
+			return
+		}
+		if !hasContentType(r, contentTypeTrickle) {
+			httpError(w, http.StatusUnsupportedMediaType, "Content-Type must be %s", contentTypeTrickle)
+			return
+		}
+		sess, ok := s.lookup(w, r, kind)
+		if !ok {
+			return
+		}
+		body, ok := readBody(w, r, maxTrickleBytes)
+		if !ok {
+			return
+		}
+		frag, err := ParseTrickleFrag(body)
+		if err != nil {
+			httpError(w, http.StatusBadRequest, "malformed trickle-ice-sdpfrag: %v", err)
+			return
+		}
+		if frag.Ufrag != "" && frag.Ufrag != remoteUfrag(sess) {
+			httpError(w, http.StatusUnprocessableEntity, "ICE restart is not supported: ice-ufrag does not match the session")
+			return
+		}
+		for i, c := range frag.Candidates {
+			if err := sess.AddCandidate(c); err != nil {
+				switch {
+				case errors.Is(err, rtc.ErrCandidateLimit):
+					httpError(w, http.StatusUnprocessableEntity, "%v (%d of %d candidates in this request added); the session stays up", err, i, len(frag.Candidates))
+				case errors.Is(err, rtc.ErrClosed):
+					httpError(w, http.StatusNotFound, "no such session")
+				default:
+					httpError(w, http.StatusBadRequest, "%v", err)
+				}
+				return
+			}
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+func remoteUfrag(sess *rtc.Session) string {
+	rd := sess.PeerConnection().RemoteDescription()
+	if rd == nil {
+		return ""
+	}
+	for _, line := range strings.Split(rd.SDP, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "a=ice-ufrag:"); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+func (s *Server) delete(kind rtc.Kind) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !s.guard(w, r) {
+			return
+		}
+		sess, ok := s.lookup(w, r, kind)
+		if !ok {
+			return
+		}
+		sess.Close("client-delete")
+		w.WriteHeader(http.StatusOK)
+	}
+}
+
+func httpError(w http.ResponseWriter, code int, format string, args ...any) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	_, _ = fmt.Fprintf(w, format+"\n", args...)
+}

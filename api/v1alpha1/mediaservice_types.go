@@ -32,13 +32,13 @@ type MediaServiceSpec struct {
 
 	// Resources of the mediaserver container.
 	// +optional
-	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
+	Resources corev1.ResourceRequirements `json:"resources,omitzero"`
 
 	// Signaling configures the public port: WHIP/WHEP, WebSocket and the
 	// demo page.
 	// +kubebuilder:default={}
 	// +optional
-	Signaling SignalingSpec `json:"signaling,omitempty"`
+	Signaling SignalingSpec `json:"signaling,omitzero"`
 
 	// AdminPort serves /metrics, /healthz, /readyz, /status and pprof. It is
 	// never exposed by the public Service.
@@ -51,26 +51,26 @@ type MediaServiceSpec struct {
 	// ICE configures how media reaches the pods over UDP.
 	// +kubebuilder:default={udpMuxPort: 50000}
 	// +optional
-	ICE ICESpec `json:"ice,omitempty"`
+	ICE ICESpec `json:"ice,omitzero"`
 
 	// Limits protect each media pod.
 	// +kubebuilder:default={}
 	// +optional
-	Limits LimitsSpec `json:"limits,omitempty"`
+	Limits LimitsSpec `json:"limits,omitzero"`
 
 	// LeakDetection configures the goroutine-leak detector of each pod.
 	// +kubebuilder:default={}
 	// +optional
-	LeakDetection LeakDetectionSpec `json:"leakDetection,omitempty"`
+	LeakDetection LeakDetectionSpec `json:"leakDetection,omitzero"`
 
 	// Logging configures the mediaserver's structured logs.
 	// +kubebuilder:default={}
 	// +optional
-	Logging LoggingSpec `json:"logging,omitempty"`
+	Logging LoggingSpec `json:"logging,omitzero"`
 
 	// PodTemplate adds metadata and scheduling constraints to media pods.
 	// +optional
-	PodTemplate PodTemplateSpec `json:"podTemplate,omitempty"`
+	PodTemplate PodTemplateSpec `json:"podTemplate,omitzero"`
 }
 
 // ServiceType is how the signalling Service is exposed.
@@ -262,7 +262,7 @@ type LimitsSpec struct {
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
 	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s') && duration(self) <= duration('1m')",message="limits.websocketSendTimeout must be positive and at most 1m"
 	// +optional
-	WebsocketSendTimeout metav1.Duration `json:"websocketSendTimeout,omitempty"`
+	WebsocketSendTimeout metav1.Duration `json:"websocketSendTimeout,omitzero"`
 
 	// DrainTimeout is how long a terminating pod waits for its sessions to
 	// end before closing them; terminationGracePeriodSeconds follows it.
@@ -271,7 +271,7 @@ type LimitsSpec struct {
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
 	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s') && duration(self) <= duration('24h')",message="limits.drainTimeout must be positive and at most 24h"
 	// +optional
-	DrainTimeout metav1.Duration `json:"drainTimeout,omitempty"`
+	DrainTimeout metav1.Duration `json:"drainTimeout,omitzero"`
 }
 
 // Remediation is what the operator does about a leaking pod.
@@ -295,7 +295,7 @@ type LeakDetectionSpec struct {
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s')",message="leakDetection.baselineWindow must be at least 1s"
 	// +optional
-	BaselineWindow metav1.Duration `json:"baselineWindow,omitempty"`
+	BaselineWindow metav1.Duration `json:"baselineWindow,omitzero"`
 
 	// ThresholdRatio: a leak is suspected when goroutines not explained by
 	// sessions exceed this multiple of the baseline.
@@ -399,9 +399,9 @@ type MediaService struct {
 	metav1.ObjectMeta `json:"metadata,omitempty"`
 
 	// +optional
-	Spec MediaServiceSpec `json:"spec,omitempty"`
+	Spec MediaServiceSpec `json:"spec,omitzero"`
 	// +optional
-	Status MediaServiceStatus `json:"status,omitempty"`
+	Status MediaServiceStatus `json:"status,omitzero"`
 }
 
 // MediaServiceList is a list of MediaServices.

@@ -138,7 +138,7 @@ set -e; \
 echo "installing $(2)@$(3) into $(LOCALBIN)"; \
 tmp=$$(mktemp -d); \
 GOBIN=$$tmp $(GO) install $(2)@$(3); \
-mv $$tmp/$$(basename $(2) | sed 's/^v[0-9]*$$//') $(1) 2>/dev/null || mv $$tmp/* $(1); \
+mv $$tmp/* $(1); \
 rm -rf $$tmp; \
 }
 endef

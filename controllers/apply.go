@@ -62,15 +62,21 @@ func applyChild[T client.Object](ctx context.Context, r *MediaServiceReconciler,
 		if same {
 			return nil
 		}
-		log.FromContext(ctx).V(1).Info("applying drifted child", "kind", kind, "name", key.Name)
+		if l := log.FromContext(ctx).V(1); l.Enabled() {
+			cur, _ := json.Marshal(current)
+			want, _ := json.Marshal(desired)
+			l.Info("applying drifted child", "kind", kind, "name", key.Name, "current", string(cur), "desired", string(want))
+		}
 	}
 	if err := r.Apply(ctx, desired, client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
 		return fmt.Errorf("apply %s %s: %w", kind, key.Name, err)
 	}
+	// The action names the kind so that the events API does not fold
+	// different children into one series.
 	if found {
-		r.Recorder.Eventf(ms, nil, corev1.EventTypeNormal, ReasonUpdated, "Apply", "Updated %s %s", kind, key.Name)
+		r.Recorder.Eventf(ms, nil, corev1.EventTypeNormal, ReasonUpdated, "Update"+kind, "Updated %s %s", kind, key.Name)
 	} else {
-		r.Recorder.Eventf(ms, nil, corev1.EventTypeNormal, ReasonCreated, "Apply", "Created %s %s", kind, key.Name)
+		r.Recorder.Eventf(ms, nil, corev1.EventTypeNormal, ReasonCreated, "Create"+kind, "Created %s %s", kind, key.Name)
 	}
 	return nil
 }

@@ -217,7 +217,10 @@ func TestDesiredDeployment(t *testing.T) {
 
 func TestDesiredServices(t *testing.T) {
 	for _, st := range []mediav1alpha1.ServiceType{mediav1alpha1.ServiceTypeClusterIP, mediav1alpha1.ServiceTypeNodePort, mediav1alpha1.ServiceTypeLoadBalancer} {
-		ms := defaulted(func(ms *mediav1alpha1.MediaService) { ms.Spec.Signaling.ServiceType = st; ms.Spec.Signaling.Port = 8443 })
+		ms := defaulted(func(ms *mediav1alpha1.MediaService) {
+			ms.Spec.Signaling.ServiceType = st
+			ms.Spec.Signaling.Port = 8443
+		})
 		svc := desiredSignalingService(ms)
 		if string(*svc.Spec.Type) != string(st) || len(svc.Spec.Ports) != 1 || *svc.Spec.Ports[0].Port != 8443 {
 			t.Errorf("%s: signalling service %+v", st, svc.Spec)

@@ -378,7 +378,7 @@ func TestEnvtestNoOpReconcileWritesNothing(t *testing.T) {
 	eventually(t, waitFor, "available", conditionIs(ns, "steady", mediav1alpha1.ConditionAvailable, metav1.ConditionTrue, ""))
 	time.Sleep(time.Second) // let the last status write settle
 
-	before := writes.n.Load()
+	before := writes.writesIn(ns)
 	reconcilesBefore := reconciles.Load()
 	// Nudge the reconciler through a child: a foreign label on the
 	// Deployment is not ours to judge and must not cause a write.
@@ -394,7 +394,7 @@ func TestEnvtestNoOpReconcileWritesNothing(t *testing.T) {
 		return nil
 	})
 	time.Sleep(2 * time.Second)
-	if n := writes.n.Load() - before; n != 0 {
+	if n := writes.writesIn(ns) - before; n != 0 {
 		t.Fatalf("steady reconcile made %d writes, want 0", n)
 	}
 }

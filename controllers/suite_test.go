@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -221,30 +222,52 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() er
 	}
 }
 
-// writeCounter counts every write the reconciler sends to the API server.
+// writeCounter counts every write the reconciler sends to the API server,
+// per namespace, so that tests running beside each other do not mix counts.
 type writeCounter struct {
 	client.Client
-	n atomic.Int64
+	mu   sync.Mutex
+	byNS map[string]int
+}
+
+func (w *writeCounter) add(ns string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.byNS == nil {
+		w.byNS = map[string]int{}
+	}
+	w.byNS[ns]++
+}
+
+// writesIn is the number of writes to objects in namespace ns so far.
+func (w *writeCounter) writesIn(ns string) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.byNS[ns]
 }
 
 func (w *writeCounter) Create(ctx context.Context, obj client.Object, opts ...client.CreateOption) error {
-	w.n.Add(1)
+	w.add(obj.GetNamespace())
 	return w.Client.Create(ctx, obj, opts...)
 }
 func (w *writeCounter) Update(ctx context.Context, obj client.Object, opts ...client.UpdateOption) error {
-	w.n.Add(1)
+	w.add(obj.GetNamespace())
 	return w.Client.Update(ctx, obj, opts...)
 }
 func (w *writeCounter) Patch(ctx context.Context, obj client.Object, p client.Patch, opts ...client.PatchOption) error {
-	w.n.Add(1)
+	w.add(obj.GetNamespace())
 	return w.Client.Patch(ctx, obj, p, opts...)
 }
 func (w *writeCounter) Delete(ctx context.Context, obj client.Object, opts ...client.DeleteOption) error {
-	w.n.Add(1)
+	w.add(obj.GetNamespace())
 	return w.Client.Delete(ctx, obj, opts...)
 }
 func (w *writeCounter) Apply(ctx context.Context, obj runtime.ApplyConfiguration, opts ...client.ApplyOption) error {
-	w.n.Add(1)
+	ns := ""
+	if n, ok := obj.(interface{ GetNamespace() *string }); ok && n.GetNamespace() != nil {
+		ns = *n.GetNamespace()
+	}
+	w.add(ns)
 	return w.Client.Apply(ctx, obj, opts...)
 }
 func (w *writeCounter) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
@@ -254,20 +277,20 @@ func (w *writeCounter) Get(ctx context.Context, key client.ObjectKey, obj client
 	return w.Client.Get(ctx, key, obj, opts...)
 }
 func (w *writeCounter) Status() client.SubResourceWriter {
-	return &statusCounter{SubResourceWriter: w.Client.Status(), n: &w.n}
+	return &statusCounter{SubResourceWriter: w.Client.Status(), w: w}
 }
 
 type statusCounter struct {
 	client.SubResourceWriter
-	n *atomic.Int64
+	w *writeCounter
 }
 
 func (s *statusCounter) Update(ctx context.Context, obj client.Object, opts ...client.SubResourceUpdateOption) error {
-	s.n.Add(1)
+	s.w.add(obj.GetNamespace())
 	return s.SubResourceWriter.Update(ctx, obj, opts...)
 }
 func (s *statusCounter) Patch(ctx context.Context, obj client.Object, p client.Patch, opts ...client.SubResourcePatchOption) error {
-	s.n.Add(1)
+	s.w.add(obj.GetNamespace())
 	return s.SubResourceWriter.Patch(ctx, obj, p, opts...)
 }
 

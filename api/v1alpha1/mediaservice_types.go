@@ -7,9 +7,9 @@ import (
 
 // MediaServiceSpec is what a cluster admin asks for: a fleet of WebRTC media
 // pods, their networking, their limits and how they are watched.
-// +kubebuilder:validation:XValidation:rule="self.signaling.port != self.adminPort",message="signaling.port and adminPort must differ"
-// +kubebuilder:validation:XValidation:rule="!has(self.ice.portRange) || self.ice.portRange.max - self.ice.portRange.min + 1 >= self.limits.maxSessionsPerPod",message="ice.portRange is too narrow: it needs at least limits.maxSessionsPerPod ports (one UDP port per session)"
-// +kubebuilder:validation:XValidation:rule="!has(self.ice.publicAddress) || self.ice.publicAddress.source != 'PodIP' || !self.ice.hostNetwork",message="ice.publicAddress.source PodIP makes no sense with ice.hostNetwork; use NodeInternalIP or NodeExternalIP"
+// +kubebuilder:validation:XValidation:rule="!has(self.signaling) || !has(self.signaling.port) || !has(self.adminPort) || self.signaling.port != self.adminPort",message="signaling.port and adminPort must differ"
+// +kubebuilder:validation:XValidation:rule="!has(self.ice) || !has(self.ice.portRange) || !has(self.limits) || !has(self.limits.maxSessionsPerPod) || self.ice.portRange.max - self.ice.portRange.min + 1 >= self.limits.maxSessionsPerPod",message="ice.portRange is too narrow: it needs at least limits.maxSessionsPerPod ports (one UDP port per session)"
+// +kubebuilder:validation:XValidation:rule="!has(self.ice) || !has(self.ice.publicAddress) || !has(self.ice.hostNetwork) || self.ice.publicAddress.source != 'PodIP' || !self.ice.hostNetwork",message="ice.publicAddress.source PodIP makes no sense with ice.hostNetwork; use NodeInternalIP or NodeExternalIP"
 type MediaServiceSpec struct {
 	// Replicas is the number of media pods. Scaled through the scale
 	// subresource (kubectl scale msvc/NAME --replicas=N).
@@ -398,10 +398,11 @@ type MediaService struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
 
+	// +kubebuilder:default={}
 	// +optional
-	Spec MediaServiceSpec `json:"spec,omitzero"`
+	Spec MediaServiceSpec `json:"spec,omitempty"`
 	// +optional
-	Status MediaServiceStatus `json:"status,omitzero"`
+	Status MediaServiceStatus `json:"status,omitempty"`
 }
 
 // MediaServiceList is a list of MediaServices.

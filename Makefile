@@ -39,7 +39,8 @@ generate: $(CONTROLLER_GEN) ## Generate DeepCopy methods.
 	$(CONTROLLER_GEN) object:headerFile="hack/boilerplate.go.txt" paths="./api/..."
 
 .PHONY: verify-generated
-verify-generated: manifests generate ## Fail when generated files are stale.
+verify-generated: manifests generate ## Fail when generated files are stale or Go files are not gofmt-ed.
+	@if [ -n "$$(gofmt -l api controllers mediaserver cmd hack)" ]; then echo "not gofmt-ed:"; gofmt -l api controllers mediaserver cmd hack; exit 1; fi
 	@if [ -n "$$(git status --porcelain -- api config)" ]; then \
 		echo "generated files are stale; run 'make manifests generate' and commit:"; \
 		git status --porcelain -- api config; git --no-pager diff -- api config | head -50; exit 1; fi
@@ -85,8 +86,12 @@ build: manifests generate fmt vet ## Build the manager and mediaserver binaries 
 run: manifests generate fmt vet ## Run the operator against the cluster in ~/.kube/config.
 	$(GO) run ./cmd/manager --mediaserver-image=$(MEDIASERVER_IMG)
 
+.PHONY: demo
+demo: manifests ## Run the operator against a local control plane built from source and apply the samples.
+	KUBEBUILDER_ASSETS="$${KUBEBUILDER_ASSETS:-$$(hack/controlplane.sh)}" $(GO) run ./hack/demo
+
 .PHONY: run-mediaserver
-run-mediaserver: ## Run one mediaserver locally (demo page on :8080, admin on :9090).
+run-mediaserver: ## Run one mediaserver locally (signalling on :8080, admin on :9090).
 	LOG_FORMAT=text ICE_UDP_MUX_PORT=50000 $(GO) run ./cmd/mediaserver
 
 ##@ Deployment

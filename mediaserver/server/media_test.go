@@ -138,3 +138,49 @@ func TestWHIPWatchedOverWebSocket(t *testing.T) {
 		return nil
 	})
 }
+
+// TestWHEPViewerFollowsRepublish: a WHEP viewer cannot renegotiate, so when
+// the publisher reconnects its new tracks go to the viewer's existing
+// senders and media resumes.
+func TestWHEPViewerFollowsRepublish(t *testing.T) {
+	leakCheckFirst(t)
+	s := testServer(t, nil)
+	opts := clientOpts(t)
+	ctx := ctxT(t, 40*time.Second)
+	pub, err := client.Publish(ctx, s.PublicURL(), "again", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub.SendRTP(200, 300)
+	var view *client.Session
+	waitFor(t, 10*time.Second, "viewer accepted", func() error {
+		view, err = client.Play(ctx, s.PublicURL(), "again", opts)
+		return err
+	})
+	defer view.Close()
+	waitFor(t, 10*time.Second, "first media", func() error {
+		if view.Received.Packets.Load() < 50 {
+			return fmt.Errorf("%d packets", view.Received.Packets.Load())
+		}
+		return nil
+	})
+	if _, err := pub.Delete(ctx); err != nil {
+		t.Fatal(err)
+	}
+	_ = pub.Close()
+	waitFor(t, 5*time.Second, "publisher gone", sessionsAre(s, 1))
+	before := view.Received.Packets.Load()
+
+	pub2, err := client.Publish(ctx, s.PublicURL(), "again", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub2.Close()
+	pub2.SendRTP(200, 300)
+	waitFor(t, 15*time.Second, "media from the new publisher", func() error {
+		if got := view.Received.Packets.Load() - before; got < 100 {
+			return fmt.Errorf("%d packets since republish", got)
+		}
+		return nil
+	})
+}

@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/mediafleet/mediafleet/mediaserver/config"
+	"github.com/mediafleet/mediafleet/mediaserver/leak"
 	"github.com/mediafleet/mediafleet/mediaserver/metrics"
 	"github.com/mediafleet/mediafleet/mediaserver/rtc"
 	"github.com/mediafleet/mediafleet/mediaserver/signal"
@@ -46,6 +47,8 @@ type Server struct {
 	publicLn, adminLn net.Listener
 
 	maxGoroutines atomic.Int64
+	leak          *leak.Detector
+	leakSuspected bool
 	drainOnce     sync.Once
 	stopSampler   chan struct{}
 	samplerDone   chan struct{}
@@ -63,6 +66,7 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 	m := metrics.New()
 	s := &Server{cfg: cfg, log: log, metrics: m, iceRes: iceRes, started: time.Now(),
 		stopSampler: make(chan struct{}), samplerDone: make(chan struct{})}
+	s.leak = leak.New(leak.Config{BaselineWindow: cfg.LeakBaselineWindow, ThresholdRatio: cfg.LeakThresholdRatio})
 	s.engine = rtc.NewEngine(api, &s.cfg, m, log)
 	s.signal = signal.New(s.engine, log)
 	return s, nil
@@ -111,13 +115,38 @@ func (s *Server) serve(h *http.Server, ln net.Listener, name string) {
 	}
 }
 
-// sample refreshes the resource gauges every few seconds.
+// SampleInterval is how often resources are sampled and the leak detector
+// judges goroutines.
+const SampleInterval = 5 * time.Second
+
+// sample refreshes the resource gauges and feeds the leak detector.
 func (s *Server) sample() {
 	defer close(s.samplerDone)
-	t := time.NewTicker(5 * time.Second)
+	t := time.NewTicker(SampleInterval)
 	defer t.Stop()
 	for {
 		s.sampleOnce()
+		s.leak.Sample(s.engine.SessionCount())
+		st := s.leak.State()
+		s.metrics.GoroutineBaseline.Set(float64(st.Baseline))
+		if st.Suspected {
+			s.metrics.PotentialLeak.Set(1)
+		} else {
+			s.metrics.PotentialLeak.Set(0)
+		}
+		if st.Suspected != s.leakSuspected {
+			s.leakSuspected = st.Suspected
+			if st.Suspected {
+				top := ""
+				if len(st.TopGrowth) > 0 {
+					top = st.TopGrowth[0].Function
+				}
+				s.log.Warn("goroutine leak suspected", "goroutines", st.Current, "baseline", st.Baseline,
+					"excess", st.Excess, "sessions", s.engine.SessionCount(), "topGrowth", top)
+			} else {
+				s.log.Info("goroutine leak cleared", "goroutines", st.Current, "baseline", st.Baseline)
+			}
+		}
 		select {
 		case <-s.stopSampler:
 			return
@@ -173,6 +202,7 @@ func (s *Server) adminHandler() http.Handler {
 // Report is the /status document.
 func (s *Server) Report() statusapi.Report {
 	g := s.sampleOnce()
+	ls := s.leak.State()
 	draining := s.engine.Draining()
 	return statusapi.Report{
 		APIVersion:    statusapi.APIVersion,
@@ -188,8 +218,19 @@ func (s *Server) Report() statusapi.Report {
 			Capacity: s.cfg.MaxSessions,
 			Rooms:    s.engine.RoomCount(),
 		},
-		Goroutines: statusapi.Goroutines{Current: g, Max: int(s.maxGoroutines.Load())},
+		Goroutines: statusapi.Goroutines{Current: g, Baseline: ls.Baseline, Max: int(s.maxGoroutines.Load())},
+		Leak:       leakReport(ls),
 	}
+}
+
+func leakReport(ls leak.State) statusapi.Leak {
+	out := statusapi.Leak{Suspected: ls.Suspected, TopGrowth: ls.TopGrowth}
+	if ls.Suspected {
+		since := ls.Since.UTC()
+		out.Since = &since
+		out.Excess = ls.Excess
+	}
+	return out
 }
 
 // Drain runs the graceful shutdown: stop accepting sessions, tell

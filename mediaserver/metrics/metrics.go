@@ -46,6 +46,11 @@ type Metrics struct {
 	Draining          prometheus.Gauge
 }
 
+// CloseReasons are the values of the reason label of
+// media_sessions_closed_total (pre-initialised so rate() starts at zero).
+var CloseReasons = []string{"client-delete", "client-leave", "client-disconnect", "ice-failed", "ice-closed",
+	"connect-timeout", "drain-timeout", "bad-offer", "slow-client", "write-error", "closed", "internal-error"}
+
 // ICE connection states, the values of the state label.
 var ICEStates = []string{"new", "checking", "connected", "completed", "disconnected", "failed", "closed"}
 
@@ -101,12 +106,19 @@ func New() *Metrics {
 		m.GoroutineBaseline, m.Draining} {
 		f(c)
 	}
+	for _, r := range []string{"added", "queued", "refused", "invalid"} {
+		m.ICECandidatesAdded.WithLabelValues(r)
+	}
 	for _, s := range ICEStates {
 		m.ICEConnectionState.WithLabelValues(s)
 	}
 	for _, k := range []string{"whip", "whep", "ws"} {
 		m.ActiveSessions.WithLabelValues(k)
 		m.SessionsCreated.WithLabelValues(k)
+		m.SessionDuration.WithLabelValues(k)
+		for _, r := range CloseReasons {
+			m.SessionsClosed.WithLabelValues(k, r)
+		}
 	}
 	return m
 }

@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -21,6 +22,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+	"time"
 
 	mediav1alpha1 "github.com/mediafleet/mediafleet/api/v1alpha1"
 )
@@ -31,6 +34,21 @@ type MediaServiceReconciler struct {
 	client.Client
 	Recorder events.EventRecorder
 	Options  Options
+	// Observer reads the media pods' /status; nil disables fleet status,
+	// deletion cost, autoscaling and leak remediation.
+	Observer *Observer
+	// Clock times the autoscaler's stabilization window; tests inject a
+	// fake one. Nil is the real clock.
+	Clock clock.PassiveClock
+
+	fleet fleetState
+}
+
+func (r *MediaServiceReconciler) clock() clock.PassiveClock {
+	if r.Clock == nil {
+		return clock.RealClock{}
+	}
+	return r.Clock
 }
 
 // +kubebuilder:rbac:groups=media.mediafleet.io,resources=mediaservices,verbs=get;list;watch;update;patch
@@ -39,7 +57,7 @@ type MediaServiceReconciler struct {
 // +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=services;serviceaccounts;configmaps,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;patch;delete
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
@@ -64,6 +82,19 @@ func (r *MediaServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		}
 	}()
 
+	pods, err := r.mediaPods(ctx, ms)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	reports := r.fleetReports(pods)
+	if r.Observer != nil {
+		next, err := r.autoscale(ctx, ms, reports)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		result = requeueSooner(result, next)
+	}
+
 	phases := []struct {
 		name string
 		fn   func(context.Context, *mediav1alpha1.MediaService) error
@@ -80,7 +111,33 @@ func (r *MediaServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request
 			return ctrl.Result{}, fmt.Errorf("%s: %w", p.name, err)
 		}
 	}
-	return ctrl.Result{}, nil
+	if r.Observer != nil {
+		next, err := r.reconcileDeletionCost(ctx, reports)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		result = requeueSooner(result, next)
+		if err := r.restartIdleLeakingPod(ctx, ms, reports); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	return result, nil
+}
+
+func requeueSooner(res ctrl.Result, d time.Duration) ctrl.Result {
+	if d > 0 && (res.RequeueAfter == 0 || d < res.RequeueAfter) {
+		res.RequeueAfter = d
+	}
+	return res
+}
+
+// mediaPods lists the MediaService's pods from the cache.
+func (r *MediaServiceReconciler) mediaPods(ctx context.Context, ms *mediav1alpha1.MediaService) ([]corev1.Pod, error) {
+	pods := &corev1.PodList{}
+	if err := r.List(ctx, pods, client.InNamespace(ms.Namespace), client.MatchingLabels(selectorLabels(ms))); err != nil {
+		return nil, fmt.Errorf("list pods: %w", err)
+	}
+	return pods.Items, nil
 }
 
 func (r *MediaServiceReconciler) reconcileServiceAccount(ctx context.Context, ms *mediav1alpha1.MediaService) error {
@@ -139,15 +196,19 @@ func (r *MediaServiceReconciler) writeStatus(ctx context.Context, ms *mediav1alp
 		}
 		dep = nil
 	}
-	pods := &corev1.PodList{}
-	if err := r.List(ctx, pods, client.InNamespace(ms.Namespace), client.MatchingLabels(selectorLabels(ms))); err != nil {
-		return fmt.Errorf("list pods: %w", err)
+	pods, err := r.mediaPods(ctx, ms)
+	if err != nil {
+		return err
 	}
-	computeStatus(ms, dep, pods.Items, reconcileErr)
+	computeStatus(ms, dep, pods, reconcileErr)
+	if r.Observer != nil {
+		computeFleetStatus(ms, r.fleetReports(pods))
+	}
 	if equality.Semantic.DeepEqual(before, &ms.Status) {
 		return nil
 	}
 	r.recordTransitions(ms, before)
+	r.recordLeakTransitions(ms, before.LeakingPods)
 	patchBase := &mediav1alpha1.MediaService{ObjectMeta: ms.ObjectMeta, Status: *before}
 	if err := r.Status().Patch(ctx, ms, client.MergeFrom(patchBase)); err != nil {
 		if apierrors.IsNotFound(err) {
@@ -161,6 +222,9 @@ func (r *MediaServiceReconciler) writeStatus(ctx context.Context, ms *mediav1alp
 // recordTransitions emits an Event for each condition that changed status.
 func (r *MediaServiceReconciler) recordTransitions(ms *mediav1alpha1.MediaService, before *mediav1alpha1.MediaServiceStatus) {
 	for _, c := range ms.Status.Conditions {
+		if c.Type == mediav1alpha1.ConditionGoroutineLeak {
+			continue // per-pod events say more (recordLeakTransitions)
+		}
 		old := meta.FindStatusCondition(before.Conditions, c.Type)
 		if old != nil && old.Status == c.Status && old.Reason == c.Reason {
 			continue
@@ -178,7 +242,14 @@ func (r *MediaServiceReconciler) recordTransitions(ms *mediav1alpha1.MediaServic
 // the media pods (for Degraded reasons and fleet status) and nodes (for
 // NodeExternalIP addresses).
 func (r *MediaServiceReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr)
+	if r.Observer != nil {
+		if err := mgr.Add(r.Observer); err != nil {
+			return err
+		}
+		b = b.WatchesRawSource(source.Channel(r.Observer.Events, &handler.EnqueueRequestForObject{}))
+	}
+	return b.
 		For(&mediav1alpha1.MediaService{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Owns(&appsv1.Deployment{}).
 		Owns(&corev1.Service{}).

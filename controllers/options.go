@@ -1,8 +1,13 @@
 package controllers
 
+import "time"
+
 // Options are the operator-wide settings the builders need. They come from
 // manager flags; builders never read the environment.
 type Options struct {
 	// MediaserverImage is used when a MediaService leaves spec.image empty.
 	MediaserverImage string
+	// DeletionCostInterval is the least time between two writes of one
+	// pod's deletion cost (default 15s).
+	DeletionCostInterval time.Duration
 }

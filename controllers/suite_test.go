@@ -28,6 +28,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"go.uber.org/zap/zapcore"
+	clocktesting "k8s.io/utils/clock/testing"
 
 	mediav1alpha1 "github.com/mediafleet/mediafleet/api/v1alpha1"
 )
@@ -42,6 +43,10 @@ var (
 	writes      *writeCounter
 	reconciles  atomic.Int64
 	envtestSkip string
+	// testObserver polls the media pods of every test; testClock drives the
+	// autoscaler's stabilization window.
+	testObserver *Observer
+	testClock    = clocktesting.NewFakeClock(time.Now())
 )
 
 const testImage = "mediafleet/mediaserver:test"
@@ -113,10 +118,13 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	writes = &writeCounter{Client: mgr.GetClient()}
+	testObserver = NewObserver(mgr.GetClient(), ObserverOptions{Interval: 300 * time.Millisecond, Timeout: time.Second})
 	r := &MediaServiceReconciler{
 		Client:   writes,
 		Recorder: mgr.GetEventRecorder("mediafleet"),
-		Options:  Options{MediaserverImage: testImage},
+		Options:  Options{MediaserverImage: testImage, DeletionCostInterval: 200 * time.Millisecond},
+		Observer: testObserver,
+		Clock:    testClock,
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		fmt.Println("setup:", err)

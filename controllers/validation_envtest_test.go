@@ -62,6 +62,12 @@ func TestEnvtestInvalidManifestsAreRejected(t *testing.T) {
 			nil, `spec.leakDetection.remediation: Unsupported value: "Reboot"`},
 		{"pod ip with host network", map[string]any{"ice": map[string]any{"udpMuxPort": int64(50000), "hostNetwork": true, "publicAddress": map[string]any{"source": "PodIP"}}},
 			nil, "ice.publicAddress.source PodIP makes no sense with ice.hostNetwork"},
+		{"autoscaling min above max", map[string]any{"autoscaling": map[string]any{"minReplicas": int64(5), "maxReplicas": int64(2), "targetSessionsPerPod": int64(10)}, "replicas": int64(3)},
+			nil, "autoscaling.minReplicas must be <= autoscaling.maxReplicas"},
+		{"replicas outside the autoscaling range", map[string]any{"autoscaling": map[string]any{"minReplicas": int64(2), "maxReplicas": int64(4), "targetSessionsPerPod": int64(10)}, "replicas": int64(9)},
+			nil, "spec.replicas must lie within autoscaling.minReplicas..maxReplicas"},
+		{"autoscaling target above the pod limit", map[string]any{"autoscaling": map[string]any{"maxReplicas": int64(4), "targetSessionsPerPod": int64(900)}},
+			nil, "autoscaling.targetSessionsPerPod cannot exceed limits.maxSessionsPerPod"},
 		{"name too long", map[string]any{}, map[string]any{"name": strings.Repeat("a", 60)},
 			"metadata.name must be a DNS label of at most 52 characters"},
 	}

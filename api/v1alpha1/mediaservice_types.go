@@ -9,6 +9,8 @@ import (
 // pods, their networking, their limits and how they are watched.
 // +kubebuilder:validation:XValidation:rule="!has(self.signaling) || !has(self.signaling.port) || !has(self.adminPort) || self.signaling.port != self.adminPort",message="signaling.port and adminPort must differ"
 // +kubebuilder:validation:XValidation:rule="!has(self.ice) || !has(self.ice.portRange) || !has(self.limits) || !has(self.limits.maxSessionsPerPod) || self.ice.portRange.max - self.ice.portRange.min + 1 >= self.limits.maxSessionsPerPod",message="ice.portRange is too narrow: it needs at least limits.maxSessionsPerPod ports (one UDP port per session)"
+// +kubebuilder:validation:XValidation:rule="!has(self.autoscaling) || !has(self.replicas) || (self.replicas >= self.autoscaling.minReplicas && self.replicas <= self.autoscaling.maxReplicas)",message="spec.replicas must lie within autoscaling.minReplicas..maxReplicas: with autoscaling the operator sets spec.replicas itself"
+// +kubebuilder:validation:XValidation:rule="!has(self.autoscaling) || !has(self.limits) || !has(self.limits.maxSessionsPerPod) || self.autoscaling.targetSessionsPerPod <= self.limits.maxSessionsPerPod",message="autoscaling.targetSessionsPerPod cannot exceed limits.maxSessionsPerPod"
 // +kubebuilder:validation:XValidation:rule="!has(self.ice) || !has(self.ice.publicAddress) || !has(self.ice.hostNetwork) || self.ice.publicAddress.source != 'PodIP' || !self.ice.hostNetwork",message="ice.publicAddress.source PodIP makes no sense with ice.hostNetwork; use NodeInternalIP or NodeExternalIP"
 type MediaServiceSpec struct {
 	// Replicas is the number of media pods. Scaled through the scale
@@ -71,6 +73,46 @@ type MediaServiceSpec struct {
 	// PodTemplate adds metadata and scheduling constraints to media pods.
 	// +optional
 	PodTemplate PodTemplateSpec `json:"podTemplate,omitzero"`
+
+	// Autoscaling lets the operator set spec.replicas from the sessions the
+	// pods report: ceil(sessions / targetSessionsPerPod) within
+	// minReplicas..maxReplicas, never fewer than the pods that hold
+	// sessions, scaling down only after the recommendation stayed lower for
+	// scaleDownStabilization. The operator writes spec.replicas through the
+	// scale subresource, as a HorizontalPodAutoscaler would: use either this
+	// or an HPA on the scale subresource, never both. Unset means
+	// spec.replicas is yours.
+	// +optional
+	Autoscaling *AutoscalingSpec `json:"autoscaling,omitempty"`
+}
+
+// AutoscalingSpec sizes the fleet from reported sessions.
+// +kubebuilder:validation:XValidation:rule="self.minReplicas <= self.maxReplicas",message="autoscaling.minReplicas must be <= autoscaling.maxReplicas"
+type AutoscalingSpec struct {
+	// MinReplicas is the smallest fleet.
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000
+	// +optional
+	MinReplicas int32 `json:"minReplicas,omitempty"`
+	// MaxReplicas is the largest fleet.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000
+	// +required
+	MaxReplicas int32 `json:"maxReplicas"`
+	// TargetSessionsPerPod is the load each pod should carry.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100000
+	// +required
+	TargetSessionsPerPod int32 `json:"targetSessionsPerPod"`
+	// ScaleDownStabilization is how long a lower recommendation must hold
+	// before the fleet shrinks.
+	// +kubebuilder:default="5m"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s') && duration(self) <= duration('24h')",message="autoscaling.scaleDownStabilization must be between 0s and 24h"
+	// +optional
+	ScaleDownStabilization metav1.Duration `json:"scaleDownStabilization,omitzero"`
 }
 
 // ServiceType is how the signalling Service is exposed.
@@ -357,7 +399,38 @@ const (
 	ConditionProgressing = "Progressing"
 	// ConditionDegraded is True when pods fail or the rollout is stuck.
 	ConditionDegraded = "Degraded"
+	// ConditionGoroutineLeak is True while any pod reports a suspected
+	// goroutine leak.
+	ConditionGoroutineLeak = "GoroutineLeak"
 )
+
+// MaxPodStatuses bounds status.pods for large fleets.
+const MaxPodStatuses = 50
+
+// SessionsStatus sums what the pods report.
+type SessionsStatus struct {
+	// Active sessions over the fleet.
+	Active int32 `json:"active"`
+	// Capacity is the sum of the reporting pods' session limits.
+	Capacity int32 `json:"capacity"`
+	// ReportingPods is how many pods answered the last observation.
+	ReportingPods int32 `json:"reportingPods"`
+}
+
+// PodStatus is one media pod as last observed through its /status.
+type PodStatus struct {
+	Name string `json:"name"`
+	// Reachable is false when the pod's /status could not be read.
+	Reachable     bool  `json:"reachable"`
+	Ready         bool  `json:"ready"`
+	Draining      bool  `json:"draining,omitempty"`
+	Sessions      int32 `json:"sessions"`
+	Goroutines    int32 `json:"goroutines,omitempty"`
+	LeakSuspected bool  `json:"leakSuspected,omitempty"`
+	// Message explains an unreachable pod or a suspected leak.
+	// +optional
+	Message string `json:"message,omitempty"`
+}
 
 // MediaServiceStatus is what the operator observed.
 type MediaServiceStatus struct {
@@ -377,7 +450,20 @@ type MediaServiceStatus struct {
 	// subresource and HPAs).
 	// +optional
 	Selector string `json:"selector,omitempty"`
-	// Conditions: Available, Progressing, Degraded.
+	// Sessions over the fleet, from the pods' reports.
+	// +optional
+	Sessions *SessionsStatus `json:"sessions,omitempty"`
+	// Pods lists the media pods (at most 50, by name) as last observed.
+	// +kubebuilder:validation:MaxItems=50
+	// +listType=map
+	// +listMapKey=name
+	// +optional
+	Pods []PodStatus `json:"pods,omitempty"`
+	// LeakingPods names the pods that report a suspected goroutine leak.
+	// +listType=set
+	// +optional
+	LeakingPods []string `json:"leakingPods,omitempty"`
+	// Conditions: Available, Progressing, Degraded, GoroutineLeak.
 	// +listType=map
 	// +listMapKey=type
 	// +optional
@@ -391,7 +477,10 @@ type MediaServiceStatus struct {
 // +kubebuilder:resource:shortName=msvc,categories=mediafleet
 // +kubebuilder:printcolumn:name="Desired",type=integer,JSONPath=`.spec.replicas`
 // +kubebuilder:printcolumn:name="Ready",type=integer,JSONPath=`.status.readyReplicas`
+// +kubebuilder:printcolumn:name="Sessions",type=integer,JSONPath=`.status.sessions.active`
+// +kubebuilder:printcolumn:name="Capacity",type=integer,JSONPath=`.status.sessions.capacity`
 // +kubebuilder:printcolumn:name="Available",type=string,JSONPath=`.status.conditions[?(@.type=="Available")].status`
+// +kubebuilder:printcolumn:name="Leak",type=string,JSONPath=`.status.conditions[?(@.type=="GoroutineLeak")].status`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:validation:XValidation:rule="self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && size(self.metadata.name) <= 52",message="metadata.name must be a DNS label of at most 52 characters starting with a letter (it names Services and pods)"
 type MediaService struct {

@@ -4,6 +4,7 @@ package main
 import (
 	"flag"
 	"os"
+	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -23,7 +24,11 @@ func main() {
 		probeAddr        string
 		leaderElect      bool
 		mediaserverImage string
+		observe          controllers.ObserverOptions
 	)
+	flag.DurationVar(&observe.Interval, "observe-interval", 10*time.Second, "How often every media pod's /status is read.")
+	flag.IntVar(&observe.Concurrency, "observe-concurrency", 32, "Most /status requests in flight at once.")
+	flag.DurationVar(&observe.Timeout, "observe-timeout", 2*time.Second, "Timeout of one /status request.")
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the metrics endpoint (0 disables it).")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz probes.")
 	flag.BoolVar(&leaderElect, "leader-elect", false, "Elect a leader so that only one manager reconciles at a time.")
@@ -54,6 +59,7 @@ func main() {
 		Client:   mgr.GetClient(),
 		Recorder: mgr.GetEventRecorder("mediafleet"),
 		Options:  controllers.Options{MediaserverImage: mediaserverImage},
+		Observer: controllers.NewObserver(mgr.GetClient(), observe),
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		setupLog.Error(err, "set up controller")

@@ -56,7 +56,8 @@ type Config struct {
 	MaxBodyBytes     int64
 	WSReadLimit      int64
 
-	// Leak detection.
+	// Leak detection: how often goroutines and resources are sampled.
+	SampleInterval     time.Duration
 	LeakBaselineWindow time.Duration
 	LeakThresholdRatio int
 
@@ -81,6 +82,7 @@ func Default() Config {
 		ConnectTimeout:     30 * time.Second,
 		MaxBodyBytes:       64 << 10,
 		WSReadLimit:        64 << 10,
+		SampleInterval:     5 * time.Second,
 		LeakBaselineWindow: 5 * time.Minute,
 		LeakThresholdRatio: 3,
 		LogLevel:           "info",
@@ -139,6 +141,7 @@ func FromEnv(lookup func(string) (string, bool)) (Config, error) {
 	dur(podenv.WSSendTimeout, &c.WSSendTimeout)
 	dur(podenv.DrainTimeout, &c.DrainTimeout)
 	dur(podenv.LeakBaselineWindow, &c.LeakBaselineWindow)
+	dur(podenv.SampleInterval, &c.SampleInterval)
 	num(podenv.LeakThresholdRatio, &c.LeakThresholdRatio)
 	str(podenv.LogLevel, &c.LogLevel)
 	str(podenv.LogFormat, &c.LogFormat)
@@ -250,7 +253,7 @@ func (c *Config) Validate() error {
 	if c.LeakThresholdRatio < 2 {
 		bad("%s=%d: must be at least 2", podenv.LeakThresholdRatio, c.LeakThresholdRatio)
 	}
-	for name, d := range map[string]time.Duration{podenv.WSSendTimeout: c.WSSendTimeout, podenv.DrainTimeout: c.DrainTimeout, podenv.LeakBaselineWindow: c.LeakBaselineWindow} {
+	for name, d := range map[string]time.Duration{podenv.WSSendTimeout: c.WSSendTimeout, podenv.DrainTimeout: c.DrainTimeout, podenv.LeakBaselineWindow: c.LeakBaselineWindow, podenv.SampleInterval: c.SampleInterval} {
 		if d <= 0 {
 			bad("%s=%s: must be positive", name, d)
 		}

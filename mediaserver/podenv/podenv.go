@@ -57,6 +57,9 @@ const (
 	// detector.
 	LeakBaselineWindow = "LEAK_BASELINE_WINDOW"
 	LeakThresholdRatio = "LEAK_THRESHOLD_RATIO"
+	// SampleInterval is how often the pod samples goroutines (default 5s;
+	// the operator leaves it unset).
+	SampleInterval = "SAMPLE_INTERVAL"
 
 	// LogLevel is debug, info, warn or error; LogFormat is json or text.
 	LogLevel  = "LOG_LEVEL"

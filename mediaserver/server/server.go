@@ -115,14 +115,10 @@ func (s *Server) serve(h *http.Server, ln net.Listener, name string) {
 	}
 }
 
-// SampleInterval is how often resources are sampled and the leak detector
-// judges goroutines.
-const SampleInterval = 5 * time.Second
-
 // sample refreshes the resource gauges and feeds the leak detector.
 func (s *Server) sample() {
 	defer close(s.samplerDone)
-	t := time.NewTicker(SampleInterval)
+	t := time.NewTicker(s.cfg.SampleInterval)
 	defer t.Stop()
 	for {
 		s.sampleOnce()
@@ -191,6 +187,7 @@ func (s *Server) adminHandler() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(s.Report())
 	})
+	faultRoutes(mux)
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)

@@ -1,0 +1,384 @@
+package controllers
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+
+	mediav1alpha1 "github.com/mediafleet/mediafleet/api/v1alpha1"
+	"github.com/mediafleet/mediafleet/mediaserver/statusapi"
+)
+
+// Real mediaserver processes stand behind Pod objects: each test pod's
+// status points at 127.0.0.1 and its "admin" container port at a process.
+
+var (
+	msBuild    sync.Once
+	msBin      string
+	msBuildErr error
+)
+
+// mediaserverBinary builds cmd/mediaserver with the faultinject tag once.
+func mediaserverBinary(t *testing.T) string {
+	t.Helper()
+	msBuild.Do(func() {
+		dir, err := os.MkdirTemp("", "mediaserver-envtest")
+		if err != nil {
+			msBuildErr = err
+			return
+		}
+		msBin = filepath.Join(dir, "mediaserver")
+		out, err := exec.Command("go", "build", "-tags", "faultinject", "-o", msBin, "../cmd/mediaserver").CombinedOutput()
+		if err != nil {
+			msBuildErr = fmt.Errorf("build mediaserver: %v\n%s", err, out)
+		}
+	})
+	if msBuildErr != nil {
+		t.Fatal(msBuildErr)
+	}
+	return msBin
+}
+
+func freeTCPPort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+type mediaProc struct {
+	port, admin int
+}
+
+func (m mediaProc) ws() string { return fmt.Sprintf("ws://127.0.0.1:%d/ws", m.port) }
+func (m mediaProc) adminURL(path string) string {
+	return fmt.Sprintf("http://127.0.0.1:%d%s", m.admin, path)
+}
+
+// startMediaserver runs a real mediaserver process with a fast leak detector.
+func startMediaserver(t *testing.T) mediaProc {
+	t.Helper()
+	m := mediaProc{port: freeTCPPort(t), admin: freeTCPPort(t)}
+	cmd := exec.Command(mediaserverBinary(t), "-listen-host=127.0.0.1", "-ice-loopback", "-ice-interfaces=lo")
+	cmd.Env = append(os.Environ(), "PORT="+strconv.Itoa(m.port), "ADMIN_PORT="+strconv.Itoa(m.admin),
+		"SAMPLE_INTERVAL=200ms", "LEAK_BASELINE_WINDOW=1s", "LOG_LEVEL=warn", "DRAIN_TIMEOUT=1s", "MAX_SESSIONS=50")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _, _ = cmd.Process.Wait() })
+	eventually(t, 30*time.Second, "mediaserver ready", func() error {
+		resp, err := http.Get(m.adminURL("/readyz"))
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("readyz %d", resp.StatusCode)
+		}
+		return nil
+	})
+	return m
+}
+
+// mediaPod creates a Pod of ms whose status points at a local process.
+func mediaPod(t *testing.T, ms *mediav1alpha1.MediaService, name string, adminPort int) *corev1.Pod {
+	t.Helper()
+	ctx := context.Background()
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ms.Namespace, Name: name, Labels: commonLabels(ms)},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: containerName, Image: testImage,
+			Ports: []corev1.ContainerPort{{Name: portNameAdmin, ContainerPort: int32(adminPort), Protocol: corev1.ProtocolTCP}}}}},
+	}
+	if err := k8s.Create(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	pod.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "127.0.0.1", PodIPs: []corev1.PodIP{{IP: "127.0.0.1"}},
+		Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}
+	if err := k8s.Status().Update(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	return pod
+}
+
+// wsSession joins a room over WebSocket: the server opens a session at once.
+func wsSession(t *testing.T, m mediaProc, room string) *websocket.Conn {
+	t.Helper()
+	c, _, err := websocket.DefaultDialer.Dial(m.ws(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if err := c.WriteJSON(map[string]string{"type": "join", "room": room}); err != nil {
+		t.Fatal(err)
+	}
+	go func() { // keep reading so the server never sees a slow client
+		for {
+			if _, _, err := c.ReadMessage(); err != nil {
+				return
+			}
+		}
+	}()
+	return c
+}
+
+func injectLeak(t *testing.T, m mediaProc, query string) {
+	t.Helper()
+	resp, err := http.Post(m.adminURL("/debug/fault/leak?"+query), "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("fault injection: %d %s", resp.StatusCode, body)
+	}
+}
+
+func msStatus(t *testing.T, ns, name string) mediav1alpha1.MediaServiceStatus {
+	t.Helper()
+	return getMS(t, ns, name).Status
+}
+
+func podStatusOf(st mediav1alpha1.MediaServiceStatus, name string) *mediav1alpha1.PodStatus {
+	for i := range st.Pods {
+		if st.Pods[i].Name == name {
+			return &st.Pods[i]
+		}
+	}
+	return nil
+}
+
+// tableRow fetches `kubectl get msvc NAME` as the API server renders it.
+func tableRow(t *testing.T, ns, name string) map[string]any {
+	t.Helper()
+	hc, err := rest.HTTPClientFor(testCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("GET", strings.TrimSuffix(testCfg.Host, "/")+"/apis/media.mediafleet.io/v1alpha1/namespaces/"+ns+"/mediaservices/"+name, nil)
+	req.Header.Set("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var table struct {
+		ColumnDefinitions []struct{ Name string } `json:"columnDefinitions"`
+		Rows              []struct{ Cells []any } `json:"rows"`
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	if err := json.Unmarshal(raw, &table); err != nil || len(table.Rows) != 1 {
+		t.Fatalf("table from %s: %v: %s", req.URL, err, truncate(string(raw), 300))
+	}
+	out := map[string]any{}
+	for i, c := range table.ColumnDefinitions {
+		out[c.Name] = table.Rows[0].Cells[i]
+	}
+	return out
+}
+
+func TestEnvtestFleetStatusLeaksAndDeletionCost(t *testing.T) {
+	requireEnvtest(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	ms := newMS(ns, "fleet")
+	ms.Spec.Replicas = ptrTo(int32(2))
+	createMS(t, ms)
+	a, b := startMediaserver(t), startMediaserver(t)
+	podA := mediaPod(t, ms, "fleet-a", a.admin)
+	podB := mediaPod(t, ms, "fleet-b", b.admin)
+	wsSession(t, a, "room-1")
+	wsSession(t, a, "room-2")
+
+	// Sessions appear in status and in `kubectl get`.
+	eventually(t, 15*time.Second, "sessions in status", func() error {
+		st := msStatus(t, ns, "fleet")
+		if st.Sessions == nil || st.Sessions.Active != 2 || st.Sessions.Capacity != 100 || st.Sessions.ReportingPods != 2 {
+			return fmt.Errorf("sessions %+v", st.Sessions)
+		}
+		pa, pb := podStatusOf(st, "fleet-a"), podStatusOf(st, "fleet-b")
+		if pa == nil || pb == nil || pa.Sessions != 2 || pb.Sessions != 0 || !pa.Reachable || !pa.Ready || pa.Goroutines == 0 {
+			return fmt.Errorf("pods %+v", st.Pods)
+		}
+		return nil
+	})
+	row := tableRow(t, ns, "fleet")
+	if row["Sessions"] != float64(2) || row["Capacity"] != float64(100) || row["Leak"] != "False" {
+		t.Errorf("kubectl get row %v, want Sessions 2, Capacity 100, Leak False", row)
+	}
+
+	// Deletion cost follows sessions.
+	eventually(t, 10*time.Second, "deletion cost", func() error {
+		for pod, want := range map[*corev1.Pod]string{podA: "2", podB: "0"} {
+			p := &corev1.Pod{}
+			if err := k8s.Get(ctx, client.ObjectKeyFromObject(pod), p); err != nil {
+				return err
+			}
+			if got := p.Annotations[annotationDeletionCost]; got != want {
+				return fmt.Errorf("pod %s deletion cost %q, want %q", p.Name, got, want)
+			}
+		}
+		return nil
+	})
+	third := wsSession(t, a, "room-3")
+	eventually(t, 10*time.Second, "deletion cost after a third session", func() error {
+		p := &corev1.Pod{}
+		_ = k8s.Get(ctx, client.ObjectKeyFromObject(podA), p)
+		if p.Annotations[annotationDeletionCost] != "3" {
+			return fmt.Errorf("cost %q", p.Annotations[annotationDeletionCost])
+		}
+		return nil
+	})
+	third.Close()
+
+	// A leak in process B: condition, per-pod message and an Event.
+	time.Sleep(1500 * time.Millisecond) // past the 1s baseline window
+	injectLeak(t, b, "n=400")
+	eventually(t, 20*time.Second, "GoroutineLeak True", conditionIs(ns, "fleet", mediav1alpha1.ConditionGoroutineLeak, metav1.ConditionTrue, ReasonLeakSuspected))
+	st := msStatus(t, ns, "fleet")
+	if len(st.LeakingPods) != 1 || st.LeakingPods[0] != "fleet-b" {
+		t.Errorf("leakingPods %v", st.LeakingPods)
+	}
+	c := findCond(st.Conditions, mediav1alpha1.ConditionGoroutineLeak)
+	if !strings.Contains(c.Message, "pod fleet-b: suspected since") || !strings.Contains(c.Message, "top growth") {
+		t.Errorf("condition message %q should name the pod, since when and the growth site", c.Message)
+	}
+	if row := tableRow(t, ns, "fleet"); row["Leak"] != "True" {
+		t.Errorf("Leak column %v", row["Leak"])
+	}
+	assertEvent(t, ns, "fleet", ReasonLeakStarted, "pod fleet-b: goroutine leak suspected")
+
+	injectLeak(t, b, "release=1")
+	eventually(t, 20*time.Second, "GoroutineLeak cleared", conditionIs(ns, "fleet", mediav1alpha1.ConditionGoroutineLeak, metav1.ConditionFalse, ReasonNoLeak))
+	assertEvent(t, ns, "fleet", ReasonLeakCleared, "pod fleet-b")
+
+	// An unreachable pod is shown, not dropped.
+	mediaPod(t, ms, "fleet-gone", freeTCPPort(t))
+	eventually(t, 15*time.Second, "unreachable pod reported", func() error {
+		ps := podStatusOf(msStatus(t, ns, "fleet"), "fleet-gone")
+		if ps == nil || ps.Reachable || !strings.Contains(ps.Message, "unreachable") {
+			return fmt.Errorf("%+v", ps)
+		}
+		return nil
+	})
+
+	// A steady fleet costs zero writes.
+	time.Sleep(2 * time.Second)
+	before := writes.writesIn(ns)
+	time.Sleep(3 * time.Second) // ten observation intervals
+	if n := writes.writesIn(ns) - before; n != 0 {
+		t.Errorf("steady fleet made %d writes in 3s, want 0", n)
+	}
+}
+
+func TestEnvtestRestartWhenIdleDeletesOnlyIdleLeakingPod(t *testing.T) {
+	requireEnvtest(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	ms := newMS(ns, "heal")
+	ms.Spec.Replicas = ptrTo(int32(2))
+	ms.Spec.LeakDetection.Remediation = mediav1alpha1.RemediationRestartWhenIdle
+	createMS(t, ms)
+	busy, idle := startMediaserver(t), startMediaserver(t)
+	busyPod := mediaPod(t, ms, "heal-busy", busy.admin)
+	idlePod := mediaPod(t, ms, "heal-idle", idle.admin)
+	wsSession(t, busy, "keep")
+	time.Sleep(1500 * time.Millisecond)
+	injectLeak(t, busy, "n=400")
+	injectLeak(t, idle, "n=400")
+	eventually(t, 20*time.Second, "idle leaking pod deleted", func() error {
+		p := &corev1.Pod{}
+		err := k8s.Get(ctx, client.ObjectKeyFromObject(idlePod), p)
+		if err == nil && p.DeletionTimestamp == nil {
+			return errors.New("idle leaking pod still alive")
+		}
+		return nil
+	})
+	assertEvent(t, ns, "heal", ReasonRestartedLeaking, "deleted pod heal-idle")
+	time.Sleep(2 * time.Second)
+	p := &corev1.Pod{}
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(busyPod), p); err != nil || p.DeletionTimestamp != nil {
+		t.Fatalf("the busy leaking pod was deleted (err %v): remediation must wait until it is idle", err)
+	}
+	if st := msStatus(t, ns, "heal"); len(st.LeakingPods) == 0 {
+		t.Errorf("the busy pod's leak is no longer reported: %+v", st)
+	}
+}
+
+func TestEnvtestAutoscalingUpAtOnceDownAfterWindow(t *testing.T) {
+	requireEnvtest(t)
+	ns := newNamespace(t)
+	ms := newMS(ns, "auto")
+	ms.Spec.Replicas = ptrTo(int32(1))
+	ms.Spec.Autoscaling = &mediav1alpha1.AutoscalingSpec{MinReplicas: 1, MaxReplicas: 5, TargetSessionsPerPod: 2,
+		ScaleDownStabilization: metav1.Duration{Duration: 5 * time.Minute}}
+	createMS(t, ms)
+	m := startMediaserver(t)
+	mediaPod(t, ms, "auto-a", m.admin)
+	var conns []*websocket.Conn
+	for i := 0; i < 5; i++ {
+		conns = append(conns, wsSession(t, m, "r"+strconv.Itoa(i)))
+	}
+	replicasAre := func(n int32) func() error {
+		return func() error {
+			if got := *getMS(t, ns, "auto").Spec.Replicas; got != n {
+				return fmt.Errorf("replicas %d, want %d", got, n)
+			}
+			return nil
+		}
+	}
+	eventually(t, 15*time.Second, "scale up to ceil(5/2)=3 at once", replicasAre(3))
+	assertEvent(t, ns, "auto", ReasonAutoscaled, "autoscaling: 1 → 3 replicas")
+	for _, c := range conns {
+		c.Close()
+	}
+	eventually(t, 10*time.Second, "sessions gone", func() error {
+		if st := msStatus(t, ns, "auto"); st.Sessions == nil || st.Sessions.Active != 0 {
+			return fmt.Errorf("%+v", st.Sessions)
+		}
+		return nil
+	})
+	// Within the window the fleet holds, whatever triggers a reconcile.
+	testClock.Step(4 * time.Minute)
+	kick(ns, "auto")
+	time.Sleep(time.Second)
+	if err := replicasAre(3)(); err != nil {
+		t.Fatalf("scaled down inside the stabilization window: %v", err)
+	}
+	testClock.Step(2 * time.Minute)
+	kick(ns, "auto")
+	eventually(t, 10*time.Second, "scale down after the window", replicasAre(1))
+}
+
+// kick asks for a reconcile the way the observer does.
+func kick(ns, name string) {
+	obj := &mediav1alpha1.MediaService{}
+	obj.Namespace, obj.Name = ns, name
+	testObserver.Events <- event.GenericEvent{Object: obj}
+}
+
+var _ = types.NamespacedName{}
+var _ = statusapi.Path

@@ -1,0 +1,252 @@
+package controllers
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	mediav1alpha1 "github.com/mediafleet/mediafleet/api/v1alpha1"
+	"github.com/mediafleet/mediafleet/mediaserver/statusapi"
+)
+
+// ObserverOptions tune how media pods are polled.
+type ObserverOptions struct {
+	// Interval between two observations of the fleet (default 10s).
+	Interval time.Duration
+	// Concurrency bounds simultaneous /status requests (default 32).
+	Concurrency int
+	// Timeout of one /status request (default 2s).
+	Timeout time.Duration
+}
+
+// Observation is the last thing learnt about one pod.
+type Observation struct {
+	Reachable bool
+	Error     string
+	Report    statusapi.Report
+	At        time.Time
+}
+
+// Observer reads every running media pod's /status on the admin port and
+// keeps the last report per pod. When something that matters changes
+// (sessions bucket, ready/draining, leak, reachability) it sends the pod's
+// MediaService to Events, so reconciles happen on change and never poll.
+type Observer struct {
+	Reader client.Reader
+	Opts   ObserverOptions
+	HTTP   *http.Client
+	// Events feeds the reconciler (a source.Channel).
+	Events chan event.GenericEvent
+
+	mu   sync.RWMutex
+	pods map[types.NamespacedName]Observation
+}
+
+// NewObserver returns an observer over the manager's cache.
+func NewObserver(r client.Reader, opts ObserverOptions) *Observer {
+	if opts.Interval <= 0 {
+		opts.Interval = 10 * time.Second
+	}
+	if opts.Concurrency <= 0 {
+		opts.Concurrency = 32
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = 2 * time.Second
+	}
+	return &Observer{
+		Reader: r,
+		Opts:   opts,
+		HTTP: &http.Client{Timeout: opts.Timeout, Transport: &http.Transport{
+			MaxIdleConnsPerHost: 1, IdleConnTimeout: 3 * opts.Interval,
+			DialContext: (&net.Dialer{Timeout: opts.Timeout}).DialContext,
+		}},
+		Events: make(chan event.GenericEvent, 1024),
+		pods:   map[types.NamespacedName]Observation{},
+	}
+}
+
+// Get returns the last observation of a pod.
+func (o *Observer) Get(ns, name string) (Observation, bool) {
+	o.mu.RLock()
+	defer o.mu.RUnlock()
+	obs, ok := o.pods[types.NamespacedName{Namespace: ns, Name: name}]
+	return obs, ok
+}
+
+// Start implements manager.Runnable: observe now, then every interval.
+func (o *Observer) Start(ctx context.Context) error {
+	t := time.NewTicker(o.Opts.Interval)
+	defer t.Stop()
+	for {
+		o.ObserveOnce(ctx)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// NeedLeaderElection: only the leader acts on what it observes.
+func (o *Observer) NeedLeaderElection() bool { return true }
+
+// observable says whether a pod has something to read: running with an IP.
+func observable(p *corev1.Pod) bool {
+	return p.Status.Phase == corev1.PodRunning && p.Status.PodIP != ""
+}
+
+// ObserveOnce polls every observable media pod once, with bounded
+// concurrency, and signals the MediaServices whose pods changed.
+func (o *Observer) ObserveOnce(ctx context.Context) {
+	pods := &corev1.PodList{}
+	if err := o.Reader.List(ctx, pods, client.MatchingLabels{labelManagedBy: managedByValue}); err != nil {
+		log.FromContext(ctx).Error(err, "observer: list pods")
+		return
+	}
+	seen := make(map[types.NamespacedName]bool, len(pods.Items))
+	changed := map[types.NamespacedName]bool{} // MediaServices to reconcile
+	var mu sync.Mutex
+	sem := make(chan struct{}, o.Opts.Concurrency)
+	var wg sync.WaitGroup
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		key := client.ObjectKeyFromObject(p)
+		msName := p.Labels[LabelMediaService]
+		if msName == "" {
+			continue
+		}
+		seen[key] = true
+		if !observable(p) {
+			continue
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			obs := o.fetch(ctx, p)
+			o.mu.Lock()
+			old, had := o.pods[key]
+			o.pods[key] = obs
+			o.mu.Unlock()
+			if !had || signature(old) != signature(obs) {
+				mu.Lock()
+				changed[types.NamespacedName{Namespace: p.Namespace, Name: msName}] = true
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	o.mu.Lock()
+	for key := range o.pods {
+		if !seen[key] {
+			delete(o.pods, key)
+		}
+	}
+	o.mu.Unlock()
+	for ms := range changed {
+		obj := &mediav1alpha1.MediaService{}
+		obj.Namespace, obj.Name = ms.Namespace, ms.Name
+		select {
+		case o.Events <- event.GenericEvent{Object: obj}:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// adminPort is the pod's container port named "admin".
+func adminPort(p *corev1.Pod) int32 {
+	for _, c := range p.Spec.Containers {
+		for _, port := range c.Ports {
+			if port.Name == portNameAdmin {
+				return port.ContainerPort
+			}
+		}
+	}
+	return 9090
+}
+
+func (o *Observer) fetch(ctx context.Context, p *corev1.Pod) Observation {
+	obs := Observation{At: time.Now()}
+	url := "http://" + net.JoinHostPort(p.Status.PodIP, strconv.Itoa(int(adminPort(p)))) + statusapi.Path
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		obs.Error = err.Error()
+		return obs
+	}
+	resp, err := o.HTTP.Do(req)
+	if err != nil {
+		obs.Error = "GET /status: " + shortNetErr(err)
+		return obs
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		obs.Error = fmt.Sprintf("GET /status: HTTP %d", resp.StatusCode)
+		return obs
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&obs.Report); err != nil {
+		obs.Error = "GET /status: " + err.Error()
+		return obs
+	}
+	if obs.Report.APIVersion != statusapi.APIVersion {
+		obs.Error = fmt.Sprintf("GET /status: unknown apiVersion %q", obs.Report.APIVersion)
+		return obs
+	}
+	obs.Reachable = true
+	return obs
+}
+
+func shortNetErr(err error) string {
+	var ne net.Error
+	if ok := asNetErr(err, &ne); ok && ne.Timeout() {
+		return "timed out"
+	}
+	return truncate(err.Error(), 160)
+}
+
+// sessionsBucket coarsens a session count so that small fluctuations of a
+// busy pod do not cause a reconcile each: exact up to 10, then by 5% of the
+// pod's capacity.
+func sessionsBucket(active, capacity int) int {
+	if active <= 10 {
+		return active
+	}
+	step := max(capacity/20, 1)
+	return 10 + active/step
+}
+
+func signature(o Observation) string {
+	if !o.Reachable {
+		return "unreachable"
+	}
+	r := o.Report
+	return fmt.Sprintf("%d/%t/%t/%t", sessionsBucket(r.Sessions.Active, r.Sessions.Capacity), r.Ready, r.Draining, r.Leak.Suspected)
+}
+
+func asNetErr(err error, target *net.Error) bool {
+	for err != nil {
+		if ne, ok := err.(net.Error); ok {
+			*target = ne
+			return true
+		}
+		u, ok := err.(interface{ Unwrap() error })
+		if !ok {
+			return false
+		}
+		err = u.Unwrap()
+	}
+	return false
+}

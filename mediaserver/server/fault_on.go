@@ -1,0 +1,55 @@
+//go:build faultinject
+
+package server
+
+import (
+	"fmt"
+	"net/http"
+	"strconv"
+	"sync"
+)
+
+// Fault injection for tests and the end-to-end suite, compiled only with
+// -tags faultinject:
+//
+//	POST /debug/fault/leak?n=200   start n goroutines that block until released
+//	POST /debug/fault/leak?release=1   release them
+var fault struct {
+	mu      sync.Mutex
+	release chan struct{}
+	n       int
+}
+
+func faultRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("POST /debug/fault/leak", func(w http.ResponseWriter, r *http.Request) {
+		fault.mu.Lock()
+		defer fault.mu.Unlock()
+		if r.URL.Query().Get("release") != "" {
+			if fault.release != nil {
+				close(fault.release)
+				fault.release = nil
+			}
+			released := fault.n
+			fault.n = 0
+			fmt.Fprintf(w, "released %d goroutines\n", released)
+			return
+		}
+		n, err := strconv.Atoi(r.URL.Query().Get("n"))
+		if err != nil || n <= 0 || n > 100000 {
+			http.Error(w, "n must be 1..100000", http.StatusBadRequest)
+			return
+		}
+		if fault.release == nil {
+			fault.release = make(chan struct{})
+		}
+		ch := fault.release
+		for i := 0; i < n; i++ {
+			go leakedGoroutine(ch)
+		}
+		fault.n += n
+		fmt.Fprintf(w, "leaking %d goroutines\n", fault.n)
+	})
+}
+
+// leakedGoroutine is the creation site the leak detector should name.
+func leakedGoroutine(release <-chan struct{}) { <-release }

@@ -68,7 +68,12 @@ test-short: ## Run the unit tests only (no API server, no media).
 .PHONY: bench
 bench: ## Run the mediaserver benchmarks (registry, session setup, footprint).
 	$(GO) test -run '^$$' -bench . -benchmem -cpu 1,2,8 ./mediaserver/registry/
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime 200x ./mediaserver/bench/
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 30x ./mediaserver/bench/
+	$(GO) test -run '^$$' -bench . -benchmem ./mediaserver/leak/
+
+.PHONY: bench-operator
+bench-operator: manifests ## Measure observing 1,000 media pods (envtest + real mediaservers, about 2 minutes).
+	KUBEBUILDER_ASSETS="$${KUBEBUILDER_ASSETS:-$$(hack/controlplane.sh)}" $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 20m ./controllers/benchmarks/
 
 .PHONY: fuzz
 fuzz: ## Fuzz the signalling decoders for 30s each.

@@ -1,0 +1,224 @@
+// Package benchmarks measures the operator against a real API server
+// (envtest, built from source like the tests): what observing a large fleet
+// costs. Run with `make bench-operator`; nothing here is pass/fail.
+package benchmarks
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	kruntime "k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	mediav1alpha1 "github.com/mediafleet/mediafleet/api/v1alpha1"
+	"github.com/mediafleet/mediafleet/controllers"
+)
+
+// writeCounter counts the reconciler's writes.
+type writeCounter struct {
+	client.Client
+	n atomic.Int64
+}
+
+func (w *writeCounter) Create(ctx context.Context, o client.Object, opts ...client.CreateOption) error {
+	w.n.Add(1)
+	return w.Client.Create(ctx, o, opts...)
+}
+func (w *writeCounter) Update(ctx context.Context, o client.Object, opts ...client.UpdateOption) error {
+	w.n.Add(1)
+	return w.Client.Update(ctx, o, opts...)
+}
+func (w *writeCounter) Patch(ctx context.Context, o client.Object, p client.Patch, opts ...client.PatchOption) error {
+	w.n.Add(1)
+	return w.Client.Patch(ctx, o, p, opts...)
+}
+func (w *writeCounter) Delete(ctx context.Context, o client.Object, opts ...client.DeleteOption) error {
+	w.n.Add(1)
+	return w.Client.Delete(ctx, o, opts...)
+}
+func (w *writeCounter) Apply(ctx context.Context, o kruntime.ApplyConfiguration, opts ...client.ApplyOption) error {
+	w.n.Add(1)
+	return w.Client.Apply(ctx, o, opts...)
+}
+func (w *writeCounter) Status() client.SubResourceWriter {
+	return &statusCounter{SubResourceWriter: w.Client.Status(), n: &w.n}
+}
+
+type statusCounter struct {
+	client.SubResourceWriter
+	n *atomic.Int64
+}
+
+func (s *statusCounter) Patch(ctx context.Context, o client.Object, p client.Patch, opts ...client.SubResourcePatchOption) error {
+	s.n.Add(1)
+	return s.SubResourceWriter.Patch(ctx, o, p, opts...)
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func freePort(b *testing.B) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// BenchmarkObserveFleet: 1,000 media pods (10 MediaServices × 100) backed by
+// 4 real mediaserver processes, observed at the default 10s interval for a
+// minute. Reports the operator process's CPU share of one core, its heap,
+// the cost of one observation pass and the API writes in the steady minute.
+func BenchmarkObserveFleet(b *testing.B) {
+	assets := os.Getenv("KUBEBUILDER_ASSETS")
+	if assets == "" {
+		b.Skip("KUBEBUILDER_ASSETS unset: run through make bench-operator")
+	}
+	const services, podsPer, procs = 10, 100, 4
+	window := 60 * time.Second
+	if w := os.Getenv("OBSERVE_WINDOW"); w != "" {
+		window, _ = time.ParseDuration(w)
+	}
+	scheme := kruntime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(mediav1alpha1.AddToScheme(scheme))
+	env := &envtest.Environment{CRDDirectoryPaths: []string{filepath.Join("..", "..", "config", "crd", "bases")}, ErrorIfCRDPathMissing: true}
+	cfg, err := env.Start()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = env.Stop() }()
+	k8s, _ := client.New(cfg, client.Options{Scheme: scheme})
+
+	// Real mediaservers.
+	bin := filepath.Join(b.TempDir(), "mediaserver")
+	if out, err := exec.Command("go", "build", "-o", bin, "../../cmd/mediaserver").CombinedOutput(); err != nil {
+		b.Fatalf("%v\n%s", err, out)
+	}
+	var admins []int
+	for i := 0; i < procs; i++ {
+		port, admin := freePort(b), freePort(b)
+		cmd := exec.Command(bin, "-listen-host=127.0.0.1", "-ice-loopback", "-ice-interfaces=lo")
+		cmd.Env = append(os.Environ(), "PORT="+strconv.Itoa(port), "ADMIN_PORT="+strconv.Itoa(admin), "LOG_LEVEL=error")
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		defer func() { _ = cmd.Process.Kill(); _, _ = cmd.Process.Wait() }()
+		admins = append(admins, admin)
+	}
+	for _, a := range admins {
+		for i := 0; ; i++ {
+			if resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/healthz", a)); err == nil {
+				resp.Body.Close()
+				break
+			}
+			if i > 200 {
+				b.Fatal("mediaserver did not start")
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+
+	ctx := context.Background()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "fleet"}}
+	_ = k8s.Create(ctx, ns)
+	for s := 0; s < services; s++ {
+		ms := &mediav1alpha1.MediaService{ObjectMeta: metav1.ObjectMeta{Namespace: "fleet", Name: fmt.Sprintf("ms-%d", s)}}
+		if err := k8s.Create(ctx, ms); err != nil {
+			b.Fatal(err)
+		}
+		for p := 0; p < podsPer; p++ {
+			pod := &corev1.Pod{
+				ObjectMeta: metav1.ObjectMeta{Namespace: "fleet", Name: fmt.Sprintf("ms-%d-%03d", s, p), Labels: map[string]string{
+					"app.kubernetes.io/name": "mediaserver", "app.kubernetes.io/instance": ms.Name, "app.kubernetes.io/managed-by": "mediafleet",
+					"app.kubernetes.io/component": "media", controllers.LabelMediaService: ms.Name}},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "mediaserver", Image: "x",
+					Ports: []corev1.ContainerPort{{Name: "admin", ContainerPort: int32(admins[(s*podsPer+p)%procs]), Protocol: corev1.ProtocolTCP}}}}},
+			}
+			if err := k8s.Create(ctx, pod); err != nil {
+				b.Fatal(err)
+			}
+			pod.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "127.0.0.1",
+				Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}
+			if err := k8s.Status().Update(ctx, pod); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"}, Cache: controllers.CacheOptions()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	writes := &writeCounter{Client: mgr.GetClient()}
+	obs := controllers.NewObserver(mgr.GetClient(), controllers.ObserverOptions{}) // defaults: 10s, 32 in flight
+	r := &controllers.MediaServiceReconciler{Client: writes, Recorder: mgr.GetEventRecorder("bench"), Observer: obs,
+		Options: controllers.Options{MediaserverImage: "x"}}
+	if err := r.SetupWithManager(mgr); err != nil {
+		b.Fatal(err)
+	}
+	mctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() { _ = mgr.Start(mctx) }()
+
+	// Converge: every MediaService reports its 100 pods.
+	start := time.Now()
+	for {
+		list := &mediav1alpha1.MediaServiceList{}
+		_ = k8s.List(ctx, list, client.InNamespace("fleet"))
+		done := 0
+		for _, ms := range list.Items {
+			if ms.Status.Sessions != nil && ms.Status.Sessions.ReportingPods == podsPer {
+				done++
+			}
+		}
+		if done == services {
+			break
+		}
+		if time.Since(start) > 3*time.Minute {
+			b.Fatalf("only %d of %d MediaServices converged", done, services)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	b.ReportMetric(time.Since(start).Seconds(), "s-to-first-status")
+	time.Sleep(15 * time.Second) // let deletion-cost writes and status settle
+
+	// One pass, timed on its own (the ticker's passes run beside it).
+	t0, c0 := time.Now(), cpuTime()
+	obs.ObserveOnce(ctx)
+	b.ReportMetric(float64(time.Since(t0).Milliseconds()), "ms/pass")
+	b.ReportMetric(float64((cpuTime()-c0).Milliseconds()), "cpu-ms/pass")
+
+	runtime.GC()
+	var m0 runtime.MemStats
+	runtime.ReadMemStats(&m0)
+	w0, c1, t1 := writes.n.Load(), cpuTime(), time.Now()
+	time.Sleep(window)
+	cpu := cpuTime() - c1
+	elapsed := time.Since(t1)
+	b.ReportMetric(100*cpu.Seconds()/elapsed.Seconds(), "%core")
+	b.ReportMetric(float64(m0.HeapInuse)/(1<<20), "heap-MiB")
+	b.ReportMetric(float64(writes.n.Load()-w0)*60/elapsed.Seconds(), "writes/min")
+}

@@ -209,7 +209,7 @@ func BenchmarkObserveFleet(b *testing.B) {
 	t0, c0 := time.Now(), cpuTime()
 	obs.ObserveOnce(ctx)
 	b.ReportMetric(float64(time.Since(t0).Milliseconds()), "ms/pass")
-	b.ReportMetric(float64((cpuTime()-c0).Milliseconds()), "cpu-ms/pass")
+	b.ReportMetric(float64((cpuTime() - c0).Milliseconds()), "cpu-ms/pass")
 
 	runtime.GC()
 	var m0 runtime.MemStats

@@ -1,9 +1,12 @@
 package controllers
 
 import (
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
@@ -12,10 +15,14 @@ import (
 // manages (by label), so that a cluster's other Deployments, Services,
 // ConfigMaps and pods cost it nothing. Children keep their managedFields:
 // drift detection reads them. Pods and nodes drop them to save memory.
-func CacheOptions() cache.Options {
+//
+// The Prometheus Operator's kinds can be limited the same way only when
+// their CRDs are served at start (the cache resolves every ByObject type
+// then); installed later, they are watched unfiltered.
+func CacheOptions(monitoringServed bool) cache.Options {
 	managed := cache.ByObject{Label: ManagedBySelector()}
 	stripped := cache.ByObject{Label: ManagedBySelector(), Transform: cache.TransformStripManagedFields()}
-	return cache.Options{
+	opts := cache.Options{
 		ByObject: map[client.Object]cache.ByObject{
 			&appsv1.Deployment{}:            managed,
 			&corev1.Service{}:               managed,
@@ -26,4 +33,29 @@ func CacheOptions() cache.Options {
 			&corev1.Node{}:                  {Transform: cache.TransformStripManagedFields()},
 		},
 	}
+	if monitoringServed {
+		opts.ByObject[&monitoringv1.PodMonitor{}] = managed
+		opts.ByObject[&monitoringv1.PrometheusRule{}] = managed
+	}
+	return opts
+}
+
+// MonitoringCRDsServed asks the API server whether monitoring.coreos.com/v1
+// serves PodMonitor and PrometheusRule.
+func MonitoringCRDsServed(cfg *rest.Config) bool {
+	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		return false
+	}
+	list, err := dc.ServerResourcesForGroupVersion(monitoringv1.SchemeGroupVersion.String())
+	if err != nil {
+		return false
+	}
+	found := 0
+	for _, r := range list.APIResources {
+		if r.Kind == monitoringv1.PodMonitorsKind || r.Kind == monitoringv1.PrometheusRuleKind {
+			found++
+		}
+	}
+	return found == 2
 }

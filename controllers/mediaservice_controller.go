@@ -41,7 +41,8 @@ type MediaServiceReconciler struct {
 	// fake one. Nil is the real clock.
 	Clock clock.PassiveClock
 
-	fleet fleetState
+	fleet      fleetState
+	monitoring monitoringState
 }
 
 func (r *MediaServiceReconciler) clock() clock.PassiveClock {
@@ -60,6 +61,7 @@ func (r *MediaServiceReconciler) clock() clock.PassiveClock {
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;patch;delete
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=monitoring.coreos.com,resources=podmonitors;prometheusrules,verbs=get;list;watch;create;update;patch;delete
 
 // Reconcile is a thin shell: fetch, run the phases, write status once.
 func (r *MediaServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
@@ -72,8 +74,12 @@ func (r *MediaServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		return ctrl.Result{}, nil // owner references garbage-collect the children
 	}
 	before := ms.Status.DeepCopy()
+	var monitoringCond *metav1.Condition
 
 	defer func() {
+		if monitoringCond != nil {
+			meta.SetStatusCondition(&ms.Status.Conditions, *monitoringCond)
+		}
 		if err := r.writeStatus(ctx, ms, before, retErr); err != nil {
 			logger.Error(err, "write status")
 			if retErr == nil {
@@ -111,6 +117,13 @@ func (r *MediaServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request
 			return ctrl.Result{}, fmt.Errorf("%s: %w", p.name, err)
 		}
 	}
+	next, monCond, err := r.reconcileMonitoring(ctx, ms)
+	if err != nil {
+		r.Recorder.Eventf(ms, nil, corev1.EventTypeWarning, ReasonApplyFailed, "Reconcile", "monitoring: %v", err)
+		return ctrl.Result{}, fmt.Errorf("monitoring: %w", err)
+	}
+	result = requeueSooner(result, next)
+	monitoringCond = &monCond
 	if r.Observer != nil {
 		next, err := r.reconcileDeletionCost(ctx, reports)
 		if err != nil {
@@ -249,7 +262,7 @@ func (r *MediaServiceReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		}
 		b = b.WatchesRawSource(source.Channel(r.Observer.Events, &handler.EnqueueRequestForObject{}))
 	}
-	return b.
+	ctrlr, err := b.
 		For(&mediav1alpha1.MediaService{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Owns(&appsv1.Deployment{}).
 		Owns(&corev1.Service{}).
@@ -260,7 +273,12 @@ func (r *MediaServiceReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(r.nodeToMediaServices),
 			builder.WithPredicates(nodeAddressesChanged())).
 		Named("mediaservice").
-		Complete(r)
+		Build(r)
+	if err != nil {
+		return err
+	}
+	r.monitoring.ctrl, r.monitoring.cache = ctrlr, mgr.GetCache()
+	return nil
 }
 
 // podToMediaService maps a media pod to its MediaService by label.

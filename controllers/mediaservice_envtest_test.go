@@ -134,12 +134,12 @@ func TestEnvtestSpecChangeRollsDeployment(t *testing.T) {
 	createMS(t, newMS(ns, "roll"))
 	eventually(t, waitFor, "deployment", func() error { _, err := getDeployment(ns, "roll"); return err })
 
-	ms := getMS(t, ns, "roll")
-	ms.Spec.ICE.STUNServers = []string{"stun:stun.example.test:3478"}
-	ms.Spec.Limits.DrainTimeout = metav1.Duration{Duration: time.Minute}
-	if err := k8s.Update(ctx, ms); err != nil {
-		t.Fatal(err)
-	}
+	eventually(t, waitFor, "spec update", func() error { // status writes race with us
+		ms := getMS(t, ns, "roll")
+		ms.Spec.ICE.STUNServers = []string{"stun:stun.example.test:3478"}
+		ms.Spec.Limits.DrainTimeout = metav1.Duration{Duration: time.Minute}
+		return k8s.Update(ctx, ms)
+	})
 	eventually(t, waitFor, "rolled template", func() error {
 		d, err := getDeployment(ns, "roll")
 		if err != nil {

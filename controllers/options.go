@@ -10,4 +10,7 @@ type Options struct {
 	// DeletionCostInterval is the least time between two writes of one
 	// pod's deletion cost (default 15s).
 	DeletionCostInterval time.Duration
+	// MonitoringRecheck is how often missing Prometheus Operator CRDs are
+	// looked for again (default 30s).
+	MonitoringRecheck time.Duration
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -54,6 +55,7 @@ const testImage = "mediafleet/mediaserver:test"
 func init() {
 	utilruntime.Must(clientgoscheme.AddToScheme(testScheme))
 	utilruntime.Must(mediav1alpha1.AddToScheme(testScheme))
+	utilruntime.Must(monitoringv1.AddToScheme(testScheme))
 }
 
 func TestMain(m *testing.M) {
@@ -110,7 +112,7 @@ func runMain(m *testing.M) int {
 		Scheme:                 testScheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
-		Cache:                  CacheOptions(),
+		Cache:                  CacheOptions(MonitoringCRDsServed(cfg)),
 		Controller:             config.Controller{SkipNameValidation: ptrTo(true)},
 	})
 	if err != nil {
@@ -122,7 +124,7 @@ func runMain(m *testing.M) int {
 	r := &MediaServiceReconciler{
 		Client:   writes,
 		Recorder: mgr.GetEventRecorder("mediafleet"),
-		Options:  Options{MediaserverImage: testImage, DeletionCostInterval: 200 * time.Millisecond},
+		Options:  Options{MediaserverImage: testImage, DeletionCostInterval: 200 * time.Millisecond, MonitoringRecheck: time.Second},
 		Observer: testObserver,
 		Clock:    testClock,
 	}

@@ -74,6 +74,13 @@ type MediaServiceSpec struct {
 	// +optional
 	PodTemplate PodTemplateSpec `json:"podTemplate,omitzero"`
 
+	// Monitoring configures what the operator generates for the Prometheus
+	// Operator (PodMonitor, PrometheusRule) and Grafana (a dashboard
+	// ConfigMap). Each piece can be switched off.
+	// +kubebuilder:default={}
+	// +optional
+	Monitoring MonitoringSpec `json:"monitoring,omitzero"`
+
 	// Autoscaling lets the operator set spec.replicas from the sessions the
 	// pods report: ceil(sessions / targetSessionsPerPod) within
 	// minReplicas..maxReplicas, never fewer than the pods that hold
@@ -84,6 +91,120 @@ type MediaServiceSpec struct {
 	// spec.replicas is yours.
 	// +optional
 	Autoscaling *AutoscalingSpec `json:"autoscaling,omitempty"`
+}
+
+// MonitoringSpec configures the generated monitoring objects.
+type MonitoringSpec struct {
+	// PodMonitor scrapes every media pod's admin port.
+	// +kubebuilder:default={}
+	// +optional
+	PodMonitor PodMonitorSpec `json:"podMonitor,omitzero"`
+	// Rules is a PrometheusRule with the fleet's alerts.
+	// +kubebuilder:default={}
+	// +optional
+	Rules RulesSpec `json:"rules,omitzero"`
+	// Dashboard is a Grafana dashboard in a ConfigMap for the Grafana
+	// sidecar.
+	// +kubebuilder:default={}
+	// +optional
+	Dashboard DashboardSpec `json:"dashboard,omitzero"`
+}
+
+// PodMonitorSpec configures the generated PodMonitor.
+type PodMonitorSpec struct {
+	// Enabled generates the PodMonitor.
+	// +kubebuilder:default=true
+	// +optional
+	Enabled *bool `json:"enabled,omitempty"`
+	// Interval between scrapes (Prometheus duration).
+	// +kubebuilder:default="30s"
+	// +kubebuilder:validation:Pattern=`^(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?$`
+	// +kubebuilder:validation:MinLength=2
+	// +optional
+	Interval string `json:"interval,omitempty"`
+	// Labels added to the PodMonitor, for the Prometheus podMonitorSelector.
+	// +optional
+	Labels map[string]string `json:"labels,omitempty"`
+}
+
+// RulesSpec configures the generated PrometheusRule. Every alert is scoped
+// to this MediaService's namespace and name.
+type RulesSpec struct {
+	// Enabled generates the PrometheusRule.
+	// +kubebuilder:default=true
+	// +optional
+	Enabled *bool `json:"enabled,omitempty"`
+	// Labels added to the PrometheusRule, for the Prometheus ruleSelector.
+	// +optional
+	Labels map[string]string `json:"labels,omitempty"`
+	// RunbookBaseURL prefixes each alert's runbook_url annotation (the
+	// alert's name, lower-cased, is appended after "#runbook-").
+	// +kubebuilder:default="https://github.com/mediafleet/mediafleet/blob/main/README.md"
+	// +kubebuilder:validation:MaxLength=512
+	// +optional
+	RunbookBaseURL string `json:"runbookBaseURL,omitempty"`
+	// GoroutineLeak fires while a pod reports a suspected goroutine leak.
+	// +kubebuilder:default={for: "5m", severity: warning}
+	// +optional
+	GoroutineLeak AlertSpec `json:"goroutineLeak,omitzero"`
+	// HighErrorRate fires when more than threshold percent of HTTP
+	// requests fail with 5xx.
+	// +kubebuilder:default={for: "2m", severity: critical, threshold: 5}
+	// +optional
+	HighErrorRate AlertSpec `json:"highErrorRate,omitzero"`
+	// HighLatency fires when the p99 of signalling and admin requests
+	// exceeds threshold milliseconds (WebSocket connections excluded).
+	// +kubebuilder:default={for: "5m", severity: warning, threshold: 500}
+	// +optional
+	HighLatency AlertSpec `json:"highLatency,omitzero"`
+	// SessionCapacity fires when the fleet's sessions exceed threshold
+	// percent of its capacity.
+	// +kubebuilder:default={for: "5m", severity: warning, threshold: 90}
+	// +optional
+	SessionCapacity AlertSpec `json:"sessionCapacity,omitzero"`
+	// PodDown fires when a media pod cannot be scraped.
+	// +kubebuilder:default={for: "2m", severity: critical}
+	// +optional
+	PodDown AlertSpec `json:"podDown,omitzero"`
+	// PacketLoss fires when the median packet loss exceeds threshold
+	// percent.
+	// +kubebuilder:default={for: "5m", severity: warning, threshold: 5}
+	// +optional
+	PacketLoss AlertSpec `json:"packetLoss,omitzero"`
+}
+
+// AlertSpec tunes one alert.
+type AlertSpec struct {
+	// Disabled drops this alert.
+	// +optional
+	Disabled bool `json:"disabled,omitempty"`
+	// For is how long the condition must hold (Prometheus duration).
+	// +kubebuilder:validation:Pattern=`^(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?$`
+	// +kubebuilder:validation:MinLength=2
+	// +optional
+	For string `json:"for,omitempty"`
+	// Severity label of the alert.
+	// +kubebuilder:validation:Enum=info;warning;critical
+	// +optional
+	Severity string `json:"severity,omitempty"`
+	// Threshold of the alert, in the unit its description gives (percent
+	// or milliseconds).
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100000
+	// +optional
+	Threshold int32 `json:"threshold,omitempty"`
+}
+
+// DashboardSpec configures the generated Grafana dashboard ConfigMap.
+type DashboardSpec struct {
+	// Enabled generates the dashboard ConfigMap.
+	// +kubebuilder:default=true
+	// +optional
+	Enabled *bool `json:"enabled,omitempty"`
+	// Labels of the ConfigMap that the Grafana sidecar looks for.
+	// +kubebuilder:default={grafana_dashboard: "1"}
+	// +optional
+	Labels map[string]string `json:"labels,omitempty"`
 }
 
 // AutoscalingSpec sizes the fleet from reported sessions.
@@ -402,6 +523,10 @@ const (
 	// ConditionGoroutineLeak is True while any pod reports a suspected
 	// goroutine leak.
 	ConditionGoroutineLeak = "GoroutineLeak"
+	// ConditionMonitoringReady is True when the monitoring objects are
+	// applied (or all switched off), False when the Prometheus Operator's
+	// CRDs are missing.
+	ConditionMonitoringReady = "MonitoringReady"
 )
 
 // MaxPodStatuses bounds status.pods for large fleets.

@@ -10,6 +10,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -53,6 +54,7 @@ func run(samplesDir, kubeconfigOut string, once bool) error {
 	scheme := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
 	utilruntime.Must(mediav1alpha1.AddToScheme(scheme))
+	utilruntime.Must(monitoringv1.AddToScheme(scheme))
 
 	env := &envtest.Environment{CRDDirectoryPaths: []string{"config/crd/bases"}, ErrorIfCRDPathMissing: true}
 	fmt.Println("starting kube-apiserver and etcd from", os.Getenv("KUBEBUILDER_ASSETS"))
@@ -70,7 +72,7 @@ func run(samplesDir, kubeconfigOut string, once bool) error {
 		}
 	}
 
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"}, Cache: controllers.CacheOptions()})
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"}, Cache: controllers.CacheOptions(controllers.MonitoringCRDsServed(cfg))})
 	if err != nil {
 		return err
 	}

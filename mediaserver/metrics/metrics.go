@@ -13,6 +13,7 @@ type Metrics struct {
 	Registry *prometheus.Registry
 
 	ActiveSessions  *prometheus.GaugeVec
+	SessionCapacity prometheus.Gauge
 	SessionsCreated *prometheus.CounterVec
 	SessionsClosed  *prometheus.CounterVec
 	SessionDuration *prometheus.HistogramVec
@@ -64,6 +65,7 @@ func New() *Metrics {
 	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	m.ActiveSessions = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "media_active_sessions", Help: "Sessions (PeerConnections) currently open, by kind."}, []string{"kind"})
+	m.SessionCapacity = prometheus.NewGauge(prometheus.GaugeOpts{Name: "media_session_capacity", Help: "Sessions this pod accepts (MAX_SESSIONS); 0 while draining."})
 	m.SessionsCreated = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "media_sessions_created_total", Help: "Sessions created, by kind."}, []string{"kind"})
 	m.SessionsClosed = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "media_sessions_closed_total", Help: "Sessions closed, by kind and reason."}, []string{"kind", "reason"})
 	m.SessionDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "media_session_duration_seconds", Help: "Lifetime of closed sessions.",
@@ -99,7 +101,7 @@ func New() *Metrics {
 	m.GoroutineBaseline = prometheus.NewGauge(prometheus.GaugeOpts{Name: "media_goroutine_baseline", Help: "Goroutine baseline learnt by the leak detector (0 while learning)."})
 	m.Draining = prometheus.NewGauge(prometheus.GaugeOpts{Name: "media_draining", Help: "1 once the process is draining."})
 
-	for _, c := range []prometheus.Collector{m.ActiveSessions, m.SessionsCreated, m.SessionsClosed, m.SessionDuration,
+	for _, c := range []prometheus.Collector{m.ActiveSessions, m.SessionCapacity, m.SessionsCreated, m.SessionsClosed, m.SessionDuration,
 		m.ICEConnectionState, m.ICECandidatesAdded, m.ICEConnectionTime, m.VideoFrameRate, m.VideoBitrate, m.PacketLoss,
 		m.RTT, m.Jitter, m.ForwardedPackets, m.ForwardedBytes, m.HTTPRequests, m.HTTPDuration, m.HTTPInFlight,
 		m.WSConnections, m.WSMessages, m.WSMessageSize, m.MemoryUsage, m.Goroutines, m.GoroutinesMax, m.PotentialLeak,

@@ -69,6 +69,7 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 	s.leak = leak.New(leak.Config{BaselineWindow: cfg.LeakBaselineWindow, ThresholdRatio: cfg.LeakThresholdRatio})
 	s.engine = rtc.NewEngine(api, &s.cfg, m, log)
 	s.signal = signal.New(s.engine, log)
+	m.SessionCapacity.Set(float64(cfg.MaxSessions))
 	return s, nil
 }
 
@@ -239,6 +240,7 @@ func (s *Server) Drain(ctx context.Context) {
 		start := time.Now()
 		s.engine.SetDraining()
 		s.metrics.Draining.Set(1)
+		s.metrics.SessionCapacity.Set(0)
 		s.log.Info("draining", "sessions", s.engine.SessionCount(), "drainTimeout", s.cfg.DrainTimeout.String())
 		s.signal.NotifyDraining()
 

@@ -54,12 +54,18 @@ vet: ## Run go vet.
 	$(GO) vet ./...
 
 .PHONY: controlplane
-controlplane: ## Build kube-apiserver and etcd from source into bin/ (once).
+controlplane: ## Build kube-apiserver, kube-controller-manager and etcd from source into bin/ (once).
 	hack/controlplane.sh >/dev/null
 
+.PHONY: promtool
+promtool: ## Build Prometheus's promtool from source into bin/ (once).
+	hack/promtool.sh >/dev/null
+
 .PHONY: test
-test: manifests generate fmt vet ## Run every test (unit, mediaserver integration, envtest) with -race.
-	KUBEBUILDER_ASSETS="$${KUBEBUILDER_ASSETS:-$$(hack/controlplane.sh)}" $(GO) test $(TEST_FLAGS) ./...
+test: manifests generate fmt vet ## Run every test (unit, mediaserver integration, envtest, promtool rule tests) with -race.
+	KUBEBUILDER_ASSETS="$${KUBEBUILDER_ASSETS:-$$(hack/controlplane.sh)}" \
+	PROMTOOL="$${PROMTOOL:-$$(hack/promtool.sh)}" \
+	$(GO) test $(TEST_FLAGS) ./...
 
 .PHONY: test-short
 test-short: ## Run the unit tests only (no API server, no media).

@@ -3,7 +3,7 @@
 # caches it under bin/. Prints the binary's path on stdout.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VERSION="$(awk '/github.com\/prometheus\/prometheus /{print $2}' "$ROOT/hack/tools/promtool/go.mod" | head -1)"
+VERSION="$(sed -n 's/.*github.com\/prometheus\/prometheus \(v[0-9.]*\).*/\1/p' "$ROOT/hack/tools/promtool/go.mod" | head -1)"
 OUT="$ROOT/bin/promtool-$VERSION"
 if [[ -x "$OUT" ]]; then
 	echo "$OUT"

@@ -1,0 +1,134 @@
+package controllers
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	mediav1alpha1 "github.com/mediafleet/mediafleet/api/v1alpha1"
+)
+
+func TestDesiredPodMonitor(t *testing.T) {
+	ms := defaulted(func(ms *mediav1alpha1.MediaService) {
+		ms.Spec.Monitoring.PodMonitor = mediav1alpha1.PodMonitorSpec{Interval: "15s", Labels: map[string]string{"release": "prom", labelInstance: "nope"}}
+	})
+	pm := desiredPodMonitor(ms)
+	ep := pm.Spec.PodMetricsEndpoints[0]
+	if *ep.Port != "admin" || ep.Path != "/metrics" || ep.Interval != "15s" {
+		t.Errorf("endpoint %+v", ep)
+	}
+	rl := ep.RelabelConfigs[0]
+	if string(rl.SourceLabels[0]) != "__meta_kubernetes_pod_label_media_mediafleet_io_service" || rl.TargetLabel != "mediaservice" {
+		t.Errorf("relabeling %+v", rl)
+	}
+	if pm.Labels["release"] != "prom" || pm.Labels[labelInstance] != "demo" || pm.Spec.Selector.MatchLabels[labelInstance] != "demo" {
+		t.Errorf("labels %v selector %v", pm.Labels, pm.Spec.Selector)
+	}
+	if len(pm.OwnerReferences) != 1 || !*pm.OwnerReferences[0].Controller {
+		t.Errorf("owner %+v", pm.OwnerReferences)
+	}
+}
+
+func TestDesiredPrometheusRule(t *testing.T) {
+	cases := []struct {
+		name  string
+		mut   func(*mediav1alpha1.MediaService)
+		check func(t *testing.T, alerts map[string]string, severities map[string]string)
+	}{
+		{"defaults: six alerts scoped to the MediaService", nil, func(t *testing.T, alerts, sev map[string]string) {
+			if len(alerts) != 6 {
+				t.Fatalf("%d alerts", len(alerts))
+			}
+			for name, expr := range alerts {
+				if !strings.Contains(expr, `namespace="media",mediaservice="demo"`) {
+					t.Errorf("%s not scoped: %s", name, expr)
+				}
+			}
+			if !strings.Contains(alerts["HighErrorRate"], "* 100 > 5") || sev["HighErrorRate"] != "critical" {
+				t.Errorf("HighErrorRate %s %s", alerts["HighErrorRate"], sev["HighErrorRate"])
+			}
+			if !strings.Contains(alerts["HighLatency"], `route!="GET /ws"`) || !strings.Contains(alerts["HighLatency"], "* 1000 > 500") {
+				t.Errorf("HighLatency %s", alerts["HighLatency"])
+			}
+			if alerts["GoroutineLeak"] != `max by (namespace, mediaservice, pod) (media_potential_goroutine_leak{namespace="media",mediaservice="demo"}) == 1` {
+				t.Errorf("GoroutineLeak %s", alerts["GoroutineLeak"])
+			}
+		}},
+		{"thresholds, severities and disabling", func(ms *mediav1alpha1.MediaService) {
+			ms.Spec.Monitoring.Rules.HighLatency = mediav1alpha1.AlertSpec{Threshold: 250, Severity: "critical", For: "10m"}
+			ms.Spec.Monitoring.Rules.PodDown.Disabled = true
+		}, func(t *testing.T, alerts, sev map[string]string) {
+			if _, ok := alerts["MediaPodDown"]; ok || len(alerts) != 5 {
+				t.Errorf("disabled alert rendered: %v", alerts)
+			}
+			if !strings.Contains(alerts["HighLatency"], "> 250") || sev["HighLatency"] != "critical" {
+				t.Errorf("HighLatency %s %s", alerts["HighLatency"], sev["HighLatency"])
+			}
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ms := defaulted(tc.mut)
+			pr := desiredPrometheusRule(ms)
+			alerts, sev := map[string]string{}, map[string]string{}
+			for _, r := range pr.Spec.Groups[0].Rules {
+				alerts[r.Alert] = r.Expr.String()
+				sev[r.Alert] = r.Labels["severity"]
+				if r.Annotations["summary"] == "" || r.Annotations["description"] == "" ||
+					!strings.HasSuffix(r.Annotations["runbook_url"], "#runbook-"+strings.ToLower(r.Alert)) || r.For == nil {
+					t.Errorf("%s: annotations %v for %v", r.Alert, r.Annotations, r.For)
+				}
+			}
+			tc.check(t, alerts, sev)
+		})
+	}
+}
+
+func TestDashboard(t *testing.T) {
+	ms := defaulted(nil)
+	cm, err := desiredDashboard(ms)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cm.Labels["grafana_dashboard"] != "1" {
+		t.Errorf("labels %v", cm.Labels)
+	}
+	var d gDashboard
+	if err := json.Unmarshal([]byte(cm.Data["mediafleet-media-demo.json"]), &d); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"Active sessions", "Request rate", "Latency p50 / p90 / p99", "Error rate (5xx share)", "Goroutines", "Memory", "WebSocket connections", "ICE", "Quality"}
+	titles := map[string]bool{}
+	for _, p := range d.Panels {
+		titles[p.Title] = true
+		for _, tg := range p.Targets {
+			if !strings.Contains(tg.Expr, `mediaservice="demo"`) {
+				t.Errorf("panel %s query not scoped: %s", p.Title, tg.Expr)
+			}
+		}
+	}
+	for _, w := range want {
+		if !titles[w] {
+			t.Errorf("panel %q missing", w)
+		}
+	}
+}
+
+func TestSubsetOf(t *testing.T) {
+	live := map[string]any{"a": map[string]any{"b": "x", "c": float64(1), "extra": true}, "l": []any{map[string]any{"k": "v", "d": 1}}}
+	for i, tc := range []struct {
+		want any
+		ok   bool
+	}{
+		{map[string]any{"a": map[string]any{"b": "x", "c": int64(1)}}, true},
+		{map[string]any{"a": map[string]any{"b": "y"}}, false},
+		{map[string]any{"l": []any{map[string]any{"k": "v"}}}, true},
+		{map[string]any{"l": []any{}}, false},
+		{map[string]any{"missing": map[string]any{}}, true},
+		{map[string]any{"missing": "x"}, false},
+	} {
+		if got := subsetOf(tc.want, live); got != tc.ok {
+			t.Errorf("case %d: subsetOf = %v", i, got)
+		}
+	}
+}

@@ -67,7 +67,7 @@ func leakCheckFirst(t *testing.T) {
 	t.Cleanup(func() {
 		http.DefaultClient.CloseIdleConnections()
 		var err error
-		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); {
 			if err = goleak.Find(opt); err == nil {
 				return
 			}

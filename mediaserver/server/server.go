@@ -28,6 +28,7 @@ import (
 	"github.com/mediafleet/mediafleet/mediaserver/rtc"
 	"github.com/mediafleet/mediafleet/mediaserver/signal"
 	"github.com/mediafleet/mediafleet/mediaserver/statusapi"
+	"github.com/mediafleet/mediafleet/mediaserver/web"
 )
 
 // Version is set at build time (-ldflags -X).
@@ -69,6 +70,9 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 	s.leak = leak.New(leak.Config{BaselineWindow: cfg.LeakBaselineWindow, ThresholdRatio: cfg.LeakThresholdRatio})
 	s.engine = rtc.NewEngine(api, &s.cfg, m, log)
 	s.signal = signal.New(s.engine, log)
+	page := web.Handler()
+	s.signal.Handle("GET /{$}", page)
+	s.signal.Handle("GET /static/", page)
 	m.SessionCapacity.Set(float64(cfg.MaxSessions))
 	return s, nil
 }

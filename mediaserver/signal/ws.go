@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -18,6 +19,8 @@ const (
 	wsWriteTimeout = 5 * time.Second
 	wsPongWait     = 60 * time.Second
 	wsPingEvery    = 25 * time.Second
+	// wsKernelSendBuffer bounds the socket send buffer of each WebSocket.
+	wsKernelSendBuffer = 64 << 10
 )
 
 // wsConn is one WebSocket client: the handler goroutine reads, one writer
@@ -55,6 +58,12 @@ func (s *Server) websocket(w http.ResponseWriter, r *http.Request) {
 		log:  s.log.With("remote", r.RemoteAddr),
 		send: make(chan []byte, s.cfg.WSSendBuffer),
 		done: make(chan struct{}),
+	}
+	// A small kernel send buffer keeps what a stalled client can hold up
+	// bounded (64 KiB plus the message queue), so a client that stops
+	// reading hits the send timeout quickly instead of after megabytes.
+	if tcp, ok := conn.NetConn().(*net.TCPConn); ok {
+		_ = tcp.SetWriteBuffer(wsKernelSendBuffer)
 	}
 	conn.SetReadLimit(s.cfg.WSReadLimit)
 	_ = conn.SetReadDeadline(time.Now().Add(wsPongWait))

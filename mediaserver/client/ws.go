@@ -47,6 +47,8 @@ type Participant struct {
 	stopOnce sync.Once
 	wg       sync.WaitGroup
 	joined   chan struct{}
+	readDone chan struct{}
+	reading  bool
 	early    []webrtc.ICECandidateInit
 	mu       sync.Mutex
 	haveDesc bool
@@ -73,7 +75,7 @@ func Join(ctx context.Context, wsURL, room string, publish bool, opts Options) (
 	if err != nil {
 		return nil, errors.Join(err, conn.Close())
 	}
-	p := &Participant{PC: pc, Conn: conn, Events: make(chan WSMessage, 64), stop: make(chan struct{}), joined: make(chan struct{})}
+	p := &Participant{PC: pc, Conn: conn, Events: make(chan WSMessage, 64), stop: make(chan struct{}), joined: make(chan struct{}), readDone: make(chan struct{})}
 	if publish {
 		p.video, err = webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8}, "video", "ws-"+room)
 		if err != nil {
@@ -100,7 +102,7 @@ func Join(ctx context.Context, wsURL, room string, publish bool, opts Options) (
 			_ = p.Send(WSMessage{Type: "candidate", Candidate: &ci})
 		}
 	})
-	p.wg.Add(1)
+	p.reading = true
 	go p.readLoop()
 	if err := p.Send(WSMessage{Type: "join", Room: room}); err != nil {
 		return nil, errors.Join(err, p.Close())
@@ -125,7 +127,7 @@ func (p *Participant) Send(m WSMessage) error {
 }
 
 func (p *Participant) readLoop() {
-	defer p.wg.Done()
+	defer close(p.readDone)
 	defer close(p.Events)
 	for {
 		var m WSMessage
@@ -200,10 +202,16 @@ func (p *Participant) SendRTP(pps, payload int) {
 // Leave asks the server to end the session.
 func (p *Participant) Leave() error { return p.Send(WSMessage{Type: "leave"}) }
 
-// Close stops media, the PeerConnection and the WebSocket.
+// Close stops media, the WebSocket and then the PeerConnection: the reader
+// must be gone before the PeerConnection closes, or a late candidate would
+// make pion start a new ICE agent on the closed connection.
 func (p *Participant) Close() error {
 	p.stopOnce.Do(func() { close(p.stop) })
-	err := errors.Join(p.PC.Close(), p.Conn.Close())
+	err := p.Conn.Close()
+	if p.reading {
+		<-p.readDone
+	}
+	err = errors.Join(err, p.PC.Close())
 	p.wg.Wait()
 	return err
 }

@@ -66,7 +66,12 @@ func (s *Session) OnClose(fn func(reason string)) {
 // PeerConnection closes and every goroutine it started returns.
 func (s *Session) Close(reason string) {
 	s.closeOnce.Do(func() {
+		// Set under mu: whoever holds mu and sees the session open may
+		// still use the PeerConnection (pion creates a fresh ICE agent if
+		// a candidate is added after Close, and that agent would leak).
+		s.mu.Lock()
 		s.closed.Store(true)
+		s.mu.Unlock()
 		s.reap.Stop()
 		s.room.leave(s)
 		if err := s.pc.Close(); err != nil {
@@ -110,6 +115,8 @@ func (s *Session) onICEState(st webrtc.ICEConnectionState) {
 			s.reap.Stop()
 			s.engine.metrics.ICEConnectionTime.Observe(float64(time.Since(s.created).Milliseconds()))
 			s.log.Info("session connected")
+			// A new viewer can only start decoding at a keyframe.
+			go s.requestKeyframes()
 		}
 	case webrtc.ICEConnectionStateFailed:
 		go s.Close("ice-failed")
@@ -160,6 +167,20 @@ func (s *Session) answer(ctx context.Context, offer string, attach func() error)
 	return s.pc.LocalDescription().SDP, nil
 }
 
+// requestKeyframes asks the publishers of every feed this session receives
+// for a keyframe (rate-limited per feed).
+func (s *Session) requestKeyframes() {
+	s.mu.Lock()
+	feeds := make([]*Feed, 0, len(s.senders))
+	for f := range s.senders {
+		feeds = append(feeds, f)
+	}
+	s.mu.Unlock()
+	for _, f := range feeds {
+		f.RequestKeyframe()
+	}
+}
+
 // AddCandidate adds one remote ICE candidate, within the per-session limit.
 // Candidates that arrive before the remote description are kept until it
 // is set.
@@ -181,13 +202,16 @@ func (s *Session) AddCandidate(c webrtc.ICECandidateInit) error {
 	}
 	c.Candidate = strings.TrimPrefix(c.Candidate, "a=")
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed.Load() {
+		s.candidates.Add(-1)
+		return ErrClosed
+	}
 	if s.pc.RemoteDescription() == nil {
 		s.early = append(s.early, c)
-		s.mu.Unlock()
 		s.engine.metrics.ICECandidatesAdded.WithLabelValues("queued").Inc()
 		return nil
 	}
-	s.mu.Unlock()
 	if err := s.pc.AddICECandidate(c); err != nil {
 		s.candidates.Add(-1)
 		s.engine.metrics.ICECandidatesAdded.WithLabelValues("invalid").Inc()

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -71,6 +72,10 @@ func leakCheckFirst(t *testing.T) {
 			if err = goleak.Find(opt); err == nil {
 				return
 			}
+		}
+		if path := os.Getenv("LEAK_DUMP"); path != "" {
+			buf := make([]byte, 8<<20)
+			_ = os.WriteFile(path, buf[:runtime.Stack(buf, true)], 0o644)
 		}
 		t.Errorf("goroutines leaked: %v", err)
 	})

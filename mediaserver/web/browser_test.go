@@ -1,0 +1,350 @@
+package web_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/pion/webrtc/v4"
+	"github.com/pion/webrtc/v4/pkg/media/ivfwriter"
+
+	"github.com/mediafleet/mediafleet/mediaserver/client"
+	"github.com/mediafleet/mediafleet/mediaserver/config"
+	"github.com/mediafleet/mediafleet/mediaserver/server"
+	"github.com/mediafleet/mediafleet/mediaserver/statusapi"
+)
+
+// Real headless Chromium (Debian's package) with fake camera and microphone
+// drives the embedded page against a real mediaserver on loopback.
+
+func chromiumPath(t *testing.T) string {
+	t.Helper()
+	for _, p := range []string{os.Getenv("CHROMIUM"), "/usr/bin/chromium", "/usr/bin/chromium-browser"} {
+		if p == "" {
+			continue
+		}
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatal("chromium is not installed: .ci/run installs Debian's chromium")
+	}
+	t.Skip("chromium not installed (apt-get install chromium chromium-driver)")
+	return ""
+}
+
+func startServer(t *testing.T) *server.Server {
+	t.Helper()
+	cfg := config.Default()
+	cfg.ListenHost = "127.0.0.1"
+	cfg.Port, cfg.AdminPort = 0, 0
+	cfg.ICELoopback = true
+	cfg.ICEInterfaces = []string{"lo"}
+	cfg.DrainTimeout = time.Second
+	s, err := server.New(cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+// browser starts one headless Chromium; tabs are contexts derived from it.
+func browser(t *testing.T) context.Context {
+	t.Helper()
+	opts := append([]chromedp.ExecAllocatorOption{},
+		chromedp.ExecPath(chromiumPath(t)),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.NoFirstRun,
+		chromedp.NoDefaultBrowserCheck,
+		chromedp.DisableGPU,
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.Flag("use-fake-device-for-media-stream", true),
+		chromedp.Flag("use-fake-ui-for-media-stream", true),
+		chromedp.Flag("allow-loopback-in-peer-connection", true),
+		chromedp.Flag("disable-features", "WebRtcHideLocalIpsWithMdns"),
+		chromedp.Flag("autoplay-policy", "no-user-gesture-required"),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-quic", true),
+		chromedp.WindowSize(1280, 800),
+	)
+	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
+	t.Cleanup(cancel)
+	bctx, cancel2 := chromedp.NewContext(actx)
+	t.Cleanup(cancel2)
+	if _, err := chromedp.Run(bctx, chromedp.Navigate("about:blank")); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	return bctx
+}
+
+func tab(t *testing.T, b context.Context, url string) context.Context {
+	t.Helper()
+	ctx, cancel := chromedp.NewContext(b)
+	t.Cleanup(cancel)
+	if _, err := chromedp.Run(ctx, chromedp.Navigate(url)); err != nil {
+		t.Fatalf("open %s: %v", url, err)
+	}
+	return ctx
+}
+
+func eval[T any](t *testing.T, ctx context.Context, js string) T {
+	t.Helper()
+	c, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	out, err := chromedp.Run(c, chromedp.Evaluate[T](js))
+	if err != nil {
+		t.Fatalf("evaluate %q: %v", js, err)
+	}
+	return out
+}
+
+func waitJS(t *testing.T, ctx context.Context, d time.Duration, what, js string) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		if eval[bool](t, ctx, js) {
+			return
+		}
+		if time.Now().After(deadline) {
+			state := eval[string](t, ctx, `JSON.stringify({status: mediafleet.status, error: mediafleet.error, msg: document.getElementById('message').textContent})`)
+			t.Fatalf("timed out after %s waiting for %s; page state %s", d, what, state)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// framesDecoded sums framesDecoded of the page's inbound video.
+const framesDecodedJS = `Object.entries(mediafleet.stats).filter(([k]) => k.startsWith('in video')).reduce((a, [, v]) => a + v.framesDecoded, 0)`
+
+func screenshot(t *testing.T, ctx context.Context, name string) {
+	t.Helper()
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Errorf("screenshot: %v", err)
+		return
+	}
+	dir := os.Getenv("ARTIFACTS_DIR")
+	if dir == "" {
+		dir = filepath.Join("..", "..", "_artifacts")
+	}
+	_ = os.MkdirAll(dir, 0o755)
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, png, 0o644); err != nil {
+		t.Errorf("save screenshot: %v", err)
+		return
+	}
+	abs, _ := filepath.Abs(path)
+	t.Logf("screenshot of the page: %s", abs)
+}
+
+func status(t *testing.T, s *server.Server) statusapi.Report {
+	t.Helper()
+	resp, err := http.Get(s.AdminURL() + statusapi.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var r statusapi.Report
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// TestBrowserPublishesAndAnotherTabWatches: tab 1 publishes its (fake)
+// camera through the page over WHIP, tab 2 watches over WHEP and decodes.
+func TestBrowserPublishesAndAnotherTabWatches(t *testing.T) {
+	s := startServer(t)
+	b := browser(t)
+	pub := tab(t, b, s.PublicURL()+"/?room=stage&mode=publish")
+	waitJS(t, pub, 30*time.Second, "publisher connected", `mediafleet.status === 'connected'`)
+
+	var view context.Context
+	deadline := time.Now().Add(30 * time.Second)
+	for view == nil {
+		v := tab(t, b, s.PublicURL()+"/?room=stage&mode=watch")
+		waitJS(t, v, 15*time.Second, "watch settles", `mediafleet.status === 'connected' || mediafleet.status === 'error'`)
+		if eval[string](t, v, `mediafleet.status`) == "connected" {
+			view = v
+		} else if time.Now().After(deadline) {
+			t.Fatalf("watching never connected: %s", eval[string](t, v, `mediafleet.error`))
+		} else {
+			time.Sleep(time.Second) // the feed appears with the first RTP packet
+		}
+	}
+	waitJS(t, view, 20*time.Second, "watcher's video has a size", `(() => { const v = document.querySelector('figure[data-id="watch"] video'); return !!v && v.videoWidth > 0; })()`)
+	waitJS(t, view, 20*time.Second, "frames decoded", framesDecodedJS+` > 10`)
+	first := eval[float64](t, view, framesDecodedJS)
+	time.Sleep(3 * time.Second)
+	if second := eval[float64](t, view, framesDecodedJS); second <= first+20 {
+		t.Errorf("framesDecoded %v → %v over 3s: video is not flowing", first, second)
+	}
+	width := eval[float64](t, view, `document.querySelector('figure[data-id="watch"] video').videoWidth`)
+	t.Logf("watcher decodes %.0f px wide video", width)
+	if st := status(t, s); st.Sessions.Active != 2 {
+		t.Errorf("/status counts %d sessions, want 2", st.Sessions.Active)
+	}
+	screenshot(t, view, "browser-watch.png")
+}
+
+// TestBrowserWebSocketRoomOfThree: three tabs in one room each receive the
+// two others' video.
+func TestBrowserWebSocketRoomOfThree(t *testing.T) {
+	s := startServer(t)
+	b := browser(t)
+	var tabs []context.Context
+	for i := 0; i < 3; i++ {
+		tabs = append(tabs, tab(t, b, s.PublicURL()+"/?room=party&mode=join"))
+	}
+	for i, tc := range tabs {
+		waitJS(t, tc, 45*time.Second, fmt.Sprintf("tab %d sees two remote videos", i),
+			`[...document.querySelectorAll('figure:not([data-id="local"]) video')].filter(v => v.videoWidth > 0).length === 2`)
+	}
+	if st := status(t, s); st.Sessions.Active != 3 {
+		t.Errorf("/status counts %d sessions, want 3", st.Sessions.Active)
+	}
+	screenshot(t, tabs[0], "browser-room.png")
+}
+
+// TestPionPublishesBrowserWatches: a pion client publishes real VP8 (frames
+// recorded from Chromium's encoder, testdata/camera.ivf) over WHIP; the
+// browser decodes it over WHEP.
+func TestPionPublishesBrowserWatches(t *testing.T) {
+	s := startServer(t)
+	ivf, err := os.ReadFile("testdata/camera.ivf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	api, err := client.NewAPI()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	pub, err := client.PublishIVF(ctx, s.PublicURL(), "pion", ivf, client.Options{API: api})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	b := browser(t)
+	var view context.Context
+	for i := 0; view == nil; i++ {
+		v := tab(t, b, s.PublicURL()+"/?room=pion&mode=watch")
+		waitJS(t, v, 15*time.Second, "watch settles", `mediafleet.status === 'connected' || mediafleet.status === 'error'`)
+		if eval[string](t, v, `mediafleet.status`) == "connected" {
+			view = v
+		} else if i > 20 {
+			t.Fatalf("watching never connected: %s", eval[string](t, v, `mediafleet.error`))
+		} else {
+			time.Sleep(time.Second)
+		}
+	}
+	waitJS(t, view, 20*time.Second, "browser decodes the pion stream", framesDecodedJS+` > 20`)
+	waitJS(t, view, 10*time.Second, "video has a size", `document.querySelector('figure[data-id="watch"] video').videoWidth > 0`)
+}
+
+// TestBrowserPublishesPionWatches: the page publishes; a pion WHEP viewer
+// counts the RTP it receives.
+func TestBrowserPublishesPionWatches(t *testing.T) {
+	s := startServer(t)
+	b := browser(t)
+	pubTab := tab(t, b, s.PublicURL()+"/?room=cam&mode=publish")
+	waitJS(t, pubTab, 30*time.Second, "publisher connected", `mediafleet.status === 'connected'`)
+	api, err := client.NewAPI()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var view *client.Session
+	for i := 0; ; i++ {
+		view, err = client.Play(ctx, s.PublicURL(), "cam", client.Options{API: api})
+		if err == nil {
+			break
+		}
+		if i > 30 {
+			t.Fatal(err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	defer view.Close()
+	deadline := time.Now().Add(20 * time.Second)
+	for view.Received.Packets.Load() < 300 || view.Received.Tracks.Load() < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("pion viewer got %d packets on %d tracks from the browser, want audio and video", view.Received.Packets.Load(), view.Received.Tracks.Load())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("pion viewer received %d packets, %d bytes, %d tracks", view.Received.Packets.Load(), view.Received.Bytes.Load(), view.Received.Tracks.Load())
+
+	// With MEDIAFLEET_RECORD_IVF set, record the browser's VP8 for testdata.
+	if out := os.Getenv("MEDIAFLEET_RECORD_IVF"); out != "" {
+		recordIVF(t, ctx, s, api, out)
+	}
+}
+
+func recordIVF(t *testing.T, ctx context.Context, s *server.Server, api *webrtc.API, out string) {
+	f, err := os.Create(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := ivfwriter.NewWith(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := api.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	_, _ = pc.AddTransceiverFromKind(webrtc.RTPCodecTypeVideo, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly})
+	done := make(chan struct{})
+	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+		if tr.Kind() != webrtc.RTPCodecTypeVideo {
+			return
+		}
+		end := time.Now().Add(3 * time.Second)
+		for time.Now().Before(end) {
+			p, _, err := tr.ReadRTP()
+			if err != nil {
+				break
+			}
+			_ = w.WriteRTP(p)
+		}
+		_ = w.Close()
+		close(done)
+	})
+	offer, _ := pc.CreateOffer(nil)
+	g := webrtc.GatheringCompletePromise(pc)
+	_ = pc.SetLocalDescription(offer)
+	<-g
+	req, _ := http.NewRequestWithContext(ctx, "POST", s.PublicURL()+"/whep/cam", bytesReader(pc.LocalDescription().SDP))
+	req.Header.Set("Content-Type", "application/sdp")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 201 {
+		t.Fatalf("record: %v %v", err, resp)
+	}
+	ans := readAll(resp)
+	_ = pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: ans})
+	select {
+	case <-done:
+		t.Logf("recorded the browser's VP8 into %s", out)
+	case <-time.After(20 * time.Second):
+		t.Fatal("recording timed out")
+	}
+}

@@ -62,7 +62,8 @@ promtool: ## Build Prometheus's promtool from source into bin/ (once).
 	hack/promtool.sh >/dev/null
 
 .PHONY: test
-test: manifests generate fmt vet ## Run every test (unit, mediaserver integration, envtest, promtool rule tests) with -race.
+test: manifests generate fmt vet ## Run every test (unit, media integration, browser, envtest, promtool rules) with -race.
+	hack/install-browser.sh
 	KUBEBUILDER_ASSETS="$${KUBEBUILDER_ASSETS:-$$(hack/controlplane.sh)}" \
 	PROMTOOL="$${PROMTOOL:-$$(hack/promtool.sh)}" \
 	$(GO) test $(TEST_FLAGS) ./...

@@ -218,6 +218,7 @@ func TestBrowserWebSocketRoomOfThree(t *testing.T) {
 	if st := status(t, s); st.Sessions.Active != 3 {
 		t.Errorf("/status counts %d sessions, want 3", st.Sessions.Active)
 	}
+	time.Sleep(3 * time.Second) // let the statistics table fill in
 	screenshot(t, tabs[0], "browser-room.png")
 }
 

@@ -243,6 +243,7 @@ func (e *Engine) Publish(ctx context.Context, room, offer string) (*Session, str
 		s.Close("bad-offer")
 		return nil, "", err
 	}
+	s.announceFeeds()
 	return s, answer, nil
 }
 

@@ -121,7 +121,7 @@ type Feed struct {
 	ID        string
 	Kind      webrtc.RTPCodecType
 	publisher *Session
-	remote    *webrtc.TrackRemote
+	remote    atomic.Pointer[webrtc.TrackRemote] // nil until the first packet
 	local     *webrtc.TrackLocalStaticRTP
 	lastPLI   atomic.Int64
 
@@ -134,7 +134,8 @@ const keyframeInterval = 500 * time.Millisecond
 
 // RequestKeyframe asks the publisher for a keyframe (rate-limited).
 func (f *Feed) RequestKeyframe() {
-	if f.Kind != webrtc.RTPCodecTypeVideo {
+	remote := f.remote.Load()
+	if f.Kind != webrtc.RTPCodecTypeVideo || remote == nil {
 		return
 	}
 	now := time.Now().UnixNano()
@@ -142,7 +143,7 @@ func (f *Feed) RequestKeyframe() {
 	if now-last < int64(keyframeInterval) || !f.lastPLI.CompareAndSwap(last, now) {
 		return
 	}
-	_ = f.publisher.pc.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: uint32(f.remote.SSRC())}})
+	_ = f.publisher.pc.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: uint32(remote.SSRC())}})
 }
 
 // qualityWindow is how often a feed's frame rate, bitrate and loss are
@@ -151,7 +152,8 @@ const qualityWindow = 5 * time.Second
 
 // forward copies RTP from the publisher to every subscriber until the
 // remote track ends. It reuses one buffer and one packet.
-func (f *Feed) forward(m *metrics.Metrics) {
+func (f *Feed) forward(m *metrics.Metrics, remote *webrtc.TrackRemote) {
+	f.remote.Store(remote)
 	buf := make([]byte, 1500)
 	var pkt rtp.Packet
 	var (
@@ -165,7 +167,7 @@ func (f *Feed) forward(m *metrics.Metrics) {
 	video := f.Kind == webrtc.RTPCodecTypeVideo
 	f.RequestKeyframe()
 	for {
-		n, _, err := f.remote.Read(buf)
+		n, _, err := remote.Read(buf)
 		if err != nil {
 			m.ForwardedPackets.Add(float64(pendingPkts))
 			m.ForwardedBytes.Add(float64(pendBts))

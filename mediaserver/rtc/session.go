@@ -41,6 +41,7 @@ type Session struct {
 	senders    map[*Feed]*webrtc.RTPSender
 	idle       map[webrtc.RTPCodecType][]*webrtc.RTPSender // WHEP senders whose feed ended
 	onClose    []func(reason string)
+	announced  map[string]*Feed // by mid, WHIP feeds published at answer time
 }
 
 // RoomName is the room the session belongs to.
@@ -127,19 +128,66 @@ func (s *Session) onICEState(st webrtc.ICEConnectionState) {
 
 // onTrack publishes a remote track into the room and forwards its RTP until
 // the track ends. It runs on the goroutine pion starts for the track.
-func (s *Session) onTrack(remote *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+func (s *Session) onTrack(remote *webrtc.TrackRemote, receiver *webrtc.RTPReceiver) {
 	if s.Kind == KindWHEP || s.closed.Load() {
 		return
 	}
-	local, err := webrtc.NewTrackLocalStaticRTP(remote.Codec().RTPCodecCapability, remote.ID(), "room-"+s.ID[:8])
-	if err != nil {
-		s.log.Warn("create forwarding track", "err", err)
-		return
+	// A feed announced at answer time (announceFeeds) is used when its
+	// codec is what actually arrives.
+	s.mu.Lock()
+	f := s.announced[receiverMid(s.pc, receiver)]
+	s.mu.Unlock()
+	if f != nil && f.local.Codec().MimeType != remote.Codec().MimeType {
+		s.room.unpublish(f)
+		f = nil
 	}
-	f := &Feed{ID: s.ID + "/" + remote.ID(), Kind: remote.Kind(), publisher: s, remote: remote, local: local}
-	s.room.publish(f)
+	if f == nil {
+		local, err := webrtc.NewTrackLocalStaticRTP(remote.Codec().RTPCodecCapability, remote.ID(), "room-"+s.ID[:8])
+		if err != nil {
+			s.log.Warn("create forwarding track", "err", err)
+			return
+		}
+		f = &Feed{ID: s.ID + "/" + remote.ID(), Kind: remote.Kind(), publisher: s, local: local}
+		s.room.publish(f)
+	}
 	defer s.room.unpublish(f)
-	f.forward(s.engine.metrics)
+	f.forward(s.engine.metrics, remote)
+}
+
+func receiverMid(pc *webrtc.PeerConnection, r *webrtc.RTPReceiver) string {
+	for _, t := range pc.GetTransceivers() {
+		if t.Receiver() == r {
+			return t.Mid()
+		}
+	}
+	return ""
+}
+
+// announceFeeds publishes a WHIP session's tracks into the room as soon as
+// they are negotiated, before their first packet, so that a WHEP viewer
+// arriving at once gets audio and video even though it cannot renegotiate.
+func (s *Session) announceFeeds() {
+	for _, t := range s.pc.GetTransceivers() {
+		if t.Direction() != webrtc.RTPTransceiverDirectionRecvonly || t.Mid() == "" {
+			continue
+		}
+		codecs := t.Receiver().GetParameters().Codecs
+		if len(codecs) == 0 {
+			continue
+		}
+		local, err := webrtc.NewTrackLocalStaticRTP(codecs[0].RTPCodecCapability, t.Kind().String()+"-"+t.Mid(), "room-"+s.ID[:8])
+		if err != nil {
+			continue
+		}
+		f := &Feed{ID: s.ID + "/" + t.Mid(), Kind: t.Kind(), publisher: s, local: local}
+		s.mu.Lock()
+		if s.announced == nil {
+			s.announced = map[string]*Feed{}
+		}
+		s.announced[t.Mid()] = f
+		s.mu.Unlock()
+		s.room.publish(f)
+	}
 }
 
 // answer applies a remote offer, runs attach (if any) and returns the

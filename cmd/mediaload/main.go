@@ -1,0 +1,398 @@
+// Command mediaload is a load generator for any mediafleet endpoint, built on
+// pion clients: it ramps WHIP publishers, WHEP viewers and WebSocket room
+// participants at a set rate, sends synthetic RTP, and reports setup rate,
+// time to connected, forwarded packets and bytes, loss, and (from the
+// server's /status and /metrics) goroutines and memory per session. It is
+// bounded in sessions and time and stops by itself.
+//
+//	mediaload -url http://127.0.0.1:8080 -admin http://127.0.0.1:9090 \
+//	    -publishers 5 -viewers 4 -ws 6 -rate 20 -duration 30s -json out.json
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"os/signal"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/mediafleet/mediafleet/mediaserver/client"
+	"github.com/mediafleet/mediafleet/mediaserver/statusapi"
+)
+
+const (
+	maxSessions = 5000
+	maxDuration = 10 * time.Minute
+)
+
+type options struct {
+	url, admin, token, room, jsonOut string
+	publishers, viewers, ws, wsRoom  int
+	rate                             float64
+	duration                         time.Duration
+	pps, payload                     int
+}
+
+// Summary is the final report (also written as JSON).
+type Summary struct {
+	Target           string         `json:"target"`
+	Requested        int            `json:"requested"`
+	Connected        int            `json:"connected"`
+	Failed           int            `json:"failed"`
+	FailureReasons   map[string]int `json:"failureReasons,omitempty"`
+	SetupRate        float64        `json:"setupPerSecond"`
+	TimeToConnected  Percentiles    `json:"timeToConnectedMs"`
+	MediaSeconds     float64        `json:"mediaSeconds"`
+	ReceivedPackets  uint64         `json:"receivedPackets"`
+	ReceivedPPS      float64        `json:"receivedPacketsPerSecond"`
+	ReceivedBps      float64        `json:"receivedBytesPerSecond"`
+	ExpectedPackets  uint64         `json:"expectedPackets"`
+	LossPercent      float64        `json:"lossPercent"`
+	ServerSessions   int            `json:"serverSessions,omitempty"`
+	ServerGoroutines int            `json:"serverGoroutines,omitempty"`
+	GoroutinesPerSes float64        `json:"serverGoroutinesPerSession,omitempty"`
+	ServerHeapBytes  float64        `json:"serverHeapBytes,omitempty"`
+	HeapPerSession   float64        `json:"serverHeapBytesPerSession,omitempty"`
+}
+
+// Percentiles of a latency distribution, in milliseconds.
+type Percentiles struct {
+	P50 float64 `json:"p50"`
+	P90 float64 `json:"p90"`
+	P99 float64 `json:"p99"`
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.url, "url", "http://127.0.0.1:8080", "signalling base URL of a mediaserver or a MediaService's Service")
+	flag.StringVar(&o.admin, "admin", "", "admin base URL of the same server, for /status and /metrics (optional)")
+	flag.StringVar(&o.token, "token", "", "bearer token, when the server wants one")
+	flag.StringVar(&o.room, "room", "load", "room name prefix")
+	flag.IntVar(&o.publishers, "publishers", 1, "WHIP publishers, one room each")
+	flag.IntVar(&o.viewers, "viewers", 1, "WHEP viewers per publisher")
+	flag.IntVar(&o.ws, "ws", 0, "WebSocket participants (each publishes and receives)")
+	flag.IntVar(&o.wsRoom, "ws-room-size", 3, "WebSocket participants per room")
+	flag.Float64Var(&o.rate, "rate", 10, "sessions opened per second")
+	flag.DurationVar(&o.duration, "duration", 20*time.Second, "how long media flows once every session is up (at most 10m)")
+	flag.IntVar(&o.pps, "pps", 200, "video packets per second per publisher")
+	flag.IntVar(&o.payload, "payload", 1000, "bytes per video packet")
+	flag.StringVar(&o.jsonOut, "json", "", "also write the summary as JSON to this file (- for stdout)")
+	flag.Parse()
+	if err := o.validate(); err != nil {
+		fmt.Fprintln(os.Stderr, "mediaload:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	sum, err := run(ctx, o)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "mediaload:", err)
+		os.Exit(1)
+	}
+	printSummary(sum)
+	if o.jsonOut != "" {
+		raw, _ := json.MarshalIndent(sum, "", "  ")
+		if o.jsonOut == "-" {
+			fmt.Println(string(raw))
+		} else if err := os.WriteFile(o.jsonOut, raw, 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, "mediaload:", err)
+			os.Exit(1)
+		}
+	}
+	if sum.Connected == 0 {
+		os.Exit(1)
+	}
+}
+
+func (o *options) validate() error {
+	total := o.publishers*(1+o.viewers) + o.ws
+	switch {
+	case total <= 0:
+		return errors.New("nothing to do: set -publishers and/or -ws")
+	case total > maxSessions:
+		return fmt.Errorf("%d sessions requested; at most %d", total, maxSessions)
+	case o.duration <= 0 || o.duration > maxDuration:
+		return fmt.Errorf("-duration must be within (0, %s]", maxDuration)
+	case o.rate <= 0:
+		return errors.New("-rate must be positive")
+	case o.pps <= 0 || o.pps > 5000 || o.payload < 16 || o.payload > 1200:
+		return errors.New("-pps must be 1..5000 and -payload 16..1200")
+	case o.wsRoom < 2:
+		return errors.New("-ws-room-size must be at least 2")
+	}
+	return nil
+}
+
+type result struct {
+	setup time.Duration
+	err   error
+}
+
+func run(ctx context.Context, o options) (Summary, error) {
+	api, err := client.NewAPI()
+	if err != nil {
+		return Summary{}, err
+	}
+	copts := client.Options{API: api, Token: o.token, HTTP: &http.Client{Timeout: 30 * time.Second}}
+	sum := Summary{Target: o.url, Requested: o.publishers*(1+o.viewers) + o.ws, FailureReasons: map[string]int{}}
+
+	var (
+		mu       sync.Mutex
+		results  []result
+		pubs     []*client.Session
+		views    []*client.Session
+		parts    []*client.Participant
+		started  atomic.Int64
+		finished atomic.Int64
+	)
+	record := func(setup time.Duration, err error) {
+		mu.Lock()
+		results = append(results, result{setup, err})
+		mu.Unlock()
+		finished.Add(1)
+	}
+	defer func() {
+		for _, s := range append(pubs, views...) {
+			_, _ = s.Delete(context.Background())
+			_ = s.Close()
+		}
+		for _, p := range parts {
+			_ = p.Leave()
+			_ = p.Close()
+		}
+	}()
+
+	// Progress once a second on stderr.
+	progressDone := make(chan struct{})
+	go func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-progressDone:
+				return
+			case <-t.C:
+				var pkts uint64
+				mu.Lock()
+				for _, v := range views {
+					pkts += v.Received.Packets.Load()
+				}
+				for _, p := range parts {
+					pkts += p.Received.Packets.Load()
+				}
+				mu.Unlock()
+				fmt.Fprintf(os.Stderr, "[mediaload] started %d/%d, finished %d, packets received %d\n", started.Load(), sum.Requested, finished.Load(), pkts)
+			}
+		}
+	}()
+	defer close(progressDone)
+
+	var idle Summary
+	if o.admin != "" {
+		serverFootprint(o.admin, &idle, 0, 0) // before any session of ours
+	}
+	interval := time.Duration(float64(time.Second) / o.rate)
+	pace := time.NewTicker(interval)
+	defer pace.Stop()
+	wait := func() bool {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-pace.C:
+			started.Add(1)
+			return true
+		}
+	}
+	var wg sync.WaitGroup
+	rampStart := time.Now()
+	// Publishers first (viewers need a feed), then their viewers, then rooms.
+	for i := 0; i < o.publishers && wait(); i++ {
+		room := fmt.Sprintf("%s-%d", o.room, i)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t0 := time.Now()
+			s, err := client.Publish(ctx, o.url, room, copts)
+			if err == nil {
+				err = client.WaitConnected(ctx, s.PC)
+				mu.Lock()
+				pubs = append(pubs, s)
+				mu.Unlock()
+				s.SendRTP(o.pps, o.payload)
+			}
+			record(time.Since(t0), err)
+		}()
+	}
+	wg.Wait()
+	time.Sleep(500 * time.Millisecond) // first RTP makes the feeds
+	for i := 0; i < o.publishers*o.viewers && wait(); i++ {
+		room := fmt.Sprintf("%s-%d", o.room, i%o.publishers)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t0 := time.Now()
+			s, err := client.Play(ctx, o.url, room, copts)
+			if err == nil {
+				err = client.WaitConnected(ctx, s.PC)
+				mu.Lock()
+				views = append(views, s)
+				mu.Unlock()
+			}
+			record(time.Since(t0), err)
+		}()
+	}
+	wsURL := "ws" + strings.TrimPrefix(o.url, "http") + "/ws"
+	for i := 0; i < o.ws && wait(); i++ {
+		room := fmt.Sprintf("%s-ws-%d", o.room, i/o.wsRoom)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t0 := time.Now()
+			p, err := client.Join(ctx, wsURL, room, true, copts)
+			if err == nil {
+				err = client.WaitConnected(ctx, p.PC)
+				mu.Lock()
+				parts = append(parts, p)
+				mu.Unlock()
+				p.SendRTP(o.pps, o.payload)
+			}
+			record(time.Since(t0), err)
+		}()
+	}
+	wg.Wait()
+	rampTook := time.Since(rampStart)
+
+	// Media window.
+	count := func() (recvPkts, recvBytes, sent uint64) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, v := range views {
+			recvPkts += v.Received.Packets.Load()
+			recvBytes += v.Received.Bytes.Load()
+		}
+		for _, p := range parts {
+			recvPkts += p.Received.Packets.Load()
+			recvBytes += p.Received.Bytes.Load()
+		}
+		for _, s := range pubs {
+			sent += s.Sent.Load() * uint64(o.viewers)
+		}
+		for _, p := range parts {
+			sent += p.Sent.Load() * uint64(o.wsRoom-1)
+		}
+		return
+	}
+	p0, b0, s0 := count()
+	t0 := time.Now()
+	select {
+	case <-ctx.Done():
+	case <-time.After(o.duration):
+	}
+	p1, b1, s1 := count()
+	el := time.Since(t0).Seconds()
+	// Synthetic audio rides along with WHIP publishers (50 packets/s to
+	// each viewer); take it out so loss compares video with video.
+	audio := uint64(float64(len(views)) * 50 * el)
+	sum.MediaSeconds = el
+	sum.ReceivedPackets = p1 - p0
+	sum.ReceivedPPS = float64(p1-p0) / el
+	sum.ReceivedBps = float64(b1-b0) / el
+	sum.ExpectedPackets = s1 - s0
+	if exp := float64(s1 - s0); exp > 0 {
+		got := float64(p1-p0) - float64(min(audio, p1-p0))
+		sum.LossPercent = max(0, 100*(1-got/exp))
+	}
+
+	var lat []time.Duration
+	for _, r := range results {
+		if r.err != nil {
+			sum.Failed++
+			sum.FailureReasons[reason(r.err)]++
+			continue
+		}
+		sum.Connected++
+		lat = append(lat, r.setup)
+	}
+	sum.SetupRate = float64(sum.Connected) / rampTook.Seconds()
+	sum.TimeToConnected = percentiles(lat)
+	if o.admin != "" {
+		serverFootprint(o.admin, &sum, idle.ServerGoroutines, idle.ServerHeapBytes)
+	}
+	return sum, nil
+}
+
+func reason(err error) string {
+	var he *client.HTTPError
+	if errors.As(err, &he) {
+		return "HTTP " + strconv.Itoa(he.Status)
+	}
+	s := err.Error()
+	if i := strings.IndexByte(s, ':'); i > 0 {
+		s = s[:i]
+	}
+	return s
+}
+
+func percentiles(d []time.Duration) Percentiles {
+	if len(d) == 0 {
+		return Percentiles{}
+	}
+	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+	at := func(p float64) float64 { return float64(d[int(p*float64(len(d)-1))].Microseconds()) / 1000 }
+	return Percentiles{P50: at(0.5), P90: at(0.9), P99: at(0.99)}
+}
+
+// serverFootprint reads the server's own view of the load; per-session
+// figures are over the idle goroutines and heap read before the ramp.
+func serverFootprint(admin string, sum *Summary, idleGoroutines int, idleHeap float64) {
+	c := &http.Client{Timeout: 5 * time.Second}
+	if resp, err := c.Get(admin + statusapi.Path); err == nil {
+		var st statusapi.Report
+		if json.NewDecoder(resp.Body).Decode(&st) == nil {
+			sum.ServerSessions, sum.ServerGoroutines = st.Sessions.Active, st.Goroutines.Current
+			if st.Sessions.Active > 0 && idleGoroutines > 0 {
+				sum.GoroutinesPerSes = float64(st.Goroutines.Current-idleGoroutines) / float64(st.Sessions.Active)
+			}
+		}
+		resp.Body.Close()
+	}
+	if resp, err := c.Get(admin + "/metrics"); err == nil {
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			if v, ok := strings.CutPrefix(sc.Text(), "media_memory_usage_bytes "); ok {
+				sum.ServerHeapBytes, _ = strconv.ParseFloat(v, 64)
+			}
+		}
+		resp.Body.Close()
+		if sum.ServerSessions > 0 && idleHeap > 0 {
+			sum.HeapPerSession = (sum.ServerHeapBytes - idleHeap) / float64(sum.ServerSessions)
+		}
+	}
+}
+
+func printSummary(s Summary) {
+	fmt.Printf("target            %s\n", s.Target)
+	fmt.Printf("sessions          %d connected, %d failed of %d\n", s.Connected, s.Failed, s.Requested)
+	for r, n := range s.FailureReasons {
+		fmt.Printf("  failed          %d × %s\n", n, r)
+	}
+	fmt.Printf("setup rate        %.1f sessions/s\n", s.SetupRate)
+	fmt.Printf("time to connected p50 %.1f ms, p90 %.1f ms, p99 %.1f ms\n", s.TimeToConnected.P50, s.TimeToConnected.P90, s.TimeToConnected.P99)
+	fmt.Printf("received          %.0f packets/s, %.0f bytes/s over %.1f s\n", s.ReceivedPPS, s.ReceivedBps, s.MediaSeconds)
+	fmt.Printf("loss (video)      %.2f %% of %d expected packets\n", s.LossPercent, s.ExpectedPackets)
+	if s.ServerSessions > 0 {
+		fmt.Printf("server            %d sessions, %d goroutines (%.1f per session over idle), heap in use %.1f MiB (%.0f KiB per session over idle, without GC)\n",
+			s.ServerSessions, s.ServerGoroutines, s.GoroutinesPerSes, s.ServerHeapBytes/(1<<20), s.HeapPerSession/1024)
+	}
+}

@@ -73,13 +73,14 @@ test-short: ## Run the unit tests only (no API server, no media).
 	$(GO) test -short -count=1 ./...
 
 .PHONY: bench
-bench: ## Run the mediaserver benchmarks (registry, session setup, footprint).
+bench: ## Run the mediaserver benchmarks (registry, setup, footprint, forwarding, HTTP, leak sampling).
 	$(GO) test -run '^$$' -bench . -benchmem -cpu 1,2,8 ./mediaserver/registry/
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime 30x ./mediaserver/bench/
+	$(GO) test -run '^$$' -bench 'SessionSetup|Footprint' -benchtime 30x ./mediaserver/bench/
+	$(GO) test -run '^$$' -bench 'Forwarding|HTTPEndpoints' -benchtime 1x -timeout 20m ./mediaserver/bench/
 	$(GO) test -run '^$$' -bench . -benchmem ./mediaserver/leak/
 
 .PHONY: bench-operator
-bench-operator: manifests ## Measure observing 1,000 media pods (envtest + real mediaservers, about 2 minutes).
+bench-operator: manifests ## Operator at scale: 1,000 MediaServices and observing 1,000 pods (envtest, about 5 minutes).
 	KUBEBUILDER_ASSETS="$${KUBEBUILDER_ASSETS:-$$(hack/controlplane.sh)}" $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 20m ./controllers/benchmarks/
 
 .PHONY: fuzz
@@ -90,9 +91,14 @@ fuzz: ## Fuzz the signalling decoders for 30s each.
 ##@ Build
 
 .PHONY: build
-build: manifests generate fmt vet ## Build the manager and mediaserver binaries into bin/.
+build: manifests generate fmt vet ## Build the manager, mediaserver and mediaload binaries into bin/.
 	CGO_ENABLED=0 $(GO) build -o $(LOCALBIN)/manager ./cmd/manager
 	CGO_ENABLED=0 $(GO) build -o $(LOCALBIN)/mediaserver ./cmd/mediaserver
+	CGO_ENABLED=0 $(GO) build -o $(LOCALBIN)/mediaload ./cmd/mediaload
+
+.PHONY: load
+load: ## Run mediaload against a local mediaserver it starts (20 publishers × 4 viewers + 12 room participants, 30 s).
+	hack/load.sh
 
 .PHONY: run
 run: manifests generate fmt vet ## Run the operator against the cluster in ~/.kube/config.

@@ -59,6 +59,7 @@ type Summary struct {
 	ReceivedBps      float64        `json:"receivedBytesPerSecond"`
 	ExpectedPackets  uint64         `json:"expectedPackets"`
 	LossPercent      float64        `json:"lossPercent"`
+	JitterMsMax      float64        `json:"jitterMsMax"`
 	ServerSessions   int            `json:"serverSessions,omitempty"`
 	ServerGoroutines int            `json:"serverGoroutines,omitempty"`
 	GoroutinesPerSes float64        `json:"serverGoroutinesPerSession,omitempty"`
@@ -305,6 +306,14 @@ func run(ctx context.Context, o options) (Summary, error) {
 	// each viewer); take it out so loss compares video with video.
 	audio := uint64(float64(len(views)) * 50 * el)
 	sum.MediaSeconds = el
+	mu.Lock()
+	for _, v := range views {
+		sum.JitterMsMax = max(sum.JitterMsMax, v.Received.JitterMs())
+	}
+	for _, p := range parts {
+		sum.JitterMsMax = max(sum.JitterMsMax, p.Received.JitterMs())
+	}
+	mu.Unlock()
 	sum.ReceivedPackets = p1 - p0
 	sum.ReceivedPPS = float64(p1-p0) / el
 	sum.ReceivedBps = float64(b1-b0) / el
@@ -391,6 +400,7 @@ func printSummary(s Summary) {
 	fmt.Printf("time to connected p50 %.1f ms, p90 %.1f ms, p99 %.1f ms\n", s.TimeToConnected.P50, s.TimeToConnected.P90, s.TimeToConnected.P99)
 	fmt.Printf("received          %.0f packets/s, %.0f bytes/s over %.1f s\n", s.ReceivedPPS, s.ReceivedBps, s.MediaSeconds)
 	fmt.Printf("loss (video)      %.2f %% of %d expected packets\n", s.LossPercent, s.ExpectedPackets)
+	fmt.Printf("jitter            %.2f ms (worst track, RFC 3550)\n", s.JitterMsMax)
 	if s.ServerSessions > 0 {
 		fmt.Printf("server            %d sessions, %d goroutines (%.1f per session over idle), heap in use %.1f MiB (%.0f KiB per session over idle, without GC)\n",
 			s.ServerSessions, s.ServerGoroutines, s.GoroutinesPerSes, s.ServerHeapBytes/(1<<20), s.HeapPerSession/1024)

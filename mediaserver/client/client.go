@@ -80,7 +80,13 @@ type Counter struct {
 	Tracks  atomic.Int32
 	first   sync.Once
 	firstAt atomic.Int64
+	// jitterMicros is the largest RFC 3550 interarrival jitter of the
+	// counted tracks, in microseconds.
+	jitterMicros atomic.Int64
 }
+
+// JitterMs is the largest interarrival jitter (RFC 3550) over the tracks.
+func (c *Counter) JitterMs() float64 { return float64(c.jitterMicros.Load()) / 1000 }
 
 // FirstPacket is when the first packet arrived (zero if none).
 func (c *Counter) FirstPacket() time.Time {
@@ -94,6 +100,17 @@ func (c *Counter) FirstPacket() time.Time {
 func (c *Counter) consume(t *webrtc.TrackRemote) {
 	c.Tracks.Add(1)
 	buf := make([]byte, 1500)
+	clock := float64(t.Codec().ClockRate)
+	if clock == 0 {
+		clock = 90000
+	}
+	var (
+		pkt         rtp.Packet
+		jitter      float64 // in timestamp units
+		lastTransit float64
+		have        bool
+		start       = time.Now()
+	)
 	for {
 		n, _, err := t.Read(buf)
 		if err != nil {
@@ -102,6 +119,24 @@ func (c *Counter) consume(t *webrtc.TrackRemote) {
 		c.first.Do(func() { c.firstAt.Store(time.Now().UnixNano()) })
 		c.Packets.Add(1)
 		c.Bytes.Add(uint64(n))
+		if pkt.Unmarshal(buf[:n]) != nil {
+			continue
+		}
+		arrival := time.Since(start).Seconds() * clock
+		transit := arrival - float64(pkt.Timestamp)
+		if have {
+			d := transit - lastTransit
+			if d < 0 {
+				d = -d
+			}
+			if d < clock { // ignore timestamp jumps (new source, wrap)
+				jitter += (d - jitter) / 16
+			}
+		}
+		lastTransit, have = transit, true
+		if us := int64(jitter / clock * 1e6); us > c.jitterMicros.Load() {
+			c.jitterMicros.Store(us)
+		}
 	}
 }
 

@@ -201,9 +201,16 @@ func (s *Server) adminHandler() http.Handler {
 	return signal.Instrument(s.metrics, mux)
 }
 
-// Report is the /status document.
+// Report is the /status document. It reads the goroutine count (cheap) but
+// not memory statistics (a stop-the-world; the sampler does that).
 func (s *Server) Report() statusapi.Report {
-	g := s.sampleOnce()
+	g := runtime.NumGoroutine()
+	for {
+		old := s.maxGoroutines.Load()
+		if int64(g) <= old || s.maxGoroutines.CompareAndSwap(old, int64(g)) {
+			break
+		}
+	}
 	ls := s.leak.State()
 	draining := s.engine.Draining()
 	return statusapi.Report{

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -71,14 +72,48 @@ func applyChild[T client.Object](ctx context.Context, r *MediaServiceReconciler,
 	if err := r.Apply(ctx, desired, client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
 		return fmt.Errorf("apply %s %s: %w", kind, key.Name, err)
 	}
-	// The action names the kind so that the events API does not fold
-	// different children into one series.
-	if found {
-		r.Recorder.Eventf(ms, nil, corev1.EventTypeNormal, ReasonUpdated, "Update"+kind, "Updated %s %s", kind, key.Name)
-	} else {
-		r.Recorder.Eventf(ms, nil, corev1.EventTypeNormal, ReasonCreated, "Create"+kind, "Created %s %s", kind, key.Name)
-	}
+	recordApplied(ctx, r, ms, found, kind, key.Name)
 	return nil
+}
+
+// appliedLog gathers what one reconcile created or updated, so that it
+// becomes one Event (per verb) instead of one per child.
+type appliedLog struct {
+	created, updated []string
+}
+
+type appliedLogKey struct{}
+
+func withAppliedLog(ctx context.Context) (context.Context, *appliedLog) {
+	l := &appliedLog{}
+	return context.WithValue(ctx, appliedLogKey{}, l), l
+}
+
+func recordApplied(ctx context.Context, r *MediaServiceReconciler, ms *mediav1alpha1.MediaService, existed bool, kind, name string) {
+	what := kind + " " + name
+	if l, ok := ctx.Value(appliedLogKey{}).(*appliedLog); ok {
+		if existed {
+			l.updated = append(l.updated, what)
+		} else {
+			l.created = append(l.created, what)
+		}
+		return
+	}
+	if existed {
+		r.Recorder.Eventf(ms, nil, corev1.EventTypeNormal, ReasonUpdated, "Update", "Updated %s", what)
+	} else {
+		r.Recorder.Eventf(ms, nil, corev1.EventTypeNormal, ReasonCreated, "Create", "Created %s", what)
+	}
+}
+
+// emit sends the gathered Events.
+func (l *appliedLog) emit(r *MediaServiceReconciler, ms *mediav1alpha1.MediaService) {
+	if len(l.created) > 0 {
+		r.Recorder.Eventf(ms, nil, corev1.EventTypeNormal, ReasonCreated, "Create", "Created %s", strings.Join(l.created, "; Created "))
+	}
+	if len(l.updated) > 0 {
+		r.Recorder.Eventf(ms, nil, corev1.EventTypeNormal, ReasonUpdated, "Update", "Updated %s", strings.Join(l.updated, "; Updated "))
+	}
 }
 
 // sameApply compares two apply configurations by their JSON form.

@@ -17,6 +17,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -75,8 +76,10 @@ func (r *MediaServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	}
 	before := ms.Status.DeepCopy()
 	var monitoringCond *metav1.Condition
+	ctx, applied := withAppliedLog(ctx)
 
 	defer func() {
+		applied.emit(r, ms)
 		if monitoringCond != nil {
 			meta.SetStatusCondition(&ms.Status.Conditions, *monitoringCond)
 		}
@@ -135,6 +138,13 @@ func (r *MediaServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		}
 	}
 	return result, nil
+}
+
+func (r *MediaServiceReconciler) concurrency() int {
+	if r.Options.MaxConcurrentReconciles > 0 {
+		return r.Options.MaxConcurrentReconciles
+	}
+	return 4
 }
 
 func requeueSooner(res ctrl.Result, d time.Duration) ctrl.Result {
@@ -273,6 +283,7 @@ func (r *MediaServiceReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(r.nodeToMediaServices),
 			builder.WithPredicates(nodeAddressesChanged())).
 		Named("mediaservice").
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.concurrency()}).
 		Build(r)
 	if err != nil {
 		return err

@@ -191,11 +191,7 @@ func (r *MediaServiceReconciler) applyTyped(ctx context.Context, ms *mediav1alph
 	if err := r.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
 		return fmt.Errorf("apply %s %s: %w", kind, desired.GetName(), err)
 	}
-	verb, reason := "Updated", ReasonUpdated
-	if !found {
-		verb, reason = "Created", ReasonCreated
-	}
-	r.Recorder.Eventf(ms, nil, corev1.EventTypeNormal, reason, verb+kind, "%s %s %s", verb, kind, desired.GetName())
+	recordApplied(ctx, r, ms, found, kind, desired.GetName())
 	return nil
 }
 

@@ -13,4 +13,7 @@ type Options struct {
 	// MonitoringRecheck is how often missing Prometheus Operator CRDs are
 	// looked for again (default 30s).
 	MonitoringRecheck time.Duration
+	// MaxConcurrentReconciles is how many MediaServices reconcile at once
+	// (default 4).
+	MaxConcurrentReconciles int
 }

@@ -27,6 +27,10 @@ func main() {
 		mediaserverImage string
 		observe          controllers.ObserverOptions
 	)
+	var concurrency int
+	var qps float64
+	flag.IntVar(&concurrency, "max-concurrent-reconciles", 4, "How many MediaServices reconcile at once.")
+	flag.Float64Var(&qps, "kube-api-qps", 50, "Client-side limit of API requests per second (burst: twice this).")
 	flag.DurationVar(&observe.Interval, "observe-interval", 10*time.Second, "How often every media pod's /status is read.")
 	flag.IntVar(&observe.Concurrency, "observe-concurrency", 32, "Most /status requests in flight at once.")
 	flag.DurationVar(&observe.Timeout, "observe-timeout", 2*time.Second, "Timeout of one /status request.")
@@ -46,6 +50,7 @@ func main() {
 	utilruntime.Must(monitoringv1.AddToScheme(scheme))
 
 	cfg := ctrl.GetConfigOrDie()
+	cfg.QPS, cfg.Burst = float32(qps), int(2*qps)
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 scheme,
 		Metrics:                metricsserver.Options{BindAddress: metricsAddr},
@@ -61,7 +66,7 @@ func main() {
 	r := &controllers.MediaServiceReconciler{
 		Client:   mgr.GetClient(),
 		Recorder: mgr.GetEventRecorder("mediafleet"),
-		Options:  controllers.Options{MediaserverImage: mediaserverImage},
+		Options:  controllers.Options{MediaserverImage: mediaserverImage, MaxConcurrentReconciles: concurrency},
 		Observer: controllers.NewObserver(mgr.GetClient(), observe),
 	}
 	if err := r.SetupWithManager(mgr); err != nil {

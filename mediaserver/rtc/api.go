@@ -15,19 +15,38 @@ import (
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
+	"github.com/pion/interceptor/pkg/nack"
+	"github.com/pion/interceptor/pkg/report"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/mediafleet/mediafleet/mediaserver/config"
 )
 
-// NewAPI builds the webrtc.API once from configuration. The returned closer
-// releases the shared UDP mux socket, if any.
+// APIs are the webrtc.APIs of one process, built once from configuration
+// and sharing its ICE sockets. They differ only in interceptors, so that a
+// session runs just the loops its direction needs: publishers receive
+// (NACK generator, receiver reports), viewers send (NACK responder, sender
+// reports), WebSocket participants do both.
+type APIs struct {
+	Publish, Subscribe, Full *webrtc.API
+}
+
+// NewAPI builds the full API (both directions); see NewAPIs.
+func NewAPI(cfg *config.Config) (*webrtc.API, io.Closer, error) {
+	apis, closer, err := NewAPIs(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return apis.Full, closer, nil
+}
+
+// NewAPIs builds the process's APIs. The returned closer releases the shared
+// UDP mux socket, if any.
 //
 // Per-session cost is kept low: mDNS is off (no multicast goroutines),
-// only UDP4 is gathered, and the interceptors are the ones an SFU needs
-// (NACK both ways, RTCP sender/receiver reports), without TWCC or the stats
-// interceptor.
-func NewAPI(cfg *config.Config) (*webrtc.API, io.Closer, error) {
+// only UDP4 is gathered, no TWCC or stats interceptor, and interceptors by
+// direction (see APIs).
+func NewAPIs(cfg *config.Config) (APIs, io.Closer, error) {
 	se := webrtc.SettingEngine{}
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
@@ -47,25 +66,25 @@ func NewAPI(cfg *config.Config) (*webrtc.API, io.Closer, error) {
 		ip := net.IPv4zero
 		if cfg.ListenHost != "" {
 			if ip = net.ParseIP(cfg.ListenHost); ip == nil {
-				return nil, nil, fmt.Errorf("listen host %q is not an IP", cfg.ListenHost)
+				return APIs{}, nil, fmt.Errorf("listen host %q is not an IP", cfg.ListenHost)
 			}
 		}
 		conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: ip, Port: cfg.UDPMuxPort})
 		if err != nil {
-			return nil, nil, fmt.Errorf("ICE_UDP_MUX_PORT %d: %w", cfg.UDPMuxPort, err)
+			return APIs{}, nil, fmt.Errorf("ICE_UDP_MUX_PORT %d: %w", cfg.UDPMuxPort, err)
 		}
 		mux := webrtc.NewICEUDPMux(nil, conn)
 		se.SetICEUDPMux(mux)
 		closer = closerFunc(func() error { return errors.Join(mux.Close(), conn.Close()) })
 	case cfg.ICEPortMin != 0:
 		if err := se.SetEphemeralUDPPortRange(uint16(cfg.ICEPortMin), uint16(cfg.ICEPortMax)); err != nil {
-			return nil, nil, fmt.Errorf("ICE_PORT_MIN/ICE_PORT_MAX: %w", err)
+			return APIs{}, nil, fmt.Errorf("ICE_PORT_MIN/ICE_PORT_MAX: %w", err)
 		}
 	}
 
 	publicIPs, err := publicAddresses(cfg)
 	if err != nil {
-		return nil, nil, err
+		return APIs{}, nil, err
 	}
 	if len(publicIPs) > 0 {
 		if err := se.SetICEAddressRewriteRules(webrtc.ICEAddressRewriteRule{
@@ -73,23 +92,58 @@ func NewAPI(cfg *config.Config) (*webrtc.API, io.Closer, error) {
 			AsCandidateType: webrtc.ICECandidateTypeHost,
 			Mode:            webrtc.ICEAddressRewriteReplace,
 		}); err != nil {
-			return nil, nil, fmt.Errorf("PUBLIC_IPS: %w", err)
+			return APIs{}, nil, fmt.Errorf("PUBLIC_IPS: %w", err)
 		}
 	}
 
-	me := &webrtc.MediaEngine{}
-	if err := me.RegisterDefaultCodecs(); err != nil {
-		return nil, nil, fmt.Errorf("register codecs: %w", err)
+	build := func(recv, send bool) (*webrtc.API, error) {
+		me := &webrtc.MediaEngine{}
+		if err := me.RegisterDefaultCodecs(); err != nil {
+			return nil, fmt.Errorf("register codecs: %w", err)
+		}
+		ir := &interceptor.Registry{}
+		// NACK feedback is negotiated either way; the generator (a loop
+		// per PeerConnection) only where media comes in, the responder
+		// only where it goes out.
+		me.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack"}, webrtc.RTPCodecTypeVideo)
+		me.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack", Parameter: "pli"}, webrtc.RTPCodecTypeVideo)
+		if recv {
+			gen, err := nack.NewGeneratorInterceptor()
+			if err != nil {
+				return nil, fmt.Errorf("NACK generator: %w", err)
+			}
+			rr, err := report.NewReceiverInterceptor()
+			if err != nil {
+				return nil, fmt.Errorf("receiver reports: %w", err)
+			}
+			ir.Add(gen)
+			ir.Add(rr)
+		}
+		if send {
+			resp, err := nack.NewResponderInterceptor()
+			if err != nil {
+				return nil, fmt.Errorf("NACK responder: %w", err)
+			}
+			sr, err := report.NewSenderInterceptor()
+			if err != nil {
+				return nil, fmt.Errorf("sender reports: %w", err)
+			}
+			ir.Add(resp)
+			ir.Add(sr)
+		}
+		return webrtc.NewAPI(webrtc.WithSettingEngine(se), webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir)), nil
 	}
-	ir := &interceptor.Registry{}
-	if err := webrtc.ConfigureNack(me, ir); err != nil {
-		return nil, nil, fmt.Errorf("configure NACK: %w", err)
+	var apis APIs
+	if apis.Publish, err = build(true, false); err != nil {
+		return APIs{}, nil, errors.Join(err, closer.Close())
 	}
-	if err := webrtc.ConfigureRTCPReports(ir); err != nil {
-		return nil, nil, fmt.Errorf("configure RTCP reports: %w", err)
+	if apis.Subscribe, err = build(false, true); err != nil {
+		return APIs{}, nil, errors.Join(err, closer.Close())
 	}
-	api := webrtc.NewAPI(webrtc.WithSettingEngine(se), webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir))
-	return api, closer, nil
+	if apis.Full, err = build(true, true); err != nil {
+		return APIs{}, nil, errors.Join(err, closer.Close())
+	}
+	return apis, closer, nil
 }
 
 // publicAddresses resolves PUBLIC_IPS, or reads PUBLIC_IP_FILE (published

@@ -41,7 +41,7 @@ const (
 
 // Engine owns the sessions and rooms of one process.
 type Engine struct {
-	api        *webrtc.API
+	apis       APIs
 	cfg        *config.Config
 	iceServers []webrtc.ICEServer
 	metrics    *metrics.Metrics
@@ -57,10 +57,10 @@ type Engine struct {
 	idle   chan struct{}
 }
 
-// NewEngine wires an engine around an API built by NewAPI.
-func NewEngine(api *webrtc.API, cfg *config.Config, m *metrics.Metrics, log *slog.Logger) *Engine {
+// NewEngine wires an engine around the APIs built by NewAPIs.
+func NewEngine(apis APIs, cfg *config.Config, m *metrics.Metrics, log *slog.Logger) *Engine {
 	return &Engine{
-		api:        api,
+		apis:       apis,
 		cfg:        cfg,
 		iceServers: ICEServers(cfg),
 		metrics:    m,
@@ -178,7 +178,14 @@ func (e *Engine) newSession(kind Kind, roomName string) (*Session, error) {
 		}
 		return nil, fmt.Errorf("register session: %w", err)
 	}
-	pc, err := e.api.NewPeerConnection(webrtc.Configuration{
+	api := e.apis.Full
+	switch kind {
+	case KindWHIP:
+		api = e.apis.Publish
+	case KindWHEP:
+		api = e.apis.Subscribe
+	}
+	pc, err := api.NewPeerConnection(webrtc.Configuration{
 		ICEServers:   e.iceServers,
 		BundlePolicy: webrtc.BundlePolicyMaxBundle,
 	})

@@ -60,7 +60,7 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	api, iceRes, err := rtc.NewAPI(&cfg)
+	apis, iceRes, err := rtc.NewAPIs(&cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -68,7 +68,7 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 	s := &Server{cfg: cfg, log: log, metrics: m, iceRes: iceRes, started: time.Now(),
 		stopSampler: make(chan struct{}), samplerDone: make(chan struct{})}
 	s.leak = leak.New(leak.Config{BaselineWindow: cfg.LeakBaselineWindow, ThresholdRatio: cfg.LeakThresholdRatio})
-	s.engine = rtc.NewEngine(api, &s.cfg, m, log)
+	s.engine = rtc.NewEngine(apis, &s.cfg, m, log)
 	s.signal = signal.New(s.engine, log)
 	page := web.Handler()
 	s.signal.Handle("GET /{$}", page)

@@ -198,8 +198,15 @@ func BenchmarkFootprintServer(b *testing.B) {
 	if out, err := exec.Command("go", "build", "-o", bin, "../../cmd/mediaserver").CombinedOutput(); err != nil {
 		b.Fatalf("build mediaserver: %v\n%s", err, out)
 	}
+	// The operator's default is one UDP mux port; a port range gives every
+	// session its own socket (and socket reader).
+	b.Run("udp-mux", func(b *testing.B) { footprintServer(b, bin, "ICE_UDP_MUX_PORT=18500") })
+	b.Run("port-range", func(b *testing.B) { footprintServer(b, bin, "ICE_PORT_MIN=40000", "ICE_PORT_MAX=44999") })
+}
+
+func footprintServer(b *testing.B, bin string, iceEnv ...string) {
 	cmd := exec.Command(bin, "-listen-host=127.0.0.1", "-port=18080", "-admin-port=19090", "-ice-loopback", "-ice-interfaces=lo", "-log-level=error")
-	cmd.Env = append(os.Environ(), "ICE_UDP_MUX_PORT=0", "MAX_SESSIONS=100000")
+	cmd.Env = append(append(os.Environ(), "MAX_SESSIONS=100000"), iceEnv...)
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}

@@ -382,3 +382,64 @@ func kick(ns, name string) {
 
 var _ = types.NamespacedName{}
 var _ = statusapi.Path
+
+func readStatus(t *testing.T, m mediaProc) statusapi.Report {
+	t.Helper()
+	resp, err := http.Get(m.adminURL(statusapi.Path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var r statusapi.Report
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// TestEnvtestMembershipDelivered: the operator delivers each MediaService's
+// member list to its pods (behind Pod objects here) and bumps the
+// generation when the list changes.
+func TestEnvtestMembershipDelivered(t *testing.T) {
+	requireEnvtest(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	ms := newMS(ns, "ring")
+	ms.Spec.Replicas = ptrTo(int32(2))
+	createMS(t, ms)
+	a, b := startMediaserver(t), startMediaserver(t)
+	mediaPod(t, ms, "ring-a", a.admin)
+	podB := mediaPod(t, ms, "ring-b", b.admin)
+
+	var gen int64
+	eventually(t, 15*time.Second, "both pods hold a list of two", func() error {
+		ra, rb := readStatus(t, a), readStatus(t, b)
+		if ra.MembershipSize != 2 || rb.MembershipSize != 2 || ra.MembershipGeneration != rb.MembershipGeneration || ra.MembershipGeneration == 0 {
+			return fmt.Errorf("a %d/%d, b %d/%d", ra.MembershipGeneration, ra.MembershipSize, rb.MembershipGeneration, rb.MembershipSize)
+		}
+		gen = ra.MembershipGeneration
+		return nil
+	})
+	// A pod leaves: the other gets a newer, shorter list.
+	if err := k8s.Delete(ctx, podB, client.GracePeriodSeconds(0)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, "remaining pod holds a newer list of one", func() error {
+		ra := readStatus(t, a)
+		if ra.MembershipSize != 1 || ra.MembershipGeneration <= gen {
+			return fmt.Errorf("a %d/%d (was %d)", ra.MembershipGeneration, ra.MembershipSize, gen)
+		}
+		return nil
+	})
+	// A stale list is refused by the pod itself.
+	body := `{"apiVersion":"status.mediafleet.io/v1","generation":1,"members":[{"name":"x","address":"198.18.0.9:8080"}]}`
+	req, _ := http.NewRequest("PUT", a.adminURL(statusapi.MembershipPath), strings.NewReader(body))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusConflict {
+		t.Errorf("stale list answered %d, want 409", resp.StatusCode)
+	}
+}

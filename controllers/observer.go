@@ -52,6 +52,8 @@ type Observer struct {
 
 	mu   sync.RWMutex
 	pods map[types.NamespacedName]Observation
+
+	membership membershipState
 }
 
 // NewObserver returns an observer over the manager's cache.
@@ -156,6 +158,7 @@ func (o *Observer) ObserveOnce(ctx context.Context) {
 		}
 	}
 	o.mu.Unlock()
+	o.deliverMembership(ctx, pods.Items)
 	for ms := range changed {
 		obj := &mediav1alpha1.MediaService{}
 		obj.Namespace, obj.Name = ms.Namespace, ms.Name

@@ -147,3 +147,32 @@ func scrape(t *testing.T, s *Server) map[string]*dto.MetricFamily {
 	}
 	return fams
 }
+
+// TestMembershipEndpoint: the admin port takes the operator's member list,
+// refuses a stale or malformed one, and reports the generation in /status.
+func TestMembershipEndpoint(t *testing.T) {
+	leakCheckFirst(t)
+	s := testServer(t, nil)
+	put := func(body string) int {
+		code, _, _ := do(t, "PUT", s.AdminURL()+"/membership", "application/json", body, nil)
+		return code
+	}
+	list := func(gen int) string {
+		return fmt.Sprintf(`{"apiVersion":"status.mediafleet.io/v1","generation":%d,"members":[{"name":"a","address":"198.18.0.1:8080","ready":true},{"name":"b","address":"198.18.0.2:8080","ready":true}]}`, gen)
+	}
+	if code := put(list(100)); code != http.StatusNoContent {
+		t.Fatalf("first list: %d", code)
+	}
+	if code := put(list(99)); code != http.StatusConflict {
+		t.Errorf("stale list: %d, want 409", code)
+	}
+	if code := put(`{"apiVersion":"status.mediafleet.io/v1","generation":101,"members":[{"name":"a"}]}`); code != http.StatusBadRequest {
+		t.Errorf("member without address: %d, want 400", code)
+	}
+	if code := put(`not json`); code != http.StatusBadRequest {
+		t.Errorf("garbage: %d, want 400", code)
+	}
+	if st := getStatus(t, s); st.MembershipGeneration != 100 || st.MembershipSize != 2 {
+		t.Errorf("status membership %d/%d, want 100/2", st.MembershipGeneration, st.MembershipSize)
+	}
+}

@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/mediafleet/mediafleet/mediaserver/config"
+	"github.com/mediafleet/mediafleet/mediaserver/fleet"
 	"github.com/mediafleet/mediafleet/mediaserver/leak"
 	"github.com/mediafleet/mediafleet/mediaserver/metrics"
 	"github.com/mediafleet/mediafleet/mediaserver/rtc"
@@ -48,6 +49,7 @@ type Server struct {
 	publicLn, adminLn net.Listener
 
 	maxGoroutines atomic.Int64
+	members       fleet.Members
 	leak          *leak.Detector
 	leakSuspected bool
 	drainOnce     sync.Once
@@ -192,6 +194,7 @@ func (s *Server) adminHandler() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(s.Report())
 	})
+	mux.HandleFunc("PUT "+statusapi.MembershipPath, s.putMembership)
 	faultRoutes(mux)
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
@@ -212,6 +215,7 @@ func (s *Server) Report() statusapi.Report {
 		}
 	}
 	ls := s.leak.State()
+	mb := s.members.Current()
 	draining := s.engine.Draining()
 	return statusapi.Report{
 		APIVersion:    statusapi.APIVersion,
@@ -229,7 +233,31 @@ func (s *Server) Report() statusapi.Report {
 		},
 		Goroutines: statusapi.Goroutines{Current: g, Baseline: ls.Baseline, Max: int(s.maxGoroutines.Load())},
 		Leak:       leakReport(ls),
+
+		MembershipGeneration: mb.Generation,
+		MembershipSize:       len(mb.Members),
 	}
+}
+
+// putMembership takes the member list the operator delivers (see
+// statusapi.Membership for the protocol).
+func (s *Server) putMembership(w http.ResponseWriter, r *http.Request) {
+	var mb statusapi.Membership
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20))
+	if err := dec.Decode(&mb); err != nil {
+		http.Error(w, "membership: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	if err := s.members.Update(mb); err != nil {
+		code := http.StatusBadRequest
+		if errors.Is(err, fleet.ErrStale) {
+			code = http.StatusConflict
+		}
+		http.Error(w, "membership: "+err.Error(), code)
+		return
+	}
+	s.log.Debug("membership updated", "generation", mb.Generation, "members", len(mb.Members))
+	w.WriteHeader(http.StatusNoContent)
 }
 
 func leakReport(ls leak.State) statusapi.Leak {

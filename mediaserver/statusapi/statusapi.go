@@ -35,6 +35,10 @@ type Report struct {
 	Sessions   Sessions   `json:"sessions"`
 	Goroutines Goroutines `json:"goroutines"`
 	Leak       Leak       `json:"leak"`
+	// MembershipGeneration is the generation of the member list the pod
+	// holds (0: none yet); MembershipSize its number of members.
+	MembershipGeneration int64 `json:"membershipGeneration,omitempty"`
+	MembershipSize       int   `json:"membershipSize,omitempty"`
 }
 
 // Sessions counts PeerConnections.
@@ -66,4 +70,36 @@ type GrowthSite struct {
 	Function string `json:"function"`
 	Count    int    `json:"count"`
 	Growth   int    `json:"growth"`
+}
+
+// MembershipPath is where the admin server accepts the member list
+// (PUT, JSON Membership).
+const MembershipPath = "/membership"
+
+// Membership is the list of a MediaService's media pods that the operator
+// delivers to each of them whenever it changes. Pods never call the
+// Kubernetes API: this is how they learn their peers.
+//
+// Protocol: the operator PUTs the whole list to every pod's admin port with
+// a Generation that only grows (it is derived from the clock, so it keeps
+// growing across operator restarts). A pod answers 204 and keeps the list
+// when Generation is not lower than the one it holds, and 409 Conflict
+// (keeping its list) when it is lower: a stale list never replaces a newer
+// one. Until a pod has a list it serves every room itself.
+type Membership struct {
+	APIVersion string   `json:"apiVersion"`
+	Generation int64    `json:"generation"`
+	Members    []Member `json:"members"`
+}
+
+// Member is one media pod.
+type Member struct {
+	// Name is the pod's name.
+	Name string `json:"name"`
+	// Address is host:port of the pod's signalling port on its pod IP.
+	Address string `json:"address"`
+	// AdminAddress is host:port of the pod's admin port.
+	AdminAddress string `json:"adminAddress"`
+	Ready        bool   `json:"ready"`
+	Draining     bool   `json:"draining"`
 }

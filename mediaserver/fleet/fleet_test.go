@@ -1,0 +1,124 @@
+package fleet
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/mediafleet/mediafleet/mediaserver/statusapi"
+)
+
+func members(n int) []statusapi.Member {
+	var out []statusapi.Member
+	for i := 0; i < n; i++ {
+		out = append(out, statusapi.Member{Name: fmt.Sprintf("fleet-7d9c-%05d", i), Address: fmt.Sprintf("198.18.0.%d:8080", i+1), Ready: true})
+	}
+	return out
+}
+
+// TestAddingAMemberMovesAboutOneNth: over 20,000 rooms, adding a fourth
+// (…tenth) member moves about 1/N of the rooms, all of them to the new one.
+func TestAddingAMemberMovesAboutOneNth(t *testing.T) {
+	const rooms = 20000
+	for _, n := range []int{3, 5, 10} {
+		before, after := members(n), members(n+1)
+		moved, toNew := 0, 0
+		for i := 0; i < rooms; i++ {
+			room := fmt.Sprintf("room-%d", i)
+			a, _ := Owner(room, before)
+			b, _ := Owner(room, after)
+			if a.Name != b.Name {
+				moved++
+				if b.Name == after[n].Name {
+					toNew++
+				}
+			}
+		}
+		ideal := float64(rooms) / float64(n+1)
+		if float64(moved) > ideal*1.15 || float64(moved) < ideal*0.85 {
+			t.Errorf("%d→%d members moved %d rooms, ideal %.0f (±15%%)", n, n+1, moved, ideal)
+		}
+		if toNew != moved {
+			t.Errorf("%d rooms moved between old members", moved-toNew)
+		}
+		t.Logf("%d→%d members: %d of %d rooms moved (%.1f%%, ideal %.1f%%)", n, n+1, moved, rooms, 100*float64(moved)/rooms, 100/float64(n+1))
+	}
+}
+
+func TestDrainingAndNotReadyOwnNothingNew(t *testing.T) {
+	ms := members(3)
+	for i := 0; i < 1000; i++ {
+		room := fmt.Sprintf("r%d", i)
+		owner, _ := Owner(room, ms)
+		// The owner drains: the room goes to the next in rank, the same
+		// for every pod computing it.
+		drained := append([]statusapi.Member(nil), ms...)
+		for j := range drained {
+			if drained[j].Name == owner.Name {
+				drained[j].Draining = true
+			}
+		}
+		next, ok := Owner(room, drained)
+		if !ok || next.Name == owner.Name || next.Name != Rank(room, ms)[1].Name {
+			t.Fatalf("room %s: after draining %s the owner is %s, want the second in rank", room, owner.Name, next.Name)
+		}
+	}
+	none := members(2)
+	none[0].Ready, none[1].Draining = false, true
+	if _, ok := Owner("x", none); ok {
+		t.Error("an owner among no ready, non-draining member")
+	}
+}
+
+func TestRankPutsANewMemberInFrontOnly(t *testing.T) {
+	// Existing rooms are found by asking members in rank order: adding a
+	// member must not reorder the others.
+	ms := members(4)
+	for i := 0; i < 500; i++ {
+		room := fmt.Sprintf("r%d", i)
+		before := Rank(room, ms[:3])
+		after := Rank(room, ms)
+		var filtered []string
+		for _, m := range after {
+			if m.Name != ms[3].Name {
+				filtered = append(filtered, m.Name)
+			}
+		}
+		for j := range before {
+			if before[j].Name != filtered[j] {
+				t.Fatalf("room %s: order of old members changed", room)
+			}
+		}
+	}
+}
+
+func TestMembersRefusesStaleAndInvalidLists(t *testing.T) {
+	var m Members
+	ok := statusapi.Membership{APIVersion: statusapi.APIVersion, Generation: 10, Members: members(2)}
+	if err := m.Update(ok); err != nil {
+		t.Fatal(err)
+	}
+	stale := ok
+	stale.Generation = 9
+	if err := m.Update(stale); !errors.Is(err, ErrStale) {
+		t.Errorf("stale update: %v", err)
+	}
+	if m.Current().Generation != 10 {
+		t.Errorf("stale list replaced the newer one")
+	}
+	same := ok
+	same.Members = members(3)
+	if err := m.Update(same); err != nil || len(m.Current().Members) != 3 {
+		t.Errorf("same generation must be accepted (retries): %v", err)
+	}
+	for name, bad := range map[string]statusapi.Membership{
+		"version":    {APIVersion: "v0", Generation: 11},
+		"generation": {APIVersion: statusapi.APIVersion},
+		"duplicate":  {APIVersion: statusapi.APIVersion, Generation: 12, Members: append(members(1), members(1)...)},
+		"no address": {APIVersion: statusapi.APIVersion, Generation: 13, Members: []statusapi.Member{{Name: "a"}}},
+	} {
+		if err := m.Update(bad); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}

@@ -315,3 +315,16 @@ func (e *Engine) Join(room string, sig Signaller, before func(*Session)) (*Sessi
 	s.negotiate()
 	return s, nil
 }
+
+// RoomSessions is how many sessions room holds here (0: not here).
+func (e *Engine) RoomSessions(name string) int {
+	e.roomsMu.Lock()
+	r, ok := e.rooms[name]
+	e.roomsMu.Unlock()
+	if !ok {
+		return 0
+	}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return len(r.members)
+}

@@ -72,6 +72,12 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 	s.leak = leak.New(leak.Config{BaselineWindow: cfg.LeakBaselineWindow, ThresholdRatio: cfg.LeakThresholdRatio})
 	s.engine = rtc.NewEngine(apis, &s.cfg, m, log)
 	s.signal = signal.New(s.engine, log)
+	if cfg.PodName != "" {
+		// Rooms are routed to their owner pod once the operator delivers
+		// a member list; until then every room is served here.
+		s.signal.SetRouter(&fleet.Router{Self: cfg.PodName, Members: &s.members, Local: s.engine.RoomSessions,
+			HTTP: &http.Client{Timeout: time.Second}}, cfg.PodName)
+	}
 	page := web.Handler()
 	s.signal.Handle("GET /{$}", page)
 	s.signal.Handle("GET /static/", page)
@@ -195,6 +201,14 @@ func (s *Server) adminHandler() http.Handler {
 		_ = json.NewEncoder(w).Encode(s.Report())
 	})
 	mux.HandleFunc("PUT "+statusapi.MembershipPath, s.putMembership)
+	mux.HandleFunc("GET "+fleet.RoomPath+"{room}", func(w http.ResponseWriter, r *http.Request) {
+		if n := s.engine.RoomSessions(r.PathValue("room")); n > 0 {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = fmt.Fprintf(w, "{\"sessions\":%d}\n", n)
+			return
+		}
+		http.Error(w, "no such room here", http.StatusNotFound)
+	})
 	faultRoutes(mux)
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"net/http/httputil"
 	"net/url"
 	"strconv"
 	"strings"
@@ -40,6 +41,55 @@ type Server struct {
 	wsMu    sync.Mutex
 	wsConns map[*wsConn]struct{}
 	extra   []route
+
+	router RoomRouter
+	self   string
+}
+
+// RoomRouter says which pod serves a room: "" for this one, else the
+// owner's signalling address (host:port).
+type RoomRouter interface {
+	Route(ctx context.Context, room string) (string, error)
+}
+
+// SetRouter makes the server forward signalling for rooms another pod owns.
+// self names this pod in the forwarding header.
+func (s *Server) SetRouter(r RoomRouter, self string) { s.router, s.self = r, self }
+
+// forwardedHeader marks signalling forwarded by another pod (never
+// forwarded again). It matches fleet.ForwardedHeader.
+const forwardedHeader = "X-Mediafleet-Forwarded-By"
+
+// routeRemote returns the owner's address when room is served elsewhere
+// and this request may be forwarded; it answers 503 itself when no owner
+// can be reached (ok false).
+func (s *Server) routeRemote(w http.ResponseWriter, r *http.Request, room string) (addr string, ok bool) {
+	if s.router == nil || r.Header.Get(forwardedHeader) != "" {
+		return "", true
+	}
+	addr, err := s.router.Route(r.Context(), room)
+	if err != nil {
+		unavailable(w, "no pod can take room "+room+" now; retry")
+		return "", false
+	}
+	return addr, true
+}
+
+// proxy forwards the request to the owner pod unchanged but for the
+// forwarding header; the client keeps its one public URL.
+func (s *Server) proxy(w http.ResponseWriter, r *http.Request, addr string) {
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(&url.URL{Scheme: "http", Host: addr})
+			pr.Out.Host = pr.In.Host
+			pr.Out.Header.Set(forwardedHeader, s.self)
+		},
+		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
+			s.log.Warn("owner pod unreachable", "owner", addr, "err", err)
+			unavailable(w, "the pod that owns this room is unreachable; retry")
+		},
+	}
+	rp.ServeHTTP(w, r)
 }
 
 type route struct {
@@ -200,6 +250,12 @@ func (s *Server) offer(kind rtc.Kind) http.HandlerFunc {
 			httpError(w, http.StatusUnsupportedMediaType, "Content-Type must be %s", contentTypeSDP)
 			return
 		}
+		if addr, ok := s.routeRemote(w, r, r.PathValue("room")); !ok {
+			return
+		} else if addr != "" {
+			s.proxy(w, r, addr)
+			return
+		}
 		if s.engine.Draining() {
 			unavailable(w, "server is draining; retry on another pod")
 			return
@@ -262,7 +318,17 @@ func unavailable(w http.ResponseWriter, msg string) {
 }
 
 // lookup finds the session a resource URL names, of the right kind and room.
+// A session of another pod is reached by forwarding (handled true, found
+// false).
 func (s *Server) lookup(w http.ResponseWriter, r *http.Request, kind rtc.Kind) (*rtc.Session, bool) {
+	if _, local := s.engine.Session(r.PathValue("id")); !local {
+		if addr, ok := s.routeRemote(w, r, r.PathValue("room")); !ok {
+			return nil, false
+		} else if addr != "" {
+			s.proxy(w, r, addr)
+			return nil, false
+		}
+	}
 	sess, ok := s.engine.Session(r.PathValue("id"))
 	if !ok || sess.Kind != kind || sess.RoomName() != r.PathValue("room") {
 		httpError(w, http.StatusNotFound, "no such session")

@@ -36,6 +36,7 @@ const (
 	CodeBadCandidate   = "bad-candidate"
 	CodeCandidateLimit = "candidate-limit"
 	CodeUnauthorized   = "unauthorized"
+	CodeUnavailable    = "unavailable"
 )
 
 // Message is every field any message may carry.

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"sync"
 	"time"
 
@@ -36,6 +37,10 @@ type wsConn struct {
 	done      chan struct{}
 	sessMu    sync.Mutex
 	sess      *rtc.Session
+
+	req      *http.Request   // the upgrade request (token, forwarding)
+	upstream *websocket.Conn // set when the room's owner is another pod
+	upMu     sync.Mutex
 }
 
 func (s *Server) websocket(w http.ResponseWriter, r *http.Request) {
@@ -54,6 +59,7 @@ func (s *Server) websocket(w http.ResponseWriter, r *http.Request) {
 	}
 	c := &wsConn{
 		srv:  s,
+		req:  r,
 		conn: conn,
 		log:  s.log.With("remote", r.RemoteAddr),
 		send: make(chan []byte, s.cfg.WSSendBuffer),
@@ -117,6 +123,18 @@ func (c *wsConn) readLoop() {
 			return
 		}
 		m.WSMessageSize.WithLabelValues("in").Observe(float64(len(data)))
+		if up := c.relaying(); up != nil {
+			c.upMu.Lock()
+			_ = up.SetWriteDeadline(time.Now().Add(wsWriteTimeout))
+			err := up.WriteMessage(websocket.TextMessage, data)
+			c.upMu.Unlock()
+			if err != nil {
+				c.sendError(CodeUnavailable, "lost the pod that owns this room; reconnect")
+				return
+			}
+			m.WSMessages.WithLabelValues("in", "relayed").Inc()
+			continue
+		}
 		msg, err := DecodeMessage(data)
 		if err != nil {
 			m.WSMessages.WithLabelValues("in", "invalid").Inc()
@@ -127,14 +145,66 @@ func (c *wsConn) readLoop() {
 			continue
 		}
 		m.WSMessages.WithLabelValues("in", msg.Type).Inc()
-		if !c.handle(msg) {
+		if !c.handle(msg, data) {
 			return
 		}
 	}
 }
 
+func (c *wsConn) relaying() *websocket.Conn {
+	c.upMu.Lock()
+	defer c.upMu.Unlock()
+	return c.upstream
+}
+
+// relay hands the connection to the pod that owns the room: it dials that
+// pod's /ws (marked as forwarded, with the client's token), replays the
+// join and then copies messages both ways. Media goes straight between the
+// client and the owner: its candidates carry the owner's address.
+func (c *wsConn) relay(addr string, join []byte) error {
+	u := "ws://" + addr + "/ws"
+	if tok := c.req.URL.Query().Get("token"); tok != "" {
+		u += "?token=" + url.QueryEscape(tok)
+	}
+	h := http.Header{}
+	h.Set(forwardedHeader, c.srv.self)
+	if a := c.req.Header.Get("Authorization"); a != "" {
+		h.Set("Authorization", a)
+	}
+	d := websocket.Dialer{HandshakeTimeout: 3 * time.Second}
+	up, resp, err := d.Dial(u, h)
+	if err != nil {
+		if resp != nil {
+			resp.Body.Close()
+		}
+		return err
+	}
+	up.SetReadLimit(c.srv.cfg.WSReadLimit * 4)
+	if err := up.WriteMessage(websocket.TextMessage, join); err != nil {
+		up.Close()
+		return err
+	}
+	c.upMu.Lock()
+	c.upstream = up
+	c.upMu.Unlock()
+	go func() {
+		defer c.shutdown("owner-closed")
+		for {
+			_, data, err := up.ReadMessage()
+			if err != nil {
+				return
+			}
+			if !c.safeSendRaw(data) {
+				return
+			}
+		}
+	}()
+	c.log.Info("websocket relayed to the room's owner", "owner", addr)
+	return nil
+}
+
 // handle acts on one message; false ends the connection.
-func (c *wsConn) handle(msg *Message) bool {
+func (c *wsConn) handle(msg *Message, raw []byte) bool {
 	c.sessMu.Lock()
 	sess := c.sess
 	c.sessMu.Unlock()
@@ -147,6 +217,20 @@ func (c *wsConn) handle(msg *Message) bool {
 		if sess != nil {
 			c.sendError(CodeAlreadyJoined, "this connection already joined room "+sess.RoomName())
 			return true
+		}
+		if c.srv.router != nil && c.req.Header.Get(forwardedHeader) == "" {
+			addr, err := c.srv.router.Route(c.req.Context(), msg.Room)
+			if err != nil {
+				c.sendError(CodeUnavailable, "no pod can take room "+msg.Room+" now; retry in 5 s")
+				return true
+			}
+			if addr != "" {
+				if err := c.relay(addr, raw); err != nil {
+					c.log.Warn("owner pod unreachable", "owner", addr, "err", err)
+					c.sendError(CodeUnavailable, "the pod that owns room "+msg.Room+" is unreachable; retry in 5 s")
+				}
+				return true
+			}
 		}
 		c.join(msg.Room)
 	case TypeAnswer:
@@ -213,6 +297,28 @@ func (c *wsConn) sendError(code, msg string) {
 	c.safeSend(&Message{Type: TypeError, Code: code, Message: msg})
 }
 
+// safeSendRaw queues an already encoded message (relayed from the owner).
+func (c *wsConn) safeSendRaw(data []byte) bool {
+	select {
+	case <-c.done:
+		return false
+	case c.send <- data:
+		return true
+	default:
+	}
+	t := time.NewTimer(c.srv.cfg.WSSendTimeout)
+	defer t.Stop()
+	select {
+	case c.send <- data:
+		return true
+	case <-c.done:
+		return false
+	case <-t.C:
+		go c.shutdown("slow-client")
+		return false
+	}
+}
+
 // safeSend queues msg. When the queue is full it waits up to the send
 // timeout, then disconnects the client. It reports whether msg was queued.
 func (c *wsConn) safeSend(msg *Message) bool {
@@ -266,6 +372,11 @@ func (c *wsConn) shutdown(reason string) {
 	c.closeOnce.Do(func() {
 		close(c.done)
 		_ = c.conn.Close()
+		c.upMu.Lock()
+		if c.upstream != nil {
+			_ = c.upstream.Close()
+		}
+		c.upMu.Unlock()
 		c.sessMu.Lock()
 		sess := c.sess
 		c.sessMu.Unlock()

@@ -1,0 +1,82 @@
+package fleet
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/mediafleet/mediafleet/mediaserver/statusapi"
+)
+
+// ForwardedHeader marks signalling forwarded by another pod: it is never
+// forwarded again, so a loop cannot form.
+const ForwardedHeader = "X-Mediafleet-Forwarded-By"
+
+// RoomPath is the admin endpoint answering whether a pod holds a room
+// (200) or not (404).
+const RoomPath = "/rooms/"
+
+// probeDepth is how many members, in rank order, are asked whether they
+// already hold a room: a room stays with the pod that has it, and adding a
+// member only ever puts it in front of the others.
+const probeDepth = 3
+
+// ErrNoOwner means no member can take the room now.
+var ErrNoOwner = errors.New("no pod can own this room now")
+
+// Router says where a room is served.
+type Router struct {
+	Self    string // this pod's name
+	Members *Members
+	// Local reports how many sessions the room has on this pod.
+	Local func(room string) int
+	HTTP  *http.Client
+}
+
+// Route returns the signalling address (host:port) of the pod serving room,
+// or "" when it is this pod. Without a member list every room is local.
+func (r *Router) Route(ctx context.Context, room string) (string, error) {
+	mb := r.Members.Current()
+	if mb.Generation == 0 || r.Local(room) > 0 {
+		return "", nil
+	}
+	ranked := Rank(room, mb.Members)
+	for i, m := range ranked {
+		if i >= probeDepth {
+			break
+		}
+		if m.Name == r.Self || m.AdminAddress == "" {
+			continue
+		}
+		if r.holds(ctx, m, room) {
+			return m.Address, nil
+		}
+	}
+	owner, ok := Owner(room, mb.Members)
+	if !ok {
+		return "", ErrNoOwner
+	}
+	if owner.Name == r.Self {
+		return "", nil
+	}
+	return owner.Address, nil
+}
+
+// holds asks a member whether it has room (a short timeout: an unreachable
+// member holds nothing we can reach anyway).
+func (r *Router) holds(ctx context.Context, m statusapi.Member, room string) bool {
+	ctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+m.AdminAddress+RoomPath+url.PathEscape(room), nil)
+	if err != nil {
+		return false
+	}
+	resp, err := r.HTTP.Do(req)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}

@@ -69,7 +69,7 @@ test: manifests generate fmt vet ## Run every test (unit, media integration, bro
 	$(GO) test $(TEST_FLAGS) ./...
 
 .PHONY: test-short
-test-short: ## Run the unit tests only (no API server, no media).
+test-short: ## Run the tests that need no API server or built tool (-short: envtest skips).
 	$(GO) test -short -count=1 ./...
 
 .PHONY: bench

@@ -138,6 +138,18 @@ build-installer: manifests generate $(KUSTOMIZE) ## Write dist/install.yaml (CRD
 	$(KUSTOMIZE) build config/default > dist/install.yaml
 	@echo "wrote dist/install.yaml"
 
+.PHONY: images
+images: ## Build image tarballs without Docker (manager, mediaserver, e2e mediaserver, pause) into bin/images/ for `ctr images import`.
+	mkdir -p $(LOCALBIN)/images
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(LOCALBIN)/images/manager ./cmd/manager
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(LOCALBIN)/images/mediaserver ./cmd/mediaserver
+	CGO_ENABLED=0 $(GO) build -trimpath -tags faultinject -o $(LOCALBIN)/images/mediaserver-e2e ./cmd/mediaserver
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(LOCALBIN)/images/pause ./hack/pause
+	$(GO) run ./hack/image -binary $(LOCALBIN)/images/manager -path /manager -tag $(IMG) -out $(LOCALBIN)/images/manager.tar
+	$(GO) run ./hack/image -binary $(LOCALBIN)/images/mediaserver -path /mediaserver -tag $(MEDIASERVER_IMG) -out $(LOCALBIN)/images/mediaserver.tar
+	$(GO) run ./hack/image -binary $(LOCALBIN)/images/mediaserver-e2e -path /mediaserver -tag mediafleet/mediaserver:e2e -out $(LOCALBIN)/images/mediaserver-e2e.tar
+	$(GO) run ./hack/image -binary $(LOCALBIN)/images/pause -path /pause -tag mediafleet/pause:dev -out $(LOCALBIN)/images/pause.tar
+
 .PHONY: docker-build
 docker-build: ## Build both images with a Docker engine (not available on CI machines).
 	docker build --target manager -t $(IMG) .

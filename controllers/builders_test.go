@@ -8,7 +8,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
-	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 
 	mediav1alpha1 "github.com/mediafleet/mediafleet/api/v1alpha1"
 )
@@ -306,5 +305,3 @@ func findCond(cs []metav1.Condition, typ string) *metav1.Condition {
 	}
 	return nil
 }
-
-var _ = corev1ac.Container

@@ -3,6 +3,7 @@ package controllers
 import (
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
 
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 
@@ -126,17 +127,9 @@ func dashboardJSON(ms *mediav1alpha1.MediaService) (string, error) {
 }
 
 func shortHash(s string) string {
-	h := fnv32(s)
-	return fmt.Sprintf("%08x", h)
-}
-
-func fnv32(s string) uint32 {
-	h := uint32(2166136261)
-	for i := 0; i < len(s); i++ {
-		h ^= uint32(s[i])
-		h *= 16777619
-	}
-	return h
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(s))
+	return fmt.Sprintf("%08x", h.Sum32())
 }
 
 // desiredDashboard is the dashboard ConfigMap for the Grafana sidecar.

@@ -20,7 +20,6 @@ import (
 	"github.com/gorilla/websocket"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
@@ -379,9 +378,6 @@ func kick(ns, name string) {
 	obj.Namespace, obj.Name = ns, name
 	testObserver.Events <- event.GenericEvent{Object: obj}
 }
-
-var _ = types.NamespacedName{}
-var _ = statusapi.Path
 
 func readStatus(t *testing.T, m mediaProc) statusapi.Report {
 	t.Helper()

@@ -74,6 +74,12 @@ func (r *MediaServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	if !ms.DeletionTimestamp.IsZero() {
 		return ctrl.Result{}, nil // owner references garbage-collect the children
 	}
+	// One listing of the pods serves the phases and the status write.
+	pods, err := r.mediaPods(ctx, ms)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	reports := r.fleetReports(pods)
 	before := ms.Status.DeepCopy()
 	var monitoringCond *metav1.Condition
 	ctx, applied := withAppliedLog(ctx)
@@ -83,7 +89,7 @@ func (r *MediaServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		if monitoringCond != nil {
 			meta.SetStatusCondition(&ms.Status.Conditions, *monitoringCond)
 		}
-		if err := r.writeStatus(ctx, ms, before, retErr); err != nil {
+		if err := r.writeStatus(ctx, ms, before, pods, reports, retErr); err != nil {
 			logger.Error(err, "write status")
 			if retErr == nil {
 				retErr = err
@@ -91,11 +97,6 @@ func (r *MediaServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		}
 	}()
 
-	pods, err := r.mediaPods(ctx, ms)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
-	reports := r.fleetReports(pods)
 	if r.Observer != nil {
 		next, err := r.autoscale(ctx, ms, reports)
 		if err != nil {
@@ -209,9 +210,10 @@ func (r *MediaServiceReconciler) deleteOwned(ctx context.Context, ms *mediav1alp
 	return nil
 }
 
-// writeStatus computes status from what the cache holds and writes it only
-// when it changed.
-func (r *MediaServiceReconciler) writeStatus(ctx context.Context, ms *mediav1alpha1.MediaService, before *mediav1alpha1.MediaServiceStatus, reconcileErr error) error {
+// writeStatus computes status from the cached Deployment and the pods this
+// reconcile listed, and writes it only when it changed.
+func (r *MediaServiceReconciler) writeStatus(ctx context.Context, ms *mediav1alpha1.MediaService, before *mediav1alpha1.MediaServiceStatus,
+	pods []corev1.Pod, reports []podReport, reconcileErr error) error {
 	dep := &appsv1.Deployment{}
 	if err := r.Get(ctx, types.NamespacedName{Namespace: ms.Namespace, Name: deploymentName(ms)}, dep); err != nil {
 		if !apierrors.IsNotFound(err) {
@@ -219,13 +221,9 @@ func (r *MediaServiceReconciler) writeStatus(ctx context.Context, ms *mediav1alp
 		}
 		dep = nil
 	}
-	pods, err := r.mediaPods(ctx, ms)
-	if err != nil {
-		return err
-	}
 	computeStatus(ms, dep, pods, reconcileErr)
 	if r.Observer != nil {
-		computeFleetStatus(ms, r.fleetReports(pods))
+		computeFleetStatus(ms, reports)
 	}
 	if equality.Semantic.DeepEqual(before, &ms.Status) {
 		return nil

@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -171,16 +172,7 @@ func (o *Observer) ObserveOnce(ctx context.Context) {
 }
 
 // adminPort is the pod's container port named "admin".
-func adminPort(p *corev1.Pod) int32 {
-	for _, c := range p.Spec.Containers {
-		for _, port := range c.Ports {
-			if port.Name == portNameAdmin {
-				return port.ContainerPort
-			}
-		}
-	}
-	return 9090
-}
+func adminPort(p *corev1.Pod) int32 { return containerPort(p, portNameAdmin, 9090) }
 
 func (o *Observer) fetch(ctx context.Context, p *corev1.Pod) Observation {
 	obs := Observation{At: time.Now()}
@@ -214,7 +206,7 @@ func (o *Observer) fetch(ctx context.Context, p *corev1.Pod) Observation {
 
 func shortNetErr(err error) string {
 	var ne net.Error
-	if ok := asNetErr(err, &ne); ok && ne.Timeout() {
+	if errors.As(err, &ne) && ne.Timeout() {
 		return "timed out"
 	}
 	return truncate(err.Error(), 160)
@@ -237,19 +229,4 @@ func signature(o Observation) string {
 	}
 	r := o.Report
 	return fmt.Sprintf("%d/%t/%t/%t", sessionsBucket(r.Sessions.Active, r.Sessions.Capacity), r.Ready, r.Draining, r.Leak.Suspected)
-}
-
-func asNetErr(err error, target *net.Error) bool {
-	for err != nil {
-		if ne, ok := err.(net.Error); ok {
-			*target = ne
-			return true
-		}
-		u, ok := err.(interface{ Unwrap() error })
-		if !ok {
-			return false
-		}
-		err = u.Unwrap()
-	}
-	return false
 }

@@ -6,7 +6,6 @@ package benchmarks
 import (
 	"context"
 	"fmt"
-	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	"net"
 	"net/http"
 	"os"
@@ -22,11 +21,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	kruntime "k8s.io/apimachinery/pkg/runtime"
-	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	mediav1alpha1 "github.com/mediafleet/mediafleet/api/v1alpha1"
@@ -102,16 +98,7 @@ func BenchmarkObserveFleet(b *testing.B) {
 	if w := os.Getenv("OBSERVE_WINDOW"); w != "" {
 		window, _ = time.ParseDuration(w)
 	}
-	scheme := kruntime.NewScheme()
-	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
-	utilruntime.Must(mediav1alpha1.AddToScheme(scheme))
-	utilruntime.Must(monitoringv1.AddToScheme(scheme))
-	env := &envtest.Environment{CRDDirectoryPaths: []string{filepath.Join("..", "..", "config", "crd", "bases")}, ErrorIfCRDPathMissing: true}
-	cfg, err := env.Start()
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer func() { _ = env.Stop() }()
+	scheme, cfg := startControlPlane(b)
 	k8s, _ := client.New(cfg, client.Options{Scheme: scheme})
 
 	// Real mediaservers.
@@ -170,7 +157,7 @@ func BenchmarkObserveFleet(b *testing.B) {
 		}
 	}
 
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"}, Cache: controllers.CacheOptions(controllers.MonitoringCRDsServed(cfg))})
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Controller: oneProcessControllers(), Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"}, Cache: controllers.CacheOptions(controllers.MonitoringCRDsServed(cfg))})
 	if err != nil {
 		b.Fatal(err)
 	}

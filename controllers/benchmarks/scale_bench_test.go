@@ -5,23 +5,17 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	kruntime "k8s.io/apimachinery/pkg/runtime"
-	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	mediav1alpha1 "github.com/mediafleet/mediafleet/api/v1alpha1"
@@ -80,19 +74,7 @@ func BenchmarkThousandMediaServices(b *testing.B) {
 	if w := os.Getenv("STEADY_WINDOW"); w != "" {
 		window, _ = time.ParseDuration(w)
 	}
-	scheme := kruntime.NewScheme()
-	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
-	utilruntime.Must(mediav1alpha1.AddToScheme(scheme))
-	utilruntime.Must(monitoringv1.AddToScheme(scheme))
-	env := &envtest.Environment{CRDDirectoryPaths: []string{filepath.Join("..", "..", "config", "crd", "bases")}, ErrorIfCRDPathMissing: true}
-	// envtest's default Service range (a /24) holds 254 ClusterIPs; every
-	// MediaService has one, so give it a cluster-sized range.
-	env.ControlPlane.GetAPIServer().Configure().Set("service-cluster-ip-range", "10.96.0.0/12")
-	cfg, err := env.Start()
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer func() { _ = env.Stop() }()
+	scheme, cfg := startControlPlane(b)
 	testCfg := rest.CopyConfig(cfg)
 	testCfg.QPS, testCfg.Burst = 500, 1000 // the test's own client must not be the bottleneck
 	k8s, _ := client.New(testCfg, client.Options{Scheme: scheme})
@@ -101,7 +83,7 @@ func BenchmarkThousandMediaServices(b *testing.B) {
 	opCfg.QPS, opCfg.Burst = 200, 400
 	ct := &countingTransport{}
 	opCfg.WrapTransport = func(rt http.RoundTripper) http.RoundTripper { ct.next = rt; return ct }
-	mgr, err := ctrl.NewManager(opCfg, ctrl.Options{Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"},
+	mgr, err := ctrl.NewManager(opCfg, ctrl.Options{Controller: oneProcessControllers(), Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"},
 		Cache: controllers.CacheOptions(false)})
 	if err != nil {
 		b.Fatal(err)

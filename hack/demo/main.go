@@ -22,7 +22,6 @@ import (
 	"go.uber.org/zap/zapcore"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -171,6 +170,5 @@ func report(ctx context.Context, c client.Client) error {
 	for _, s := range svcs.Items {
 		fmt.Printf("  service/%s type=%s clusterIP=%s ports=%d\n", s.Name, s.Spec.Type, s.Spec.ClusterIP, len(s.Spec.Ports))
 	}
-	_ = metav1.Now
 	return nil
 }

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"strconv"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -242,5 +241,3 @@ func sendVideo(stop <-chan struct{}, track *webrtc.TrackLocalStaticRTP, sent *at
 		}
 	}
 }
-
-var _ = strconv.Itoa

@@ -2,7 +2,6 @@ package client
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -215,5 +214,3 @@ func (p *Participant) Close() error {
 	p.wg.Wait()
 	return err
 }
-
-var _ = json.Marshal

@@ -124,9 +124,6 @@ type Feed struct {
 	remote    atomic.Pointer[webrtc.TrackRemote] // nil until the first packet
 	local     *webrtc.TrackLocalStaticRTP
 	lastPLI   atomic.Int64
-
-	Packets atomic.Uint64
-	Bytes   atomic.Uint64
 }
 
 // keyframeInterval bounds how often subscribers' PLIs reach the publisher.
@@ -179,8 +176,6 @@ func (f *Feed) forward(m *metrics.Metrics, remote *webrtc.TrackRemote) {
 		if err := f.local.WriteRTP(&pkt); err != nil && !errors.Is(err, io.ErrClosedPipe) {
 			f.publisher.log.Debug("forward", "err", err)
 		}
-		f.Packets.Add(1)
-		f.Bytes.Add(uint64(len(pkt.Payload)))
 		pendingPkts++
 		pendBts += uint64(len(pkt.Payload))
 		received++

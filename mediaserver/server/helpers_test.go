@@ -50,18 +50,8 @@ func testServer(t *testing.T, mut func(*config.Config)) *Server {
 	return s
 }
 
-// checkLeaks verifies no goroutine outlives the test (after cleanups that
-// close servers and clients, registered before this one runs).
-func checkLeaks(t *testing.T) {
-	t.Helper()
-	t.Cleanup(func() {
-		http.DefaultClient.CloseIdleConnections()
-		goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	})
-}
-
-// baseline is captured by checkLeaks callers first: register it before the
-// server so that it runs last.
+// leakCheckFirst verifies that no goroutine outlives the test. Call it
+// first: its cleanup then runs last, after the servers and clients close.
 func leakCheckFirst(t *testing.T) {
 	t.Helper()
 	opt := goleak.IgnoreCurrent()
@@ -167,5 +157,3 @@ func do(t *testing.T, method, url, ctype, body string, hdr map[string]string) (i
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, resp.Header, string(b)
 }
-
-var _ = checkLeaks

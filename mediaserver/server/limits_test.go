@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -424,5 +423,4 @@ func TestDrain(t *testing.T) {
 	if err == nil || errors.As(err, &he) && he.Status != 503 {
 		t.Errorf("publish after drain: %v", err)
 	}
-	_ = json.Marshal
 }

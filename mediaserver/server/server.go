@@ -164,14 +164,19 @@ func (s *Server) sample() {
 	}
 }
 
-func (s *Server) sampleOnce() int {
+// countGoroutines reads the goroutine count and keeps the high-water mark.
+func (s *Server) countGoroutines() int {
 	g := runtime.NumGoroutine()
 	for {
 		old := s.maxGoroutines.Load()
 		if int64(g) <= old || s.maxGoroutines.CompareAndSwap(old, int64(g)) {
-			break
+			return g
 		}
 	}
+}
+
+func (s *Server) sampleOnce() int {
+	g := s.countGoroutines()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	s.metrics.MemoryUsage.Set(float64(ms.HeapInuse))
@@ -221,13 +226,7 @@ func (s *Server) adminHandler() http.Handler {
 // Report is the /status document. It reads the goroutine count (cheap) but
 // not memory statistics (a stop-the-world; the sampler does that).
 func (s *Server) Report() statusapi.Report {
-	g := runtime.NumGoroutine()
-	for {
-		old := s.maxGoroutines.Load()
-		if int64(g) <= old || s.maxGoroutines.CompareAndSwap(old, int64(g)) {
-			break
-		}
-	}
+	g := s.countGoroutines()
 	ls := s.leak.State()
 	mb := s.members.Current()
 	draining := s.engine.Draining()

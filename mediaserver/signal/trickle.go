@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
-	"strconv"
 	"strings"
 
 	"github.com/pion/webrtc/v4"
@@ -95,5 +94,3 @@ func FormatTrickleFrag(ufrag, pwd string, mid string, cands []string) string {
 	}
 	return b.String()
 }
-
-var _ = strconv.Itoa

@@ -297,28 +297,6 @@ func (c *wsConn) sendError(code, msg string) {
 	c.safeSend(&Message{Type: TypeError, Code: code, Message: msg})
 }
 
-// safeSendRaw queues an already encoded message (relayed from the owner).
-func (c *wsConn) safeSendRaw(data []byte) bool {
-	select {
-	case <-c.done:
-		return false
-	case c.send <- data:
-		return true
-	default:
-	}
-	t := time.NewTimer(c.srv.cfg.WSSendTimeout)
-	defer t.Stop()
-	select {
-	case c.send <- data:
-		return true
-	case <-c.done:
-		return false
-	case <-t.C:
-		go c.shutdown("slow-client")
-		return false
-	}
-}
-
 // safeSend queues msg. When the queue is full it waits up to the send
 // timeout, then disconnects the client. It reports whether msg was queued.
 func (c *wsConn) safeSend(msg *Message) bool {
@@ -326,6 +304,16 @@ func (c *wsConn) safeSend(msg *Message) bool {
 	if err != nil {
 		return false
 	}
+	if !c.safeSendRaw(data) {
+		return false
+	}
+	c.count(msg.Type, len(data))
+	return true
+}
+
+// safeSendRaw is safeSend for an already encoded message (one relayed from
+// the room's owner).
+func (c *wsConn) safeSendRaw(data []byte) bool {
 	select {
 	case <-c.done:
 		return false
@@ -333,7 +321,6 @@ func (c *wsConn) safeSend(msg *Message) bool {
 	}
 	select {
 	case c.send <- data:
-		c.count(msg.Type, len(data))
 		return true
 	default:
 	}
@@ -341,7 +328,6 @@ func (c *wsConn) safeSend(msg *Message) bool {
 	defer t.Stop()
 	select {
 	case c.send <- data:
-		c.count(msg.Type, len(data))
 		return true
 	case <-c.done:
 		return false

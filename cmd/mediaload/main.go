@@ -37,7 +37,7 @@ const (
 )
 
 type options struct {
-	url, admin, token, room, jsonOut string
+	url, admin, token, room, jsonOut, interfaces string
 	publishers, viewers, ws, wsRoom  int
 	rate                             float64
 	duration                         time.Duration
@@ -88,6 +88,7 @@ func main() {
 	flag.DurationVar(&o.duration, "duration", 20*time.Second, "how long media flows once every session is up (at most 10m)")
 	flag.IntVar(&o.pps, "pps", 200, "video packets per second per publisher")
 	flag.IntVar(&o.payload, "payload", 1000, "bytes per video packet")
+	flag.StringVar(&o.interfaces, "interfaces", "lo", "comma-separated interfaces the clients gather ICE candidates on (e.g. mfdev0,mfbr0 for make dev)")
 	flag.StringVar(&o.jsonOut, "json", "", "also write the summary as JSON to this file (- for stdout)")
 	flag.Parse()
 	if err := o.validate(); err != nil {
@@ -141,7 +142,7 @@ type result struct {
 }
 
 func run(ctx context.Context, o options) (Summary, error) {
-	api, err := client.NewAPI()
+	api, err := client.NewAPI(strings.Split(o.interfaces, ",")...)
 	if err != nil {
 		return Summary{}, err
 	}

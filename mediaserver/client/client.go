@@ -13,6 +13,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,14 +25,18 @@ import (
 	"github.com/pion/webrtc/v4"
 )
 
-// NewAPI returns a client API that gathers on loopback too (tests and load
-// runs target this machine) and never uses mDNS.
-func NewAPI() (*webrtc.API, error) {
+// NewAPI returns a client API that gathers only on the named interfaces
+// (loopback when none are named: tests and load runs target this machine)
+// and never uses mDNS.
+func NewAPI(interfaces ...string) (*webrtc.API, error) {
+	if len(interfaces) == 0 {
+		interfaces = []string{"lo"}
+	}
 	se := webrtc.SettingEngine{}
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
-	se.SetIncludeLoopbackCandidate(true)
-	se.SetInterfaceFilter(func(name string) bool { return name == "lo" })
+	se.SetIncludeLoopbackCandidate(slices.Contains(interfaces, "lo"))
+	se.SetInterfaceFilter(func(name string) bool { return slices.Contains(interfaces, name) })
 	me := &webrtc.MediaEngine{}
 	if err := me.RegisterDefaultCodecs(); err != nil {
 		return nil, err

@@ -155,6 +155,21 @@ docker-build: ## Build both images with a Docker engine (not available on CI mac
 	docker build --target manager -t $(IMG) .
 	docker build --target mediaserver -t $(MEDIASERVER_IMG) .
 
+##@ Local cluster
+
+.PHONY: dev
+dev: ## Start a single-node Kubernetes built from source (root) with the operator in-cluster and a sample serving.
+	hack/dev.sh
+
+.PHONY: dev-down
+dev-down: ## Stop the local cluster: every process by pid, mounts, interfaces, iptables chains and state.
+	hack/cluster.sh down
+
+.PHONY: test-e2e
+test-e2e: ## Run the end-to-end suite (hack/e2e) on the local cluster, starting it with make dev when needed.
+	hack/dev.sh
+	KUBECONFIG=$(LOCALBIN)/dev/kubeconfig $(GO) test -race -tags e2e -count=1 -v -timeout 30m ./hack/e2e/
+
 ##@ Tools
 
 $(LOCALBIN):

@@ -128,7 +128,7 @@ func TestDesiredDeployment(t *testing.T) {
 				t.Errorf("anti-affinity %+v", terms)
 			}
 			env := envMap(d)
-			if env["ICE_PORT_MIN"] != "50000" || env["ICE_PORT_MAX"] != "50100" || env["PUBLIC_IPS"] != "$(HOST_IP)" {
+			if env["ICE_PORT_MIN"] != "50000" || env["ICE_PORT_MAX"] != "50100" || env["PUBLIC_IPS"] != "$(HOST_IP)" || env["ICE_IPS"] != "$(HOST_IP)" {
 				t.Errorf("env %v", env)
 			}
 		}},

@@ -224,6 +224,10 @@ func podEnv(ms *mediav1alpha1.MediaService) []*corev1ac.EnvVarApplyConfiguration
 				secretEnv(podenv.TURNPassword(i), t.CredentialsSecretRef.Name, "password"))
 		}
 	}
+	if spec.ICE.HostNetwork {
+		// The node's address only: its other interfaces are not for clients.
+		env = append(env, valueEnv(podenv.ICEIPs, "$("+podenv.HostIP+")"))
+	}
 	if pa := spec.ICE.PublicAddress; pa != nil {
 		switch pa.Source {
 		case mediav1alpha1.PublicAddressNodeInternalIP:

@@ -100,6 +100,19 @@ stop() {
 	rm -f "$f"
 }
 
+# write FILE writes stdin to FILE only when it differs: a running kube-proxy
+# exits when its configuration file is rewritten, even with the same text.
+write() {
+	local tmp
+	tmp="$(mktemp "$1.XXXX")"
+	cat >"$tmp"
+	if cmp -s "$tmp" "$1"; then
+		rm -f "$tmp"
+	else
+		mv "$tmp" "$1"
+	fi
+}
+
 kc() { "$BIN/kubectl" --kubeconfig "$KUBECONFIG_FILE" "$@"; }
 ctr_() { ctr --address "$CTR_SOCK" -n k8s.io "$@"; }
 
@@ -145,7 +158,7 @@ network_up() {
 	sysctl_set net.ipv4.ip_forward 1
 	sysctl_set net.bridge.bridge-nf-call-iptables 1
 	mkdir -p "$STATE/cni/net.d" "$STATE/cni/ipam"
-	cat >"$STATE/cni/net.d/10-mediafleet.conflist" <<EOF
+	write "$STATE/cni/net.d/10-mediafleet.conflist" <<EOF
 {
   "cniVersion": "0.4.0",
   "name": "mediafleet-dev",
@@ -233,7 +246,7 @@ EOF
 
 containerd_up() {
 	mkdir -p "$STATE/containerd"
-	cat >"$STATE/containerd/config.toml" <<EOF
+	write "$STATE/containerd/config.toml" <<EOF
 version = 2
 root = "$STATE/containerd/root"
 state = "$STATE/containerd/state"
@@ -321,7 +334,7 @@ controllers_up() {
 
 kubelet_up() {
 	mkdir -p "$STATE/kubelet"
-	cat >"$STATE/kubelet.yaml" <<EOF
+	write "$STATE/kubelet.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 address: $NODE_IP
@@ -362,7 +375,7 @@ EOF
 }
 
 proxy_up() {
-	cat >"$STATE/kube-proxy.yaml" <<EOF
+	write "$STATE/kube-proxy.yaml" <<EOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 clientConnection: {kubeconfig: $KUBECONFIG_FILE}
@@ -388,6 +401,10 @@ node_ready() {
 
 down() {
 	local n t
+	if [[ ! -d "$STATE" ]]; then
+		log "no cluster state in $STATE: nothing to stop"
+		return
+	fi
 	# Pod containers first, while containerd can still stop them.
 	stop kube-proxy
 	stop kubelet
@@ -484,6 +501,14 @@ status() {
 
 up() {
 	[[ "$(id -u)" == 0 ]] || die "the local cluster needs root (it runs containerd and the kubelet)"
+	if [[ ! -d "$STATE/run" ]]; then
+		# down removes every KUBE-* chain and the kubepods cgroups: never
+		# start on a machine that is a Kubernetes node already.
+		if compgen -G "/sys/fs/cgroup/*/kubepods" >/dev/null || [[ -d /sys/fs/cgroup/kubepods ]] ||
+			{ command -v iptables-save >/dev/null && iptables-save 2>/dev/null | grep -q '^:KUBE-'; }; then
+			die "this machine already runs a kubelet or kube-proxy (kubepods cgroup or KUBE-* iptables chains); if they are left over from a crashed make dev, run make dev-down first"
+		fi
+	fi
 	mkdir -p "$STATE/run" "$STATE/logs"
 	host_packages
 	local start=$SECONDS

@@ -17,12 +17,19 @@ log "building image tarballs (make images)"
 make -s images >/dev/null
 phase "images built"
 
+was_up=0
+[[ -f "$STATE/run/kube-apiserver.pid" ]] && kill -0 "$(cat "$STATE/run/kube-apiserver.pid")" 2>/dev/null && was_up=1
 hack/cluster.sh up
 phase "cluster up"
 KUBECTL="$("$ROOT/hack/controlplane.sh" kubectl 2>/dev/null)/kubectl"
 
 log "deploying the operator (config/default)"
 make -s deploy KUBECTL="$KUBECTL" >/dev/null
+if ((was_up)); then
+	# The images were just re-imported under the same tags: restart the
+	# operator so it runs the fresh build.
+	"$KUBECTL" -n mediafleet-system rollout restart deploy/mediafleet-controller-manager >/dev/null
+fi
 if ! "$KUBECTL" -n mediafleet-system rollout status deploy/mediafleet-controller-manager --timeout 180s >/dev/null; then
 	log "ERROR: the operator did not become ready; its pod and log:"
 	"$KUBECTL" -n mediafleet-system get pods -o wide >&2 || true

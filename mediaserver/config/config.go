@@ -41,6 +41,8 @@ type Config struct {
 	TURNServers            []TURNServer
 	PublicIPs              []string
 	PublicIPFile           string
+	// ICEIPs limits the local addresses ICE gathers on (empty = all).
+	ICEIPs []string
 	// ICEInterfaces limits the interfaces ICE gathers on (empty = all).
 	ICEInterfaces []string
 	// ICELoopback lets ICE gather loopback candidates (tests, local runs).
@@ -134,6 +136,7 @@ func FromEnv(lookup func(string) (string, bool)) (Config, error) {
 	num(podenv.ICEUDPMuxPort, &c.UDPMuxPort)
 	list(podenv.STUNServers, &c.STUNServers)
 	list(podenv.PublicIPs, &c.PublicIPs)
+	list(podenv.ICEIPs, &c.ICEIPs)
 	str(podenv.PublicIPFile, &c.PublicIPFile)
 	num(podenv.MaxSessions, &c.MaxSessions)
 	num(podenv.MaxICECandidates, &c.MaxICECandidates)
@@ -231,6 +234,11 @@ func (c *Config) Validate() error {
 	for _, ip := range c.PublicIPs {
 		if net.ParseIP(ip) == nil {
 			bad("%s: %q is not an IP address", podenv.PublicIPs, ip)
+		}
+	}
+	for _, ip := range c.ICEIPs {
+		if net.ParseIP(ip) == nil {
+			bad("%s: %q is not an IP address", podenv.ICEIPs, ip)
 		}
 	}
 	for _, o := range c.AllowedOrigins {

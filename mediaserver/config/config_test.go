@@ -41,6 +41,7 @@ func TestFromEnvAndValidate(t *testing.T) {
 		{"range and mux", map[string]string{"ICE_PORT_MIN": "50000", "ICE_PORT_MAX": "50010", "ICE_UDP_MUX_PORT": "50000"}, "mutually exclusive", nil},
 		{"bad stun", map[string]string{"STUN_SERVERS": "http://x"}, `STUN_SERVERS: "http://x" is not a stun: or stuns: URL`, nil},
 		{"turn without creds", map[string]string{"TURN_SERVER_COUNT": "1", "TURN_0_URLS": "turn:t.example.test"}, "TURN credentials missing", nil},
+		{"bad ICE ip", map[string]string{"ICE_IPS": "198.18.0.1,eth0"}, `ICE_IPS: "eth0" is not an IP address`, nil},
 		{"bad public ip", map[string]string{"PUBLIC_IPS": "example.test"}, `PUBLIC_IPS: "example.test" is not an IP address`, nil},
 		{"same ports", map[string]string{"PORT": "9090"}, "PORT and ADMIN_PORT must differ", nil},
 		{"bad origin", map[string]string{"ALLOWED_ORIGINS": "example.test"}, `ALLOWED_ORIGINS: "example.test" is not an origin`, nil},

@@ -33,6 +33,12 @@ const (
 	// TURNServerCount is the number of TURN servers described by the
 	// TURN_<i>_URLS / TURN_<i>_USERNAME / TURN_<i>_PASSWORD variables.
 	TURNServerCount = "TURN_SERVER_COUNT"
+	// ICEIPs is a comma-separated list of the local addresses ICE gathers
+	// on (empty: every interface). The operator sets the node's address on
+	// hostNetwork pods, so that a node's other interfaces (bridges, other
+	// networks) are never offered to clients and each session takes one
+	// port of the range, not one per interface.
+	ICEIPs = "ICE_IPS"
 	// PublicIPs is a comma-separated list of addresses written into ICE
 	// host candidates in place of the pod's own address.
 	PublicIPs = "PUBLIC_IPS"

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -59,12 +60,26 @@ func NewAPIs(cfg *config.Config) (APIs, io.Closer, error) {
 		}
 		se.SetInterfaceFilter(func(name string) bool { return allowed[name] })
 	}
+	var iceIPs []net.IP
+	for _, s := range cfg.ICEIPs {
+		if ip := net.ParseIP(s); ip != nil {
+			iceIPs = append(iceIPs, ip)
+		}
+	}
+	if len(iceIPs) > 0 {
+		se.SetIPFilter(func(ip net.IP) bool {
+			return slices.ContainsFunc(iceIPs, ip.Equal)
+		})
+	}
 
 	var closer io.Closer = nopCloser{}
 	switch {
 	case cfg.UDPMuxPort != 0:
 		ip := net.IPv4zero
-		if cfg.ListenHost != "" {
+		if len(iceIPs) == 1 {
+			// Gathering on one address: the shared socket needs no other.
+			ip = iceIPs[0]
+		} else if cfg.ListenHost != "" {
 			if ip = net.ParseIP(cfg.ListenHost); ip == nil {
 				return APIs{}, nil, fmt.Errorf("listen host %q is not an IP", cfg.ListenHost)
 			}

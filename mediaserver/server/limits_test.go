@@ -424,3 +424,46 @@ func TestDrain(t *testing.T) {
 		t.Errorf("publish after drain: %v", err)
 	}
 }
+
+// TestICEIPsLimitGathering: with ICE_IPS (set by the operator on
+// hostNetwork pods to the node's address) the server offers candidates on
+// that address only, though it may gather on every interface, in both the
+// port-range and the mux mode.
+func TestICEIPsLimitGathering(t *testing.T) {
+	for _, mode := range []string{"range", "mux"} {
+		t.Run(mode, func(t *testing.T) {
+			leakCheckFirst(t)
+			s := testServer(t, func(c *config.Config) {
+				c.ICEInterfaces = nil
+				c.ICEIPs = []string{"127.0.0.1"}
+				if mode == "mux" {
+					c.ListenHost = ""
+					c.UDPMuxPort = freeUDPPort(t)
+				} else {
+					c.ICEPortMin, c.ICEPortMax = 42110, 42119
+				}
+			})
+			ctx := ctxT(t, 20*time.Second)
+			pub, err := client.Publish(ctx, s.PublicURL(), "ice-ips-"+mode, clientOpts(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pub.Close()
+			var n int
+			for _, l := range strings.Split(pub.Answer, "\n") {
+				if f := strings.Fields(l); len(f) > 5 && strings.HasPrefix(f[0], "a=candidate:") {
+					n++
+					if f[4] != "127.0.0.1" {
+						t.Errorf("candidate on %s, want only ICE_IPS 127.0.0.1: %s", f[4], l)
+					}
+				}
+			}
+			if n == 0 {
+				t.Fatalf("no candidates:\n%s", pub.Answer)
+			}
+			if err := client.WaitConnected(ctx, pub.PC); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}

@@ -1,0 +1,372 @@
+//go:build e2e
+
+// Package e2e is the end-to-end suite: it runs against the single-node
+// cluster of `make dev` (hack/cluster.sh) with the operator deployed
+// in-cluster, and drives real pods with real WebRTC clients over the
+// cluster's own addresses (198.18.0.0/15, on interfaces the cluster script
+// created). Run it with `make test-e2e`.
+//
+// Environment: KUBECONFIG (default bin/dev/kubeconfig), KUBECTL (default
+// the v1.37.2 kubectl under bin/controlplane), E2E_INTERFACES (where the
+// clients gather ICE candidates, default mfdev0,mfbr0).
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+	"go.uber.org/goleak"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	k8sruntime "k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	mediav1alpha1 "github.com/mediafleet/mediafleet/api/v1alpha1"
+	mfclient "github.com/mediafleet/mediafleet/mediaserver/client"
+	"github.com/mediafleet/mediafleet/mediaserver/statusapi"
+)
+
+const (
+	operatorNamespace  = "mediafleet-system"
+	operatorDeployment = "mediafleet-controller-manager"
+	nodeIP             = "198.18.0.1"
+	instanceLabel      = "app.kubernetes.io/instance"
+)
+
+var (
+	kc         client.Client
+	cs         *kubernetes.Clientset
+	kubectlBin string
+	kubeconfig string
+	ns         string
+	rtcAPI     *webrtc.API
+	httpc      = &http.Client{Timeout: 10 * time.Second}
+
+	phasesMu sync.Mutex
+	phases   []string
+)
+
+func TestMain(m *testing.M) {
+	root, _ := filepath.Abs("../..")
+	kubeconfig = envOr("KUBECONFIG", filepath.Join(root, "bin/dev/kubeconfig"))
+	kubectlBin = envOr("KUBECTL", filepath.Join(root, "bin/controlplane/v1.37.2/kubectl"))
+	if err := setup(strings.Split(envOr("E2E_INTERFACES", "mfdev0,mfbr0"), ",")); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: %v\n(start the cluster with `make dev`, or run `make test-e2e`)\n", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	// Everything the suite created goes with its namespace.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	if err := kc.Delete(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: delete namespace %s: %v\n", ns, err)
+	}
+	cancel()
+	fmt.Println("\nphase durations:")
+	for _, p := range phases {
+		fmt.Println("  " + p)
+	}
+	os.Exit(code)
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+func setup(ifaces []string) error {
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return fmt.Errorf("kubeconfig %s: %w", kubeconfig, err)
+	}
+	cfg.QPS, cfg.Burst = 50, 100
+	scheme := k8sruntime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return err
+	}
+	if err := mediav1alpha1.AddToScheme(scheme); err != nil {
+		return err
+	}
+	if kc, err = client.New(cfg, client.Options{Scheme: scheme}); err != nil {
+		return err
+	}
+	if cs, err = kubernetes.NewForConfig(cfg); err != nil {
+		return err
+	}
+	if _, err := os.Stat(kubectlBin); err != nil {
+		return fmt.Errorf("kubectl: %w", err)
+	}
+	ns = fmt.Sprintf("e2e-%d", rand.IntN(1e6))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := kc.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		return fmt.Errorf("create namespace (is the cluster up?): %w", err)
+	}
+	rtcAPI, err = mfclient.NewAPI(ifaces...)
+	return err
+}
+
+// phase records how long a test took, printed at the end of the run.
+func phase(t *testing.T) {
+	start := time.Now()
+	t.Cleanup(func() {
+		phasesMu.Lock()
+		defer phasesMu.Unlock()
+		status := "ok"
+		if t.Failed() {
+			status = "FAILED"
+		}
+		phases = append(phases, fmt.Sprintf("%-40s %6.1fs %s", t.Name(), time.Since(start).Seconds(), status))
+	})
+}
+
+// checkLeaks fails the test when it leaves goroutines behind (the sessions
+// it opened must all be closed). Connections kept alive by HTTP clients
+// are not leaks.
+func checkLeaks(t *testing.T) {
+	opts := []goleak.Option{goleak.IgnoreCurrent(),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
+		goleak.IgnoreAnyFunction("golang.org/x/net/http2.(*ClientConn).readLoop"),
+		goleak.IgnoreAnyFunction("net/http.(*http2ClientConn).readLoop"),
+		goleak.IgnoreAnyFunction("net/http.(*http2clientConnReadLoop).run"),
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			return
+		}
+		httpc.CloseIdleConnections()
+		goleak.VerifyNone(t, opts...)
+	})
+}
+
+func ctxFor(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// kubectl runs the cluster's kubectl and returns its standard output.
+func kubectl(t *testing.T, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(kubectlBin, append([]string{"--kubeconfig", kubeconfig}, args...)...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("kubectl %s: %v\n%s%s", strings.Join(args, " "), err, out.String(), errb.String())
+	}
+	return out.String()
+}
+
+// msvcRow is `kubectl get msvc NAME` as columns by header.
+func msvcRow(t *testing.T, name string) map[string]string {
+	t.Helper()
+	lines := strings.Split(strings.TrimSpace(kubectl(t, "-n", ns, "get", "msvc", name)), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("kubectl get msvc %s: %q", name, lines)
+	}
+	head, vals := strings.Fields(lines[0]), strings.Fields(lines[1])
+	row := map[string]string{}
+	// Empty cells (e.g. SESSIONS before the first observation) shift the
+	// fields; only trust a full row.
+	if len(vals) != len(head) {
+		return row
+	}
+	for i, h := range head {
+		row[h] = vals[i]
+	}
+	return row
+}
+
+// waitRow waits until `kubectl get msvc NAME` shows the wanted columns
+// (within the observation interval for SESSIONS and LEAK).
+func waitRow(t *testing.T, name string, want map[string]string) {
+	t.Helper()
+	eventually(t, 45*time.Second, fmt.Sprintf("kubectl get msvc %s shows %v", name, want), func() (bool, string) {
+		row := msvcRow(t, name)
+		for k, v := range want {
+			if row[k] != v {
+				return false, fmt.Sprint(row)
+			}
+		}
+		return true, ""
+	})
+}
+
+// eventually polls cond until it holds, failing with its last message.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var msg string
+	for {
+		var ok bool
+		ok, msg = cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not reached after %s; last: %s", what, timeout, msg)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+func createMS(t *testing.T, name string, spec mediav1alpha1.MediaServiceSpec) *mediav1alpha1.MediaService {
+	t.Helper()
+	ms := &mediav1alpha1.MediaService{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Spec: spec}
+	if err := kc.Create(ctxFor(t, 30*time.Second), ms); err != nil {
+		t.Fatalf("create MediaService %s: %v", name, err)
+	}
+	return ms
+}
+
+func getMS(t *testing.T, name string) *mediav1alpha1.MediaService {
+	t.Helper()
+	ms := &mediav1alpha1.MediaService{}
+	if err := kc.Get(ctxFor(t, 10*time.Second), client.ObjectKey{Namespace: ns, Name: name}, ms); err != nil {
+		t.Fatalf("get MediaService %s: %v", name, err)
+	}
+	return ms
+}
+
+func condition(ms *mediav1alpha1.MediaService, typ string) *metav1.Condition {
+	for i := range ms.Status.Conditions {
+		if ms.Status.Conditions[i].Type == typ {
+			return &ms.Status.Conditions[i]
+		}
+	}
+	return nil
+}
+
+// waitAvailable waits until the MediaService is Available with n ready
+// pods and exactly n pods exist (none terminating).
+func waitAvailable(t *testing.T, name string, n int32, timeout time.Duration) {
+	t.Helper()
+	eventually(t, timeout, fmt.Sprintf("MediaService %s available with %d pods", name, n), func() (bool, string) {
+		ms := getMS(t, name)
+		c := condition(ms, mediav1alpha1.ConditionAvailable)
+		pods := mediaPods(t, name)
+		ready := 0
+		for _, p := range pods {
+			if podReady(&p) && p.DeletionTimestamp == nil {
+				ready++
+			}
+		}
+		ok := c != nil && c.Status == metav1.ConditionTrue && ms.Status.ReadyReplicas == n && len(pods) == int(n) && ready == int(n) &&
+			ms.Status.ObservedGeneration == ms.Generation
+		return ok, fmt.Sprintf("available=%v readyReplicas=%d pods=%d ready=%d", c, ms.Status.ReadyReplicas, len(pods), ready)
+	})
+}
+
+// mediaPods lists the pods of a MediaService, sorted by name.
+func mediaPods(t *testing.T, name string) []corev1.Pod {
+	t.Helper()
+	var list corev1.PodList
+	if err := kc.List(ctxFor(t, 10*time.Second), &list, client.InNamespace(ns), client.MatchingLabels{instanceLabel: name}); err != nil {
+		t.Fatalf("list pods: %v", err)
+	}
+	sort.Slice(list.Items, func(i, j int) bool { return list.Items[i].Name < list.Items[j].Name })
+	return list.Items
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// adminGet reads a pod's admin endpoint (port 9090 unless the spec moved it).
+func adminGet(pod *corev1.Pod, adminPort int, path string) (int, []byte, error) {
+	resp, err := httpc.Get(fmt.Sprintf("http://%s:%d%s", pod.Status.PodIP, adminPort, path))
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, body, err
+}
+
+func podReport(t *testing.T, pod *corev1.Pod, adminPort int) statusapi.Report {
+	t.Helper()
+	code, body, err := adminGet(pod, adminPort, statusapi.Path)
+	if err != nil || code != http.StatusOK {
+		t.Fatalf("GET /status of %s: %d %v %s", pod.Name, code, err, body)
+	}
+	var r statusapi.Report
+	if err := json.Unmarshal(body, &r); err != nil {
+		t.Fatalf("decode /status of %s: %v", pod.Name, err)
+	}
+	return r
+}
+
+// waitMembership waits until every pod of name holds a member list of n.
+func waitMembership(t *testing.T, name string, n int) {
+	t.Helper()
+	eventually(t, time.Minute, "membership delivered to every pod", func() (bool, string) {
+		var got []string
+		ok := true
+		for _, p := range mediaPods(t, name) {
+			r := podReport(t, &p, 9090)
+			got = append(got, fmt.Sprintf("%s:gen=%d,size=%d", p.Name, r.MembershipGeneration, r.MembershipSize))
+			ok = ok && r.MembershipGeneration > 0 && r.MembershipSize == n
+		}
+		return ok, strings.Join(got, " ")
+	})
+}
+
+func clientOpts() mfclient.Options {
+	return mfclient.Options{API: rtcAPI, HTTP: httpc}
+}
+
+// serviceURL is the signalling Service's ClusterIP URL, reached from the
+// host through kube-proxy's rules.
+func serviceURL(t *testing.T, name string) string {
+	t.Helper()
+	svc, err := cs.CoreV1().Services(ns).Get(ctxFor(t, 10*time.Second), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("get Service %s: %v", name, err)
+	}
+	return fmt.Sprintf("http://%s:%d", svc.Spec.ClusterIP, svc.Spec.Ports[0].Port)
+}
+
+// waitPackets waits until a counter has counted more than n packets.
+func waitPackets(t *testing.T, what string, c *mfclient.Counter, n uint64, timeout time.Duration) {
+	t.Helper()
+	eventually(t, timeout, what+" receives RTP", func() (bool, string) {
+		got := c.Packets.Load()
+		return got > n, fmt.Sprintf("%d packets on %d tracks", got, c.Tracks.Load())
+	})
+}
+
+// mediaServiceEvents lists the Events recorded for a MediaService.
+func mediaServiceEvents(t *testing.T, name string) []corev1.Event {
+	t.Helper()
+	list, err := cs.CoreV1().Events(ns).List(ctxFor(t, 10*time.Second), metav1.ListOptions{
+		FieldSelector: "involvedObject.kind=MediaService,involvedObject.name=" + name})
+	if err != nil {
+		t.Fatalf("list events: %v", err)
+	}
+	// events.k8s.io/v1 Events are served through the core API too.
+	return list.Items
+}

@@ -33,6 +33,9 @@ ETCD_PEER="http://127.0.0.1:12380"
 CNI_BIN="/usr/lib/cni"
 CTR_SOCK="$STATE/containerd/containerd.sock"
 KUBECONFIG_FILE="$STATE/kubeconfig"
+# Paths outside the state directory that containerd, the CNI plugins and the
+# kubelet use whatever they are told: removed by down when up created them.
+HOST_DIRS=(/run/containerd /var/lib/cni /var/lib/kubelet /var/log/containers /var/log/pods)
 
 log() { printf '[cluster] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -266,6 +269,7 @@ state = "$STATE/containerd/state"
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
+        Root = "$STATE/runc"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "$CNI_BIN"
     conf_dir = "$STATE/cni/net.d"
@@ -409,10 +413,12 @@ down() {
 	stop kube-proxy
 	stop kubelet
 	if running containerd; then
-		# The CNI network namespaces of the sandboxes, removed below.
-		for t in $(ctr_ containers ls -q 2>/dev/null); do
+		# The CNI network namespaces and cached CNI results of the
+		# sandboxes, removed below.
+		ctr_ containers ls -q >"$STATE/run/containers" 2>/dev/null || true
+		while read -r t; do
 			ctr_ containers info "$t" 2>/dev/null | grep -oE '"/(var/)?run/netns/cni-[0-9a-f-]+"' | tr -d '"'
-		done | sort -u >"$STATE/run/netns" || true
+		done <"$STATE/run/containers" | sort -u >"$STATE/run/netns" || true
 		for t in $(ctr_ tasks ls -q 2>/dev/null); do
 			ctr_ tasks kill -s SIGKILL "$t" >/dev/null 2>&1 || true
 		done
@@ -444,6 +450,17 @@ down() {
 			umount "$t" 2>/dev/null || true
 			rm -f "$t"
 		done <"$STATE/run/netns"
+	fi
+	if [[ -f "$STATE/run/containers" ]]; then
+		while read -r t; do
+			rm -f /var/lib/cni/results/*-"$t"-*
+		done <"$STATE/run/containers"
+	fi
+	rm -f /var/lib/kubelet/device-plugins/kubelet.sock
+	if [[ -f "$STATE/run/host-dirs" ]]; then
+		while read -r t; do
+			rm -rf "$t"
+		done <"$STATE/run/host-dirs"
 	fi
 	iptables_cleanup
 	if [[ -f "$STATE/run/links" ]]; then
@@ -510,6 +527,10 @@ up() {
 		fi
 	fi
 	mkdir -p "$STATE/run" "$STATE/logs"
+	local d
+	for d in "${HOST_DIRS[@]}"; do
+		[[ -e "$d" ]] || grep -qx "$d" "$STATE/run/host-dirs" 2>/dev/null || echo "$d" >>"$STATE/run/host-dirs"
+	done
 	host_packages
 	local start=$SECONDS
 	BIN="$("$ROOT/hack/controlplane.sh" kube-scheduler kubelet kube-proxy kubectl)"

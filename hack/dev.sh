@@ -56,13 +56,12 @@ cat <<MSG
 
 mediafleet runs in a local cluster (node 198.18.0.1, all addresses on interfaces it created).
 
-  export KUBECONFIG=$KUBECONFIG
+  export KUBECONFIG=$KUBECONFIG PATH=$(dirname "$KUBECTL"):\$PATH   # kubectl v1.37.2 built here
   kubectl get msvc                        # sessions and capacity of each MediaService
   kubectl describe msvc demo              # conditions and Events
   kubectl scale msvc demo --replicas 3
-  curl http://$ip:$port/                  # the demo page through the signalling Service
+  curl http://$ip:$port/                  # the demo page, through the sample's signalling Service
   go run ./cmd/mediaload -url http://$ip:$port -interfaces mfdev0,mfbr0 -duration 20s   # real WebRTC load
   make test-e2e                           # the end-to-end suite against this cluster
   make dev-down                           # stop everything, unmount, remove interfaces and state
-kubectl here is $KUBECTL (v1.37.2).
 MSG

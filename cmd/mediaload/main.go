@@ -38,10 +38,10 @@ const (
 
 type options struct {
 	url, admin, token, room, jsonOut, interfaces string
-	publishers, viewers, ws, wsRoom  int
-	rate                             float64
-	duration                         time.Duration
-	pps, payload                     int
+	publishers, viewers, ws, wsRoom              int
+	rate                                         float64
+	duration                                     time.Duration
+	pps, payload                                 int
 }
 
 // Summary is the final report (also written as JSON).

@@ -142,7 +142,11 @@ type result struct {
 }
 
 func run(ctx context.Context, o options) (Summary, error) {
-	api, err := client.NewAPI(strings.Split(o.interfaces, ",")...)
+	var ifaces []string // none: loopback
+	if o.interfaces != "" {
+		ifaces = strings.Split(o.interfaces, ",")
+	}
+	api, err := client.NewAPI(ifaces...)
 	if err != nil {
 		return Summary{}, err
 	}

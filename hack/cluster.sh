@@ -157,7 +157,8 @@ network_up() {
 	ip addr replace "$NODE_IP/32" dev "$NODE_IF"
 	ip link set "$NODE_IF" up
 	echo "$BRIDGE" >>"$STATE/run/links" # the CNI bridge plugin creates it with the first pod
-	[[ -d /proc/sys/net/bridge ]] || die "bridge netfilter (br_netfilter) is not loaded: run modprobe br_netfilter"
+	[[ -d /proc/sys/net/bridge ]] || { command -v modprobe >/dev/null && modprobe br_netfilter; } || true
+	[[ -d /proc/sys/net/bridge ]] || die "bridge netfilter (br_netfilter) is not loaded and could not be: run modprobe br_netfilter"
 	sysctl_set net.ipv4.ip_forward 1
 	sysctl_set net.bridge.bridge-nf-call-iptables 1
 	mkdir -p "$STATE/cni/net.d" "$STATE/cni/ipam"

@@ -35,7 +35,7 @@ CTR_SOCK="$STATE/containerd/containerd.sock"
 KUBECONFIG_FILE="$STATE/kubeconfig"
 # Paths outside the state directory that containerd, the CNI plugins and the
 # kubelet use whatever they are told: removed by down when up created them.
-HOST_DIRS=(/run/containerd /var/lib/cni /var/lib/kubelet /var/log/containers /var/log/pods)
+HOST_DIRS=(/run/netns /run/containerd /var/lib/cni /var/lib/kubelet /var/log/containers /var/log/pods)
 
 log() { printf '[cluster] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }

@@ -3,9 +3,12 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -418,6 +421,10 @@ func TestDrainOnPodDeletion(t *testing.T) {
 	t.Logf("pod %s deleted %s after the delete call (sessions held %s, drainTimeout %s)", pod.Name, time.Since(deleted).Round(100*time.Millisecond), hold, drain)
 }
 
+// prometheusOperatorVersion is the release whose CRDs test 9 installs (the
+// envtest suite uses the same).
+const prometheusOperatorVersion = "v0.85.0"
+
 // waitMessage delivers the first server message of the given type.
 func waitMessage(p *mfclient.Participant, typ string) <-chan mfclient.WSMessage {
 	ch := make(chan mfclient.WSMessage, 1)
@@ -633,4 +640,46 @@ func TestGoroutineLeakReported(t *testing.T) {
 		c := condition(getMS(t, "leak"), mediav1alpha1.ConditionGoroutineLeak)
 		return c != nil && c.Status == metav1.ConditionFalse, fmt.Sprint(c)
 	})
+}
+
+// 9. The Prometheus Operator's real CRDs installed into the running cluster:
+// the in-cluster operator (its generated RBAC, not an admin's) notices them
+// without a restart and creates the PodMonitor, PrometheusRule and dashboard
+// of a MediaService. The CRDs stay installed afterwards.
+func TestMonitoringObjectsInCluster(t *testing.T) {
+	phase(t)
+	out, err := exec.Command("go", "mod", "download", "-json", "github.com/prometheus-operator/prometheus-operator@"+prometheusOperatorVersion).Output()
+	if err != nil {
+		t.Fatalf("download prometheus-operator %s: %v", prometheusOperatorVersion, err)
+	}
+	var mod struct{ Dir string }
+	if err := json.Unmarshal(out, &mod); err != nil || mod.Dir == "" {
+		t.Fatalf("module dir: %v %s", err, out)
+	}
+	dir := filepath.Join(mod.Dir, "example", "prometheus-operator-crd")
+	kubectl(t, "apply", "--server-side", "-f", filepath.Join(dir, "monitoring.coreos.com_podmonitors.yaml"),
+		"-f", filepath.Join(dir, "monitoring.coreos.com_prometheusrules.yaml"))
+
+	createMS(t, "mon", mediav1alpha1.MediaServiceSpec{Replicas: ptr.To[int32](1)})
+	t.Cleanup(func() { deleteMS(t, "mon") })
+	eventually(t, 2*time.Minute, "MonitoringReady", func() (bool, string) {
+		c := condition(getMS(t, "mon"), mediav1alpha1.ConditionMonitoringReady)
+		return c != nil && c.Status == metav1.ConditionTrue, fmt.Sprint(c)
+	})
+	for _, kind := range []string{"podmonitor", "prometheusrule", "configmap"} {
+		name := "mon"
+		if kind == "configmap" {
+			name = "mon-dashboard"
+		}
+		owner := kubectl(t, "-n", ns, "get", kind, name, "-o", "jsonpath={.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name}")
+		if owner != "MediaService/mon" {
+			t.Errorf("%s %s owned by %q", kind, name, owner)
+		}
+	}
+	alerts := kubectl(t, "-n", ns, "get", "prometheusrule", "mon", "-o", "jsonpath={.spec.groups[*].rules[*].alert}")
+	for _, a := range []string{"GoroutineLeak", "MediaPodDown", "SessionCapacityNearlyExhausted"} {
+		if !strings.Contains(alerts, a) {
+			t.Errorf("PrometheusRule lacks %s: %s", a, alerts)
+		}
+	}
 }

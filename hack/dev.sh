@@ -18,7 +18,7 @@ make -s images >/dev/null
 phase "images built"
 
 was_up=0
-[[ -f "$STATE/run/kube-apiserver.pid" ]] && kill -0 "$(cat "$STATE/run/kube-apiserver.pid")" 2>/dev/null && was_up=1
+hack/cluster.sh status | grep "^kube-apiserver  *running" >/dev/null && was_up=1
 hack/cluster.sh up
 phase "cluster up"
 KUBECTL="$("$ROOT/hack/controlplane.sh" kubectl 2>/dev/null)/kubectl"

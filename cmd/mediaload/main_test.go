@@ -38,11 +38,7 @@ func TestValidate(t *testing.T) {
 // mediaserver connects everything, carries media and reads the server's
 // footprint.
 func TestRunAgainstARealServer(t *testing.T) {
-	cfg := config.Default()
-	cfg.ListenHost = "127.0.0.1"
-	cfg.Port, cfg.AdminPort = 0, 0
-	cfg.ICELoopback = true
-	cfg.ICEInterfaces = []string{"lo"}
+	cfg := config.Loopback()
 	cfg.DrainTimeout = time.Second
 	s, err := server.New(cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
 	if err != nil {

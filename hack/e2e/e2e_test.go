@@ -23,6 +23,7 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
@@ -554,7 +555,7 @@ func deleteMS(t *testing.T, name string) {
 			if err := kc.List(ctxFor(t, 10*time.Second), l, client.InNamespace(ns), sel); err != nil {
 				return false, err.Error()
 			}
-			if n := metaLen(l); n > 0 {
+			if n := meta.LenList(l); n > 0 {
 				left = append(left, fmt.Sprintf("%d %s", n, kind))
 			}
 		}
@@ -564,24 +565,6 @@ func deleteMS(t *testing.T, name string) {
 		}
 		return len(left) == 0, strings.Join(left, ", ")
 	})
-}
-
-func metaLen(l client.ObjectList) int {
-	switch v := l.(type) {
-	case *appsv1.DeploymentList:
-		return len(v.Items)
-	case *corev1.PodList:
-		return len(v.Items)
-	case *corev1.ServiceList:
-		return len(v.Items)
-	case *policyv1.PodDisruptionBudgetList:
-		return len(v.Items)
-	case *corev1.ServiceAccountList:
-		return len(v.Items)
-	case *corev1.ConfigMapList:
-		return len(v.Items)
-	}
-	return -1
 }
 
 // 8. A goroutine leak injected through the e2e image's fault hook shows up

@@ -33,11 +33,7 @@ import (
 )
 
 func serverConfig() config.Config {
-	cfg := config.Default()
-	cfg.ListenHost = "127.0.0.1"
-	cfg.Port, cfg.AdminPort = 0, 0
-	cfg.ICELoopback = true
-	cfg.ICEInterfaces = []string{"lo"}
+	cfg := config.Loopback()
 	cfg.MaxSessions = 100000
 	return cfg
 }

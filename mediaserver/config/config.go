@@ -92,6 +92,18 @@ func Default() Config {
 	}
 }
 
+// Loopback is Default bound to 127.0.0.1 on ephemeral ports, with ICE on
+// the loopback interface only: an in-process server for tests, benchmarks
+// and local runs that nothing outside this machine can reach.
+func Loopback() Config {
+	c := Default()
+	c.ListenHost = "127.0.0.1"
+	c.Port, c.AdminPort = 0, 0
+	c.ICELoopback = true
+	c.ICEInterfaces = []string{"lo"}
+	return c
+}
+
 // FromEnv reads the podenv variables over Default. lookup is os.LookupEnv in
 // production. The first malformed variable is reported by name.
 func FromEnv(lookup func(string) (string, bool)) (Config, error) {

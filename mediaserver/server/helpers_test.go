@@ -25,11 +25,7 @@ import (
 // testServer starts a mediaserver on loopback with ephemeral ports.
 func testServer(t *testing.T, mut func(*config.Config)) *Server {
 	t.Helper()
-	cfg := config.Default()
-	cfg.ListenHost = "127.0.0.1"
-	cfg.Port, cfg.AdminPort = 0, 0
-	cfg.ICELoopback = true
-	cfg.ICEInterfaces = []string{"lo"}
+	cfg := config.Loopback()
 	cfg.DrainTimeout = 2 * time.Second
 	if mut != nil {
 		mut(&cfg)

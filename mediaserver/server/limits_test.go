@@ -449,17 +449,14 @@ func TestICEIPsLimitGathering(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer pub.Close()
-			var n int
-			for _, l := range strings.Split(pub.Answer, "\n") {
-				if f := strings.Fields(l); len(f) > 5 && strings.HasPrefix(f[0], "a=candidate:") {
-					n++
-					if f[4] != "127.0.0.1" {
-						t.Errorf("candidate on %s, want only ICE_IPS 127.0.0.1: %s", f[4], l)
-					}
-				}
-			}
-			if n == 0 {
+			cands := candPort.FindAllStringSubmatch(pub.Answer, -1)
+			if len(cands) == 0 {
 				t.Fatalf("no candidates:\n%s", pub.Answer)
+			}
+			for _, m := range cands {
+				if m[1] != "127.0.0.1" {
+					t.Errorf("candidate on %s, want only ICE_IPS 127.0.0.1: %s", m[1], m[0])
+				}
 			}
 			if err := client.WaitConnected(ctx, pub.PC); err != nil {
 				t.Fatal(err)

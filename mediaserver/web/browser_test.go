@@ -2,7 +2,6 @@ package web_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -18,7 +17,6 @@ import (
 	"github.com/mediafleet/mediafleet/mediaserver/client"
 	"github.com/mediafleet/mediafleet/mediaserver/config"
 	"github.com/mediafleet/mediafleet/mediaserver/server"
-	"github.com/mediafleet/mediafleet/mediaserver/statusapi"
 )
 
 // Real headless Chromium (Debian's package) with fake camera and microphone
@@ -43,11 +41,7 @@ func chromiumPath(t *testing.T) string {
 
 func startServer(t *testing.T) *server.Server {
 	t.Helper()
-	cfg := config.Default()
-	cfg.ListenHost = "127.0.0.1"
-	cfg.Port, cfg.AdminPort = 0, 0
-	cfg.ICELoopback = true
-	cfg.ICEInterfaces = []string{"lo"}
+	cfg := config.Loopback()
 	cfg.DrainTimeout = time.Second
 	s, err := server.New(cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {
@@ -152,20 +146,6 @@ func screenshot(t *testing.T, ctx context.Context, name string) {
 	t.Logf("screenshot of the page: %s", abs)
 }
 
-func status(t *testing.T, s *server.Server) statusapi.Report {
-	t.Helper()
-	resp, err := http.Get(s.AdminURL() + statusapi.Path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var r statusapi.Report
-	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
-		t.Fatal(err)
-	}
-	return r
-}
-
 // TestBrowserPublishesAndAnotherTabWatches: tab 1 publishes its (fake)
 // camera through the page over WHIP, tab 2 watches over WHEP and decodes.
 func TestBrowserPublishesAndAnotherTabWatches(t *testing.T) {
@@ -196,7 +176,7 @@ func TestBrowserPublishesAndAnotherTabWatches(t *testing.T) {
 	}
 	width := eval[float64](t, view, `document.querySelector('figure[data-id="watch"] video').videoWidth`)
 	t.Logf("watcher decodes %.0f px wide video", width)
-	if st := status(t, s); st.Sessions.Active != 2 {
+	if st := s.Report(); st.Sessions.Active != 2 {
 		t.Errorf("/status counts %d sessions, want 2", st.Sessions.Active)
 	}
 	screenshot(t, view, "browser-watch.png")
@@ -215,7 +195,7 @@ func TestBrowserWebSocketRoomOfThree(t *testing.T) {
 		waitJS(t, tc, 45*time.Second, fmt.Sprintf("tab %d sees two remote videos", i),
 			`[...document.querySelectorAll('figure:not([data-id="local"]) video')].filter(v => v.videoWidth > 0).length === 2`)
 	}
-	if st := status(t, s); st.Sessions.Active != 3 {
+	if st := s.Report(); st.Sessions.Active != 3 {
 		t.Errorf("/status counts %d sessions, want 3", st.Sessions.Active)
 	}
 	time.Sleep(3 * time.Second) // let the statistics table fill in

@@ -334,13 +334,21 @@ func TestEnvtestAutoscalingUpAtOnceDownAfterWindow(t *testing.T) {
 	ms.Spec.Replicas = ptrTo(int32(1))
 	ms.Spec.Autoscaling = &mediav1alpha1.AutoscalingSpec{MinReplicas: 1, MaxReplicas: 5, TargetSessionsPerPod: 2,
 		ScaleDownStabilization: metav1.Duration{Duration: 5 * time.Minute}}
-	createMS(t, ms)
+	// The five sessions exist before the pod is observed at all, so the
+	// first observation sees all of them (not 4, then 5).
 	m := startMediaserver(t)
-	mediaPod(t, ms, "auto-a", m.admin)
 	var conns []*websocket.Conn
 	for i := 0; i < 5; i++ {
 		conns = append(conns, wsSession(t, m, "r"+strconv.Itoa(i)))
 	}
+	eventually(t, 10*time.Second, "five sessions on the media server", func() error {
+		if n := readStatus(t, m).Sessions.Active; n != 5 {
+			return fmt.Errorf("%d sessions", n)
+		}
+		return nil
+	})
+	createMS(t, ms)
+	mediaPod(t, ms, "auto-a", m.admin)
 	replicasAre := func(n int32) func() error {
 		return func() error {
 			if got := *getMS(t, ns, "auto").Spec.Replicas; got != n {

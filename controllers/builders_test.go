@@ -1,11 +1,13 @@
 package controllers
 
 import (
+	"strings"
 	"testing"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
 
@@ -88,6 +90,50 @@ func TestDesiredDeployment(t *testing.T) {
 			}
 			if d.Spec.Template.Spec.HostNetwork != nil || d.Spec.Template.Spec.Affinity != nil {
 				t.Errorf("pod network fleet got hostNetwork/affinity")
+			}
+		}},
+		{"an ice block with only STUN servers keeps the default mux port", func(ms *mediav1alpha1.MediaService) {
+			ms.Spec.ICE = mediav1alpha1.ICESpec{STUNServers: []string{"stun:stun.example.test:3478"}}
+		}, func(t *testing.T, d *appsv1ac.DeploymentApplyConfiguration) {
+			env := envMap(d)
+			if env["ICE_UDP_MUX_PORT"] != "50000" || env["STUN_SERVERS"] != "stun:stun.example.test:3478" {
+				t.Errorf("env %v", env)
+			}
+			if _, ok := env["ICE_PORT_MIN"]; ok {
+				t.Error("port range env without a port range")
+			}
+		}},
+		{"signalling TLS: the Secret mounted read-only, files named in the env", func(ms *mediav1alpha1.MediaService) {
+			ms.Spec.Signaling.TLS = &mediav1alpha1.SignalingTLS{SecretRef: corev1.LocalObjectReference{Name: "demo-tls"}}
+		}, func(t *testing.T, d *appsv1ac.DeploymentApplyConfiguration) {
+			env := envMap(d)
+			if env["TLS_CERT_FILE"] != "/etc/mediafleet/tls/tls.crt" || env["TLS_KEY_FILE"] != "/etc/mediafleet/tls/tls.key" {
+				t.Errorf("env %v", env)
+			}
+			var vol bool
+			for _, v := range d.Spec.Template.Spec.Volumes {
+				if *v.Name == tlsVolume && v.Secret != nil && *v.Secret.SecretName == "demo-tls" && len(v.Secret.Items) == 2 {
+					vol = true
+				}
+			}
+			var mount bool
+			for _, m := range d.Spec.Template.Spec.Containers[0].VolumeMounts {
+				if *m.Name == tlsVolume && *m.MountPath == "/etc/mediafleet/tls" && *m.ReadOnly {
+					mount = true
+				}
+			}
+			if !vol || !mount {
+				t.Errorf("TLS Secret volume %v, read-only mount %v", vol, mount)
+			}
+		}},
+		{"no TLS: no certificate env or volume", nil, func(t *testing.T, d *appsv1ac.DeploymentApplyConfiguration) {
+			if _, ok := envMap(d)["TLS_CERT_FILE"]; ok {
+				t.Error("TLS_CERT_FILE without spec.signaling.tls")
+			}
+			for _, v := range d.Spec.Template.Spec.Volumes {
+				if *v.Name == tlsVolume {
+					t.Error("TLS volume without spec.signaling.tls")
+				}
 			}
 		}},
 		{"restricted pod security and no API token", nil, func(t *testing.T, d *appsv1ac.DeploymentApplyConfiguration) {
@@ -283,7 +329,7 @@ func TestComputeStatus(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			m := ms.DeepCopy()
-			computeStatus(m, tc.dep, nil, nil)
+			computeStatus(m, tc.dep, nil, nil, nil)
 			for typ, want := range map[string]metav1.ConditionStatus{mediav1alpha1.ConditionAvailable: tc.avail,
 				mediav1alpha1.ConditionProgressing: tc.progressing, mediav1alpha1.ConditionDegraded: tc.degrad} {
 				if c := findCond(m.Status.Conditions, typ); c == nil || c.Status != want {
@@ -294,6 +340,49 @@ func TestComputeStatus(t *testing.T) {
 				t.Errorf("status %+v", m.Status)
 			}
 		})
+	}
+}
+
+// TestAvailableMeansServing: enough ready pods are not enough to become
+// Available while a ready pod is missing from the Service's endpoints or
+// its member list; once Available, a new pod's short gap (a scale-up) does
+// not flip it back.
+func TestAvailableMeansServing(t *testing.T) {
+	ms := defaulted(func(ms *mediav1alpha1.MediaService) { ms.Spec.Replicas = ptrTo(int32(2)) })
+	dep := &appsv1.Deployment{Status: appsv1.DeploymentStatus{Replicas: 2, ReadyReplicas: 2, UpdatedReplicas: 2, AvailableReplicas: 2}}
+	gaps := []string{"pod demo-a: not a ready endpoint of Service demo yet"}
+
+	computeStatus(ms, dep, nil, gaps, nil)
+	c := findCond(ms.Status.Conditions, mediav1alpha1.ConditionAvailable)
+	if c.Status != metav1.ConditionFalse || c.Reason != ReasonNotServingYet || !strings.Contains(c.Message, "demo-a") {
+		t.Fatalf("with a gap: %+v", c)
+	}
+	computeStatus(ms, dep, nil, nil, nil)
+	if c := findCond(ms.Status.Conditions, mediav1alpha1.ConditionAvailable); c.Status != metav1.ConditionTrue || c.Reason != ReasonMinimumReplicasReady {
+		t.Fatalf("without gaps: %+v", c)
+	}
+	computeStatus(ms, dep, nil, gaps, nil)
+	if c := findCond(ms.Status.Conditions, mediav1alpha1.ConditionAvailable); c.Status != metav1.ConditionTrue {
+		t.Fatalf("a gap after Available flipped it: %+v", c)
+	}
+	// Not enough ready pods: the gap check does not matter.
+	computeStatus(ms, &appsv1.Deployment{Status: appsv1.DeploymentStatus{Replicas: 2}}, nil, nil, nil)
+	if c := findCond(ms.Status.Conditions, mediav1alpha1.ConditionAvailable); c.Status != metav1.ConditionFalse || c.Reason != ReasonNotEnoughReady {
+		t.Fatalf("nothing ready: %+v", c)
+	}
+}
+
+func TestReadyEndpointPods(t *testing.T) {
+	f, tr := false, true
+	slices := []discoveryv1.EndpointSlice{{Endpoints: []discoveryv1.Endpoint{
+		{TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: "a"}, Conditions: discoveryv1.EndpointConditions{Ready: &tr}},
+		{TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: "b"}, Conditions: discoveryv1.EndpointConditions{Ready: &f}},
+		{TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: "c"}}, // nil means ready
+		{Addresses: []string{"198.18.1.9"}},                          // no pod
+	}}}
+	got := readyEndpointPods(slices)
+	if !got["a"] || got["b"] || !got["c"] || len(got) != 2 {
+		t.Fatalf("ready endpoint pods %v", got)
 	}
 }
 

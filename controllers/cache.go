@@ -4,6 +4,7 @@ import (
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/rest"
@@ -31,6 +32,8 @@ func CacheOptions(monitoringServed bool) cache.Options {
 			&policyv1.PodDisruptionBudget{}: managed,
 			&corev1.Pod{}:                   stripped,
 			&corev1.Node{}:                  {Transform: cache.TransformStripManagedFields()},
+			// The media Services' EndpointSlices carry their labels.
+			&discoveryv1.EndpointSlice{}: stripped,
 		},
 	}
 	if monitoringServed {

@@ -160,10 +160,26 @@ func containerPorts(ms *mediav1alpha1.MediaService) []*corev1ac.ContainerPortApp
 		corev1ac.ContainerPort().WithName(portNameSignal).WithContainerPort(ms.Spec.Signaling.Port).WithProtocol(corev1.ProtocolTCP),
 		corev1ac.ContainerPort().WithName(portNameAdmin).WithContainerPort(ms.Spec.AdminPort).WithProtocol(corev1.ProtocolTCP),
 	}
-	if p := ms.Spec.ICE.UDPMuxPort; p != nil {
-		ports = append(ports, corev1ac.ContainerPort().WithName(portNameICEMux).WithContainerPort(*p).WithProtocol(corev1.ProtocolUDP))
+	if p, ok := iceMuxPort(ms); ok {
+		ports = append(ports, corev1ac.ContainerPort().WithName(portNameICEMux).WithContainerPort(p).WithProtocol(corev1.ProtocolUDP))
 	}
 	return ports
+}
+
+// defaultUDPMuxPort is the mux port of an ice block with no port mode.
+const defaultUDPMuxPort int32 = 50000
+
+// iceMuxPort is the UDP mux port the pods use: udpMuxPort, or the default
+// when neither port mode is set (false: a port range is used).
+func iceMuxPort(ms *mediav1alpha1.MediaService) (int32, bool) {
+	switch {
+	case ms.Spec.ICE.UDPMuxPort != nil:
+		return *ms.Spec.ICE.UDPMuxPort, true
+	case ms.Spec.ICE.PortRange != nil:
+		return 0, false
+	default:
+		return defaultUDPMuxPort, true
+	}
 }
 
 func fieldEnv(name, path string) *corev1ac.EnvVarApplyConfiguration {
@@ -209,8 +225,13 @@ func podEnv(ms *mediav1alpha1.MediaService) []*corev1ac.EnvVarApplyConfiguration
 			valueEnv(podenv.ICEPortMin, strconv.Itoa(int(pr.Min))),
 			valueEnv(podenv.ICEPortMax, strconv.Itoa(int(pr.Max))))
 	}
-	if p := spec.ICE.UDPMuxPort; p != nil {
-		env = append(env, valueEnv(podenv.ICEUDPMuxPort, strconv.Itoa(int(*p))))
+	if p, ok := iceMuxPort(ms); ok {
+		env = append(env, valueEnv(podenv.ICEUDPMuxPort, strconv.Itoa(int(p))))
+	}
+	if spec.Signaling.TLS != nil {
+		env = append(env,
+			valueEnv(podenv.TLSCertFile, tlsMountAt+"/"+corev1.TLSCertKey),
+			valueEnv(podenv.TLSKeyFile, tlsMountAt+"/"+corev1.TLSPrivateKeyKey))
 	}
 	if len(spec.ICE.STUNServers) > 0 {
 		env = append(env, valueEnv(podenv.STUNServers, strings.Join(spec.ICE.STUNServers, ",")))
@@ -274,6 +295,14 @@ func volumes(ms *mediav1alpha1.MediaService) []*corev1ac.VolumeApplyConfiguratio
 		v = append(v, corev1ac.Volume().WithName(nodeAddrVolume).WithConfigMap(
 			corev1ac.ConfigMapVolumeSource().WithName(nodeAddressesConfigMapName(ms))))
 	}
+	if t := ms.Spec.Signaling.TLS; t != nil {
+		// A Secret volume, not env: the kubelet updates the files when the
+		// Secret changes and the mediaserver reloads them.
+		v = append(v, corev1ac.Volume().WithName(tlsVolume).WithSecret(corev1ac.SecretVolumeSource().
+			WithSecretName(t.SecretRef.Name).WithDefaultMode(0o440).
+			WithItems(corev1ac.KeyToPath().WithKey(corev1.TLSCertKey).WithPath(corev1.TLSCertKey),
+				corev1ac.KeyToPath().WithKey(corev1.TLSPrivateKeyKey).WithPath(corev1.TLSPrivateKeyKey))))
+	}
 	return v
 }
 
@@ -283,6 +312,9 @@ func volumeMounts(ms *mediav1alpha1.MediaService) []*corev1ac.VolumeMountApplyCo
 	}
 	if usesNodeExternalIP(ms) {
 		m = append(m, corev1ac.VolumeMount().WithName(nodeAddrVolume).WithMountPath(nodeAddrMountAt).WithReadOnly(true))
+	}
+	if ms.Spec.Signaling.TLS != nil {
+		m = append(m, corev1ac.VolumeMount().WithName(tlsVolume).WithMountPath(tlsMountAt).WithReadOnly(true))
 	}
 	return m
 }

@@ -19,7 +19,10 @@ import (
 
 	"github.com/gorilla/websocket"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
@@ -446,4 +449,55 @@ func TestEnvtestMembershipDelivered(t *testing.T) {
 	if resp.StatusCode != http.StatusConflict {
 		t.Errorf("stale list answered %d, want 409", resp.StatusCode)
 	}
+}
+
+// TestEnvtestAvailableMeansServing: a ready pod is not enough. The
+// MediaService turns Available only once the pod holds a member list in
+// which it is ready and the Service's EndpointSlices list it (the test
+// plays the EndpointSlice controller, which envtest does not run).
+func TestEnvtestAvailableMeansServing(t *testing.T) {
+	requireEnvtest(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	ms := newMS(ns, "serve")
+	ms.Spec.Replicas = ptrTo(int32(1))
+	createMS(t, ms)
+	eventually(t, waitFor, "deployment", func() error { _, err := getDeployment(ns, "serve"); return err })
+	m := startMediaserver(t)
+	pod := mediaPod(t, ms, "serve-a", m.admin)
+	setDeploymentStatus(t, ns, "serve", 1, 1, 1)
+
+	eventually(t, waitFor, "ready but not serving", conditionIs(ns, "serve", mediav1alpha1.ConditionAvailable, metav1.ConditionFalse, ReasonNotServingYet))
+	c := meta.FindStatusCondition(getMS(t, ns, "serve").Status.Conditions, mediav1alpha1.ConditionAvailable)
+	if !strings.Contains(c.Message, "serve-a: not a ready endpoint of Service serve") {
+		t.Errorf("message does not say what is missing: %q", c.Message)
+	}
+	// The member list reaches the pod without waiting for endpoints, and
+	// it marks the pod ready.
+	eventually(t, waitFor, "pod holds a list naming it", func() error {
+		if r := readStatus(t, m); r.MembershipSize != 1 || r.MembershipGeneration == 0 {
+			return fmt.Errorf("membership %d/%d", r.MembershipGeneration, r.MembershipSize)
+		}
+		return nil
+	})
+
+	svc := &corev1.Service{}
+	if err := k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: "serve"}, svc); err != nil {
+		t.Fatal(err)
+	}
+	labels := map[string]string{discoveryv1.LabelServiceName: "serve", discoveryv1.LabelManagedBy: "endpointslice-controller.k8s.io"}
+	for k, v := range svc.Labels { // the EndpointSlice controller copies them
+		labels[k] = v
+	}
+	ready := true
+	slice := &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Namespace: ns, Name: "serve-abcde", Labels: labels},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints: []discoveryv1.Endpoint{{Addresses: []string{"198.18.1.10"}, Conditions: discoveryv1.EndpointConditions{Ready: &ready},
+			TargetRef: &corev1.ObjectReference{Kind: "Pod", Namespace: ns, Name: pod.Name, UID: pod.UID}}},
+	}
+	if err := k8s.Create(ctx, slice); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, waitFor, "available once listed", conditionIs(ns, "serve", mediav1alpha1.ConditionAvailable, metav1.ConditionTrue, ReasonMinimumReplicasReady))
 }

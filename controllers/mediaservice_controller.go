@@ -6,6 +6,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -61,6 +62,7 @@ func (r *MediaServiceReconciler) clock() clock.PassiveClock {
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;patch;delete
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
+// +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=monitoring.coreos.com,resources=podmonitors;prometheusrules,verbs=get;list;watch;create;update;patch;delete
 
@@ -82,6 +84,7 @@ func (r *MediaServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	reports := r.fleetReports(pods)
 	before := ms.Status.DeepCopy()
 	var monitoringCond *metav1.Condition
+	var gaps []string
 	ctx, applied := withAppliedLog(ctx)
 
 	defer func() {
@@ -89,13 +92,27 @@ func (r *MediaServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		if monitoringCond != nil {
 			meta.SetStatusCondition(&ms.Status.Conditions, *monitoringCond)
 		}
-		if err := r.writeStatus(ctx, ms, before, pods, reports, retErr); err != nil {
+		if err := r.writeStatus(ctx, ms, before, pods, reports, gaps, retErr); err != nil {
 			logger.Error(err, "write status")
 			if retErr == nil {
 				retErr = err
 			}
 		}
 	}()
+
+	if r.Observer != nil {
+		// Pods learn their member list as soon as their readiness changes,
+		// not at the next observation pass.
+		r.Observer.DeliverMembershipFor(ctx, req.NamespacedName, pods)
+	}
+	if gaps, err = r.servingGaps(ctx, ms, pods); err != nil {
+		return ctrl.Result{}, err
+	}
+	if len(gaps) > 0 {
+		// EndpointSlice changes arrive by watch; an undelivered member
+		// list is retried here.
+		result = requeueSooner(result, servingRetry)
+	}
 
 	if r.Observer != nil {
 		next, err := r.autoscale(ctx, ms, reports)
@@ -213,7 +230,7 @@ func (r *MediaServiceReconciler) deleteOwned(ctx context.Context, ms *mediav1alp
 // writeStatus computes status from the cached Deployment and the pods this
 // reconcile listed, and writes it only when it changed.
 func (r *MediaServiceReconciler) writeStatus(ctx context.Context, ms *mediav1alpha1.MediaService, before *mediav1alpha1.MediaServiceStatus,
-	pods []corev1.Pod, reports []podReport, reconcileErr error) error {
+	pods []corev1.Pod, reports []podReport, gaps []string, reconcileErr error) error {
 	dep := &appsv1.Deployment{}
 	if err := r.Get(ctx, types.NamespacedName{Namespace: ms.Namespace, Name: deploymentName(ms)}, dep); err != nil {
 		if !apierrors.IsNotFound(err) {
@@ -221,7 +238,7 @@ func (r *MediaServiceReconciler) writeStatus(ctx context.Context, ms *mediav1alp
 		}
 		dep = nil
 	}
-	computeStatus(ms, dep, pods, reconcileErr)
+	computeStatus(ms, dep, pods, gaps, reconcileErr)
 	if r.Observer != nil {
 		computeFleetStatus(ms, reports)
 	}
@@ -278,6 +295,7 @@ func (r *MediaServiceReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&corev1.ConfigMap{}).
 		Owns(&policyv1.PodDisruptionBudget{}).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(podToMediaService)).
+		Watches(&discoveryv1.EndpointSlice{}, handler.EnqueueRequestsFromMapFunc(podToMediaService)).
 		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(r.nodeToMediaServices),
 			builder.WithPredicates(nodeAddressesChanged())).
 		Named("mediaservice").
@@ -290,7 +308,8 @@ func (r *MediaServiceReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return nil
 }
 
-// podToMediaService maps a media pod to its MediaService by label.
+// podToMediaService maps a media pod (or an EndpointSlice of a media
+// Service, which carries the Service's labels) to its MediaService by label.
 func podToMediaService(_ context.Context, obj client.Object) []reconcile.Request {
 	name := obj.GetLabels()[LabelMediaService]
 	if name == "" || obj.GetLabels()[labelManagedBy] != managedByValue {

@@ -87,14 +87,6 @@ func sameMembers(a, b []statusapi.Member) bool {
 // generation comes from the clock (and always grows), so a restarted
 // operator never sends a list older than one a pod holds.
 func (o *Observer) deliverMembership(ctx context.Context, pods []corev1.Pod) {
-	m := &o.membership
-	m.mu.Lock()
-	if m.lists == nil {
-		m.lists = map[types.NamespacedName]statusapi.Membership{}
-		m.delivered = map[types.NamespacedName]int64{}
-	}
-	m.mu.Unlock()
-
 	byMS := map[types.NamespacedName][]*corev1.Pod{}
 	alive := map[types.NamespacedName]bool{}
 	for i := range pods {
@@ -107,13 +99,9 @@ func (o *Observer) deliverMembership(ctx context.Context, pods []corev1.Pod) {
 		byMS[key] = append(byMS[key], p)
 		alive[types.NamespacedName{Namespace: p.Namespace, Name: p.Name}] = true
 	}
-	type send struct {
-		pod  types.NamespacedName
-		addr string
-		list statusapi.Membership
-	}
-	var sends []send
+	m := &o.membership
 	m.mu.Lock()
+	m.init()
 	for key := range m.lists {
 		if _, ok := byMS[key]; !ok {
 			delete(m.lists, key)
@@ -124,23 +112,83 @@ func (o *Observer) deliverMembership(ctx context.Context, pods []corev1.Pod) {
 			delete(m.delivered, pod)
 		}
 	}
+	m.mu.Unlock()
+	sends := map[types.NamespacedName][]membershipSend{}
 	for key, ps := range byMS {
-		members := o.members(ps)
-		cur := m.lists[key]
-		if cur.Generation == 0 || !sameMembers(cur.Members, members) {
-			cur = statusapi.Membership{APIVersion: statusapi.APIVersion,
-				Generation: max(cur.Generation+1, time.Now().UnixNano()), Members: members}
-			m.lists[key] = cur
-		}
-		for _, mb := range members {
-			podKey := types.NamespacedName{Namespace: key.Namespace, Name: mb.Name}
-			if m.delivered[podKey] < cur.Generation {
-				sends = append(sends, send{podKey, mb.AdminAddress, cur})
-			}
+		sends[key] = o.membershipSends(key, ps)
+	}
+	var all []membershipSend
+	for _, s := range sends {
+		all = append(all, s...)
+	}
+	o.sendMembership(ctx, all)
+}
+
+// DeliverMembershipFor brings one MediaService's pods up to date with the
+// member list its pods (as cached) describe, at once: the reconciler calls
+// it on every pod change, so a pod that turns ready learns within moments
+// that it may own rooms, not at the next observation pass.
+func (o *Observer) DeliverMembershipFor(ctx context.Context, key types.NamespacedName, pods []corev1.Pod) {
+	ps := make([]*corev1.Pod, 0, len(pods))
+	for i := range pods {
+		ps = append(ps, &pods[i])
+	}
+	o.membership.mu.Lock()
+	o.membership.init()
+	o.membership.mu.Unlock()
+	o.sendMembership(ctx, o.membershipSends(key, ps))
+}
+
+// HoldsCurrentMembership says whether pod holds the MediaService's current
+// member list (the one computed from the pods as last seen).
+func (o *Observer) HoldsCurrentMembership(key types.NamespacedName, pod string) bool {
+	m := &o.membership
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	cur, ok := m.lists[key]
+	return ok && cur.Generation > 0 && m.delivered[types.NamespacedName{Namespace: key.Namespace, Name: pod}] >= cur.Generation
+}
+
+func (m *membershipState) init() {
+	if m.lists == nil {
+		m.lists = map[types.NamespacedName]statusapi.Membership{}
+		m.delivered = map[types.NamespacedName]int64{}
+	}
+}
+
+type membershipSend struct {
+	pod  types.NamespacedName
+	addr string
+	list statusapi.Membership
+}
+
+// membershipSends updates the MediaService's current list from its pods and
+// returns the deliveries still owed.
+func (o *Observer) membershipSends(key types.NamespacedName, ps []*corev1.Pod) []membershipSend {
+	members := o.members(ps)
+	m := &o.membership
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	cur := m.lists[key]
+	if cur.Generation == 0 || !sameMembers(cur.Members, members) {
+		cur = statusapi.Membership{APIVersion: statusapi.APIVersion,
+			Generation: max(cur.Generation+1, time.Now().UnixNano()), Members: members}
+		m.lists[key] = cur
+	}
+	var sends []membershipSend
+	for _, mb := range members {
+		podKey := types.NamespacedName{Namespace: key.Namespace, Name: mb.Name}
+		if m.delivered[podKey] < cur.Generation {
+			sends = append(sends, membershipSend{podKey, mb.AdminAddress, cur})
 		}
 	}
-	m.mu.Unlock()
+	return sends
+}
 
+// sendMembership delivers lists with bounded concurrency and records what
+// each pod now holds.
+func (o *Observer) sendMembership(ctx context.Context, sends []membershipSend) {
+	m := &o.membership
 	sem := make(chan struct{}, o.Opts.Concurrency)
 	var wg sync.WaitGroup
 	for _, sd := range sends {
@@ -150,11 +198,11 @@ func (o *Observer) deliverMembership(ctx context.Context, pods []corev1.Pod) {
 			defer wg.Done()
 			defer func() { <-sem }()
 			if err := o.putMembership(ctx, sd.addr, sd.list); err != nil {
-				log.FromContext(ctx).V(1).Info("membership not delivered; retrying next pass", "pod", sd.pod, "err", err)
+				log.FromContext(ctx).V(1).Info("membership not delivered; retrying", "pod", sd.pod, "err", err)
 				return
 			}
 			m.mu.Lock()
-			m.delivered[sd.pod] = sd.list.Generation
+			m.delivered[sd.pod] = max(m.delivered[sd.pod], sd.list.Generation)
 			m.mu.Unlock()
 		}()
 	}

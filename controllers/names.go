@@ -30,6 +30,8 @@ const (
 	tmpVolumeName   = "tmp"
 	nodeAddrVolume  = "node-addresses"
 	nodeAddrMountAt = "/etc/mediafleet/node-addresses"
+	tlsVolume       = "signaling-tls"
+	tlsMountAt      = "/etc/mediafleet/tls"
 )
 
 // ManagedBySelector selects every object the operator manages; the

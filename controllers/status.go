@@ -51,7 +51,12 @@ func minReady(desired int32) int32 {
 
 // computeStatus fills ms.Status from the Deployment and pods as cached.
 // Conditions keep their transition time unless their status changes.
-func computeStatus(ms *mediav1alpha1.MediaService, dep *appsv1.Deployment, pods []corev1.Pod, reconcileErr error) {
+//
+// gaps (from servingGaps) name ready pods that cannot take sessions through
+// the Service yet. Available turns True only when there are none, so that a
+// client acting on Available is never refused; once Available, a new pod's
+// short gap (a scale-up) does not flip it back.
+func computeStatus(ms *mediav1alpha1.MediaService, dep *appsv1.Deployment, pods []corev1.Pod, gaps []string, reconcileErr error) {
 	st := &ms.Status
 	desired := int32(1)
 	if ms.Spec.Replicas != nil {
@@ -76,6 +81,13 @@ func computeStatus(ms *mediav1alpha1.MediaService, dep *appsv1.Deployment, pods 
 		switch {
 		case desired == 0:
 			set(mediav1alpha1.ConditionAvailable, metav1.ConditionTrue, ReasonScaledToZero, "scaled to zero replicas")
+		case dep.Status.ReadyReplicas >= need && len(gaps) > 0 && !availableWithReady(st.Conditions):
+			msg := strings.Join(gaps, "; ")
+			if len(gaps) > 3 {
+				msg = strings.Join(gaps[:3], "; ") + fmt.Sprintf("; and %d more", len(gaps)-3)
+			}
+			set(mediav1alpha1.ConditionAvailable, metav1.ConditionFalse, ReasonNotServingYet,
+				fmt.Sprintf("%d/%d media pods ready, not all serving yet: %s", dep.Status.ReadyReplicas, desired, truncate(msg, 512)))
 		case dep.Status.ReadyReplicas >= need:
 			set(mediav1alpha1.ConditionAvailable, metav1.ConditionTrue, ReasonMinimumReplicasReady,
 				fmt.Sprintf("%d/%d media pods ready (at least %d needed)", dep.Status.ReadyReplicas, desired, need))
@@ -110,6 +122,13 @@ func computeStatus(ms *mediav1alpha1.MediaService, dep *appsv1.Deployment, pods 
 	if reconcileErr == nil {
 		st.ObservedGeneration = ms.Generation
 	}
+}
+
+// availableWithReady: the MediaService is already Available because enough
+// pods served.
+func availableWithReady(conds []metav1.Condition) bool {
+	c := meta.FindStatusCondition(conds, mediav1alpha1.ConditionAvailable)
+	return c != nil && c.Status == metav1.ConditionTrue && c.Reason == ReasonMinimumReplicasReady
 }
 
 func deploymentCondition(dep *appsv1.Deployment, t appsv1.DeploymentConditionType) *appsv1.DeploymentCondition {

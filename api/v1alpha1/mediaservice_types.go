@@ -8,7 +8,7 @@ import (
 // MediaServiceSpec is what a cluster admin asks for: a fleet of WebRTC media
 // pods, their networking, their limits and how they are watched.
 // +kubebuilder:validation:XValidation:rule="!has(self.signaling) || !has(self.signaling.port) || !has(self.adminPort) || self.signaling.port != self.adminPort",message="signaling.port and adminPort must differ"
-// +kubebuilder:validation:XValidation:rule="!has(self.ice) || !has(self.ice.portRange) || !has(self.limits) || !has(self.limits.maxSessionsPerPod) || self.ice.portRange.max - self.ice.portRange.min + 1 >= self.limits.maxSessionsPerPod",message="ice.portRange is too narrow: it needs at least limits.maxSessionsPerPod ports (one UDP port per session)"
+// +kubebuilder:validation:XValidation:rule="!has(self.ice) || !has(self.ice.portRange) || !has(self.limits) || !has(self.limits.maxSessionsPerPod) || self.ice.portRange.min > self.ice.portRange.max || self.ice.portRange.max - self.ice.portRange.min + 1 >= self.limits.maxSessionsPerPod",messageExpression="'ice.portRange has %d ports; limits.maxSessionsPerPod needs %d (one UDP port per session): widen the range or lower the limit'.format([self.ice.portRange.max - self.ice.portRange.min + 1, self.limits.maxSessionsPerPod])"
 // +kubebuilder:validation:XValidation:rule="!has(self.autoscaling) || !has(self.replicas) || (self.replicas >= self.autoscaling.minReplicas && self.replicas <= self.autoscaling.maxReplicas)",message="spec.replicas must lie within autoscaling.minReplicas..maxReplicas: with autoscaling the operator sets spec.replicas itself"
 // +kubebuilder:validation:XValidation:rule="!has(self.autoscaling) || !has(self.limits) || !has(self.limits.maxSessionsPerPod) || self.autoscaling.targetSessionsPerPod <= self.limits.maxSessionsPerPod",message="autoscaling.targetSessionsPerPod cannot exceed limits.maxSessionsPerPod"
 // +kubebuilder:validation:XValidation:rule="!has(self.ice) || !has(self.ice.publicAddress) || !has(self.ice.hostNetwork) || self.ice.publicAddress.source != 'PodIP' || !self.ice.hostNetwork",message="ice.publicAddress.source PodIP makes no sense with ice.hostNetwork; use NodeInternalIP or NodeExternalIP"
@@ -50,7 +50,10 @@ type MediaServiceSpec struct {
 	// +optional
 	AdminPort int32 `json:"adminPort,omitempty"`
 
-	// ICE configures how media reaches the pods over UDP.
+	// ICE configures how media reaches the pods over UDP. Set at most one
+	// port mode, portRange or udpMuxPort (they are mutually exclusive);
+	// with neither (or no ice block at all) every session of a pod shares
+	// UDP port 50000, so adding only stunServers or turnServers keeps it.
 	// +kubebuilder:default={udpMuxPort: 50000}
 	// +optional
 	ICE ICESpec `json:"ice,omitzero"`
@@ -230,8 +233,9 @@ type AutoscalingSpec struct {
 	// before the fleet shrinks.
 	// +kubebuilder:default="5m"
 	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
-	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s') && duration(self) <= duration('24h')",message="autoscaling.scaleDownStabilization must be between 0s and 24h"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$') || (duration(self) >= duration('0s') && duration(self) <= duration('24h'))",message="autoscaling.scaleDownStabilization must be between 0s and 24h"
 	// +optional
 	ScaleDownStabilization metav1.Duration `json:"scaleDownStabilization,omitzero"`
 }
@@ -271,11 +275,26 @@ type SignalingSpec struct {
 	// +optional
 	AllowedOrigins []string `json:"allowedOrigins,omitempty"`
 
+	// TLS serves HTTPS and WSS on the signalling port with the certificate
+	// of a kubernetes.io/tls Secret. Pods reload it when the Secret changes
+	// (cert-manager renewals need no restart). Browsers give a page camera
+	// access only in a secure context: HTTPS, or http://localhost.
+	// +optional
+	TLS *SignalingTLS `json:"tls,omitempty"`
+
 	// TokenSecretRef names a key of a Secret in the MediaService's namespace
 	// holding the bearer token required on WHIP, WHEP and WebSocket
 	// requests. Unset means no token is required.
 	// +optional
 	TokenSecretRef *SecretKeyRef `json:"tokenSecretRef,omitempty"`
+}
+
+// SignalingTLS names the certificate of the signalling port.
+type SignalingTLS struct {
+	// SecretRef names a kubernetes.io/tls Secret (keys tls.crt and
+	// tls.key) in the MediaService's namespace.
+	// +required
+	SecretRef corev1.LocalObjectReference `json:"secretRef"`
 }
 
 // SecretKeyRef selects one key of a Secret in the same namespace.
@@ -293,14 +312,20 @@ type SecretKeyRef struct {
 	Key string `json:"key,omitempty"`
 }
 
-// ICESpec configures ICE. Exactly one of portRange and udpMuxPort is set.
-// +kubebuilder:validation:XValidation:rule="has(self.portRange) != has(self.udpMuxPort)",message="exactly one of ice.portRange or ice.udpMuxPort must be set"
+// ICESpec configures ICE. At most one port mode is set: portRange or
+// udpMuxPort; with neither, every session shares UDP port 50000 (the same as
+// udpMuxPort: 50000), so an ice block that only adds STUN or TURN servers
+// keeps the default.
+// +kubebuilder:validation:XValidation:rule="!(has(self.portRange) && has(self.udpMuxPort))",message="ice.portRange and ice.udpMuxPort are mutually exclusive: set one (with neither, udpMuxPort 50000 is used)"
 type ICESpec struct {
-	// PortRange gives every session its own UDP port from this range.
+	// PortRange gives every session its own UDP port from this range
+	// (needs at least limits.maxSessionsPerPod ports). Mutually exclusive
+	// with udpMuxPort.
 	// +optional
 	PortRange *PortRange `json:"portRange,omitempty"`
 
 	// UDPMuxPort makes every session of a pod share this one UDP port.
+	// Mutually exclusive with portRange; when neither is set, 50000.
 	// +kubebuilder:validation:Minimum=1024
 	// +kubebuilder:validation:Maximum=65535
 	// +optional
@@ -422,8 +447,9 @@ type LimitsSpec struct {
 	// before the slow client is disconnected.
 	// +kubebuilder:default="1s"
 	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
-	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s') && duration(self) <= duration('1m')",message="limits.websocketSendTimeout must be positive and at most 1m"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$') || (duration(self) > duration('0s') && duration(self) <= duration('1m'))",message="limits.websocketSendTimeout must be positive and at most 1m"
 	// +optional
 	WebsocketSendTimeout metav1.Duration `json:"websocketSendTimeout,omitzero"`
 
@@ -431,8 +457,9 @@ type LimitsSpec struct {
 	// end before closing them; terminationGracePeriodSeconds follows it.
 	// +kubebuilder:default="30s"
 	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
-	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s') && duration(self) <= duration('24h')",message="limits.drainTimeout must be positive and at most 24h"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$') || (duration(self) > duration('0s') && duration(self) <= duration('24h'))",message="limits.drainTimeout must be positive and at most 24h"
 	// +optional
 	DrainTimeout metav1.Duration `json:"drainTimeout,omitzero"`
 }
@@ -455,8 +482,9 @@ type LeakDetectionSpec struct {
 	// goroutine baseline.
 	// +kubebuilder:default="5m"
 	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
-	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s')",message="leakDetection.baselineWindow must be at least 1s"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$') || (duration(self) >= duration('1s'))",message="leakDetection.baselineWindow must be at least 1s"
 	// +optional
 	BaselineWindow metav1.Duration `json:"baselineWindow,omitzero"`
 

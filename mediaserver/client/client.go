@@ -8,12 +8,14 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -55,16 +57,63 @@ func NewAPI(interfaces ...string) (*webrtc.API, error) {
 type Options struct {
 	API   *webrtc.API
 	Token string
-	HTTP  *http.Client
+	// HTTP carries WHIP/WHEP requests; nil means a client with TLS (or
+	// http.DefaultClient when TLS is nil too).
+	HTTP *http.Client
+	// TLS configures https:// and wss:// signalling (which CAs to trust).
+	TLS *tls.Config
 	// Header is added to every signalling request.
 	Header http.Header
+	// Retries is how many times an offer or a join refused with 503 and
+	// Retry-After (a full, draining or not yet routable pod) is tried
+	// again, after the wait the server asks for (at most MaxRetryWait).
+	// Zero: never.
+	Retries int
+	// MaxRetryWait caps one wait between retries (default 5s).
+	MaxRetryWait time.Duration
 }
 
 func (o *Options) httpClient() *http.Client {
 	if o.HTTP != nil {
 		return o.HTTP
 	}
+	if o.TLS != nil {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.TLSClientConfig = o.TLS
+		o.HTTP = &http.Client{Transport: t}
+		return o.HTTP
+	}
 	return http.DefaultClient
+}
+
+// retryWait is how long to wait before retry number attempt (from 1) of a
+// refusal that asked for retryAfter ("" or seconds), or false when no
+// retry is left.
+func (o *Options) retryWait(attempt int, retryAfter string) (time.Duration, bool) {
+	if attempt > o.Retries {
+		return 0, false
+	}
+	limit := o.MaxRetryWait
+	if limit <= 0 {
+		limit = 5 * time.Second
+	}
+	d := time.Second
+	if n, err := strconv.Atoi(strings.TrimSpace(retryAfter)); err == nil && n >= 0 {
+		d = time.Duration(n) * time.Second
+	}
+	return min(d, limit), true
+}
+
+// sleepCtx waits d or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // HTTPError is a non-2xx signalling answer.
@@ -158,6 +207,8 @@ type Session struct {
 	stopOnce sync.Once
 	wg       sync.WaitGroup
 	Sent     atomic.Uint64
+	// Retried counts offers sent again after a 503 with Retry-After.
+	Retried atomic.Int32
 }
 
 // Publish opens a WHIP session publishing one VP8 video and one Opus audio
@@ -260,12 +311,27 @@ func (s *Session) negotiate(ctx context.Context, endpoint string) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	resp, body, err := s.do(ctx, http.MethodPost, endpoint, "application/sdp", []byte(s.PC.LocalDescription().SDP))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusCreated {
-		return &HTTPError{Status: resp.StatusCode, Body: string(body), RetryAfter: resp.Header.Get("Retry-After")}
+	var (
+		resp *http.Response
+		body []byte
+	)
+	for attempt := 1; ; attempt++ {
+		resp, body, err = s.do(ctx, http.MethodPost, endpoint, "application/sdp", []byte(s.PC.LocalDescription().SDP))
+		if err != nil {
+			return err
+		}
+		if resp.StatusCode == http.StatusCreated {
+			break
+		}
+		herr := &HTTPError{Status: resp.StatusCode, Body: string(body), RetryAfter: resp.Header.Get("Retry-After")}
+		wait, again := s.opts.retryWait(attempt, herr.RetryAfter)
+		if resp.StatusCode != http.StatusServiceUnavailable || herr.RetryAfter == "" || !again {
+			return herr
+		}
+		s.Retried.Add(1)
+		if err := sleepCtx(ctx, wait); err != nil {
+			return errors.Join(herr, err)
+		}
 	}
 	loc, err := resp.Request.URL.Parse(resp.Header.Get("Location"))
 	if err != nil {

@@ -3,8 +3,8 @@ package client
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 
@@ -39,6 +39,9 @@ type Participant struct {
 	Events chan WSMessage
 	// Offers counts offers answered (renegotiations).
 	Offers atomic.Int32
+	// Retried is how many joins were refused as unavailable before this
+	// one was taken.
+	Retried int32
 
 	writeMu  sync.Mutex
 	video    *webrtc.TrackLocalStaticRTP
@@ -53,9 +56,41 @@ type Participant struct {
 	haveDesc bool
 }
 
-// Join dials wsURL (ws://host/ws), joins room and publishes one VP8 track
-// (when publish is true). It returns once the server acknowledged the join.
+// Join dials wsURL (ws://host/ws or wss://host/ws), joins room and
+// publishes one VP8 track (when publish is true). It returns once the
+// server acknowledged the join. A join refused with a retryAfter (no pod
+// can take the room yet, full, draining) is tried again on a new
+// connection, up to opts.Retries times.
 func Join(ctx context.Context, wsURL, room string, publish bool, opts Options) (*Participant, error) {
+	for attempt := 1; ; attempt++ {
+		p, err := join(ctx, wsURL, room, publish, opts)
+		var refused *JoinRefusedError
+		if err == nil || !errors.As(err, &refused) || refused.RetryAfter <= 0 {
+			if p != nil {
+				p.Retried = int32(attempt - 1)
+			}
+			return p, err
+		}
+		wait, again := opts.retryWait(attempt, strconv.Itoa(refused.RetryAfter))
+		if !again || refused.RetryAfter <= 0 {
+			return nil, err
+		}
+		if err := sleepCtx(ctx, wait); err != nil {
+			return nil, errors.Join(refused, err)
+		}
+	}
+}
+
+// JoinRefusedError is the server's error message in answer to a join.
+type JoinRefusedError struct {
+	Code       string
+	Message    string
+	RetryAfter int
+}
+
+func (e *JoinRefusedError) Error() string { return "join refused: " + e.Code + ": " + e.Message }
+
+func join(ctx context.Context, wsURL, room string, publish bool, opts Options) (*Participant, error) {
 	h := http.Header{}
 	for k, v := range opts.Header {
 		h[k] = v
@@ -63,7 +98,9 @@ func Join(ctx context.Context, wsURL, room string, publish bool, opts Options) (
 	if opts.Token != "" {
 		h.Set("Authorization", "Bearer "+opts.Token)
 	}
-	conn, resp, err := websocket.DefaultDialer.DialContext(ctx, wsURL, h)
+	dialer := *websocket.DefaultDialer
+	dialer.TLSClientConfig = opts.TLS
+	conn, resp, err := dialer.DialContext(ctx, wsURL, h)
 	if err != nil {
 		if resp != nil {
 			return nil, &HTTPError{Status: resp.StatusCode, Body: err.Error()}
@@ -111,7 +148,7 @@ func Join(ctx context.Context, wsURL, room string, publish bool, opts Options) (
 		return p, nil
 	case ev := <-p.Events:
 		_ = p.Close()
-		return nil, fmt.Errorf("join refused: %s: %s", ev.Code, ev.Message)
+		return nil, &JoinRefusedError{Code: ev.Code, Message: ev.Message, RetryAfter: ev.RetryAfter}
 	case <-ctx.Done():
 		_ = p.Close()
 		return nil, ctx.Err()

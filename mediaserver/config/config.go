@@ -33,6 +33,10 @@ type Config struct {
 	// Signalling.
 	AllowedOrigins []string
 	AuthToken      string
+	// TLSCertFile and TLSKeyFile make the signalling port serve HTTPS/WSS;
+	// the files are re-read when they change (TLSReloadInterval).
+	TLSCertFile, TLSKeyFile string
+	TLSReloadInterval       time.Duration
 
 	// ICE.
 	ICEPortMin, ICEPortMax int
@@ -143,6 +147,8 @@ func FromEnv(lookup func(string) (string, bool)) (Config, error) {
 	num(podenv.AdminPort, &c.AdminPort)
 	list(podenv.AllowedOrigins, &c.AllowedOrigins)
 	str(podenv.AuthToken, &c.AuthToken)
+	str(podenv.TLSCertFile, &c.TLSCertFile)
+	str(podenv.TLSKeyFile, &c.TLSKeyFile)
 	num(podenv.ICEPortMin, &c.ICEPortMin)
 	num(podenv.ICEPortMax, &c.ICEPortMax)
 	num(podenv.ICEUDPMuxPort, &c.UDPMuxPort)
@@ -210,6 +216,9 @@ func (c *Config) Validate() error {
 	port(podenv.AdminPort, c.AdminPort, true)
 	if c.Port != 0 && c.Port == c.AdminPort {
 		bad("%s and %s must differ (both %d)", podenv.Port, podenv.AdminPort, c.Port)
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		bad("%s and %s go together (both set for HTTPS, or neither)", podenv.TLSCertFile, podenv.TLSKeyFile)
 	}
 	rangeSet := c.ICEPortMin != 0 || c.ICEPortMax != 0
 	if rangeSet {
@@ -287,6 +296,9 @@ func (c *Config) Validate() error {
 	case "json", "text":
 	default:
 		bad("%s=%q: want json or text", podenv.LogFormat, c.LogFormat)
+	}
+	if c.TLSReloadInterval <= 0 {
+		c.TLSReloadInterval = 5 * time.Second
 	}
 	if c.ConnectTimeout <= 0 {
 		c.ConnectTimeout = 30 * time.Second

@@ -122,3 +122,73 @@ func TestMembersRefusesStaleAndInvalidLists(t *testing.T) {
 		}
 	}
 }
+
+// TestReadyPodTakesRoomsItWouldOwn: the member list lags behind the pod's
+// own readiness (the operator rebuilds it when the kubelet reports the pod
+// ready). A ready pod never refuses a room it would own; a pod that is not
+// ready still does, and other pods' rooms still go to them.
+func TestReadyPodTakesRoomsItWouldOwn(t *testing.T) {
+	notReady := members(2)
+	for i := range notReady {
+		notReady[i].Ready = false
+	}
+	selfReady := true
+	for _, tc := range []struct {
+		name    string
+		list    []statusapi.Member
+		self    string
+		ready   bool
+		wantErr bool
+	}{
+		{"list says self not ready, no other ready member", notReady, notReady[0].Name, true, false},
+		{"list predates self", notReady, "fleet-new-pod", true, false},
+		{"self not ready either", notReady, notReady[0].Name, false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var m Members
+			if err := m.Update(statusapi.Membership{APIVersion: statusapi.APIVersion, Generation: 1, Members: tc.list}); err != nil {
+				t.Fatal(err)
+			}
+			selfReady = tc.ready
+			r := &Router{Self: tc.self, Members: &m, Local: func(string) int { return 0 }, SelfReady: func() bool { return selfReady }}
+			for i := 0; i < 50; i++ {
+				addr, err := r.Route(t.Context(), fmt.Sprintf("room-%d", i))
+				if tc.wantErr {
+					if !errors.Is(err, ErrNoOwner) {
+						t.Fatalf("room-%d: %q %v, want ErrNoOwner", i, addr, err)
+					}
+					continue
+				}
+				if err != nil || addr != "" {
+					t.Fatalf("room-%d: routed to %q (%v), want this pod", i, addr, err)
+				}
+			}
+		})
+	}
+	// With another ready member, rooms it ranks first still go to it.
+	list := members(2)
+	list[0].Ready = false
+	var m Members
+	if err := m.Update(statusapi.Membership{APIVersion: statusapi.APIVersion, Generation: 1, Members: list}); err != nil {
+		t.Fatal(err)
+	}
+	r := &Router{Self: list[0].Name, Members: &m, Local: func(string) int { return 0 }, SelfReady: func() bool { return true }}
+	remote := 0
+	for i := 0; i < 200; i++ {
+		room := fmt.Sprintf("room-%d", i)
+		want, _ := Owner(room, members(2))
+		addr, err := r.Route(t.Context(), room)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if (want.Name == list[0].Name) != (addr == "") {
+			t.Fatalf("%s: routed to %q, owner %s", room, addr, want.Name)
+		}
+		if addr != "" {
+			remote++
+		}
+	}
+	if remote == 0 || remote == 200 {
+		t.Fatalf("%d of 200 rooms remote: the ranking is not shared", remote)
+	}
+}

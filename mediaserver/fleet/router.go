@@ -32,7 +32,35 @@ type Router struct {
 	Members *Members
 	// Local reports how many sessions the room has on this pod.
 	Local func(room string) int
-	HTTP  *http.Client
+	// SelfReady reports whether this pod can take sessions now. The list
+	// the operator delivered may lag behind the pod's own readiness (it is
+	// rebuilt when the kubelet reports the pod ready): the pod's own word
+	// wins for itself, so that a ready pod never refuses a room it would
+	// own. Nil means the list is trusted as it is.
+	SelfReady func() bool
+	HTTP      *http.Client
+}
+
+// withSelf returns members with this pod's own readiness in place of what
+// the list says about it, adding it when the list predates it.
+func (r *Router) withSelf(members []statusapi.Member) []statusapi.Member {
+	if r.SelfReady == nil {
+		return members
+	}
+	ready := r.SelfReady()
+	out := make([]statusapi.Member, 0, len(members)+1)
+	found := false
+	for _, m := range members {
+		if m.Name == r.Self {
+			found = true
+			m.Ready, m.Draining = ready, m.Draining && !ready
+		}
+		out = append(out, m)
+	}
+	if !found {
+		out = append(out, statusapi.Member{Name: r.Self, Ready: ready})
+	}
+	return out
 }
 
 // Route returns the signalling address (host:port) of the pod serving room,
@@ -42,7 +70,8 @@ func (r *Router) Route(ctx context.Context, room string) (string, error) {
 	if mb.Generation == 0 || r.Local(room) > 0 {
 		return "", nil
 	}
-	ranked := Rank(room, mb.Members)
+	members := r.withSelf(mb.Members)
+	ranked := Rank(room, members)
 	for i, m := range ranked {
 		if i >= probeDepth {
 			break
@@ -54,7 +83,7 @@ func (r *Router) Route(ctx context.Context, room string) (string, error) {
 			return m.Address, nil
 		}
 	}
-	owner, ok := Owner(room, mb.Members)
+	owner, ok := Owner(room, members)
 	if !ok {
 		return "", ErrNoOwner
 	}

@@ -22,6 +22,13 @@ const (
 	// WebSocket requests. The operator fills it from a Secret.
 	AuthToken = "AUTH_TOKEN"
 
+	// TLSCertFile and TLSKeyFile, when both set, make the signalling port
+	// serve HTTPS and WSS with this PEM certificate chain and key. The
+	// files are re-read when they change (a Secret volume the kubelet
+	// updates), so certificate renewals need no restart.
+	TLSCertFile = "TLS_CERT_FILE"
+	TLSKeyFile  = "TLS_KEY_FILE"
+
 	// ICEPortMin and ICEPortMax bound the UDP ports used by ICE host
 	// candidates (one port per session and interface).
 	ICEPortMin = "ICE_PORT_MIN"

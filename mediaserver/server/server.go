@@ -5,6 +5,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -47,6 +48,10 @@ type Server struct {
 
 	public, admin     *http.Server
 	publicLn, adminLn net.Listener
+	// certs serves the signalling certificate when TLS is configured;
+	// certsDone closes when its watcher has stopped.
+	certs     *certSource
+	certsDone chan struct{}
 
 	maxGoroutines atomic.Int64
 	members       fleet.Members
@@ -76,7 +81,16 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 		// Rooms are routed to their owner pod once the operator delivers
 		// a member list; until then every room is served here.
 		s.signal.SetRouter(&fleet.Router{Self: cfg.PodName, Members: &s.members, Local: s.engine.RoomSessions,
-			HTTP: &http.Client{Timeout: time.Second}}, cfg.PodName)
+			SelfReady: func() bool { return !s.engine.Draining() && !s.engine.AtCapacity() },
+			HTTP:      &http.Client{Timeout: time.Second}}, cfg.PodName)
+	}
+	if cfg.TLSCertFile != "" {
+		if s.certs, err = newCertSource(cfg.TLSCertFile, cfg.TLSKeyFile, log); err != nil {
+			_ = iceRes.Close()
+			return nil, err
+		}
+		// Signalling forwarded to the owner pod goes over TLS too.
+		s.signal.SetPeerTLS(s.certs.peerConfig())
 	}
 	page := web.Handler()
 	s.signal.Handle("GET /{$}", page)
@@ -94,8 +108,13 @@ func (s *Server) Signal() *signal.Server { return s.signal }
 // Metrics of the process.
 func (s *Server) Metrics() *metrics.Metrics { return s.metrics }
 
-// PublicURL is the base URL of the signalling listener.
-func (s *Server) PublicURL() string { return "http://" + s.publicLn.Addr().String() }
+// PublicURL is the base URL of the signalling listener (https with TLS).
+func (s *Server) PublicURL() string {
+	if s.certs != nil {
+		return "https://" + s.publicLn.Addr().String()
+	}
+	return "http://" + s.publicLn.Addr().String()
+}
 
 // AdminURL is the base URL of the admin listener.
 func (s *Server) AdminURL() string { return "http://" + s.adminLn.Addr().String() }
@@ -114,10 +133,18 @@ func (s *Server) Start() error {
 	}
 	s.public = &http.Server{Handler: s.signal.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 32 << 10}
 	s.admin = &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 32 << 10}
+	if s.certs != nil {
+		s.publicLn = tls.NewListener(s.publicLn, s.certs.serverConfig())
+		s.certsDone = make(chan struct{})
+		go func() {
+			defer close(s.certsDone)
+			s.certs.watch(s.cfg.TLSReloadInterval, s.stopSampler)
+		}()
+	}
 	go s.serve(s.public, s.publicLn, "public")
 	go s.serve(s.admin, s.adminLn, "admin")
 	go s.sample()
-	s.log.Info("mediaserver listening", "public", s.publicLn.Addr().String(), "admin", s.adminLn.Addr().String(),
+	s.log.Info("mediaserver listening", "public", s.PublicURL(), "admin", s.adminLn.Addr().String(),
 		"version", Version, "maxSessions", s.cfg.MaxSessions)
 	return nil
 }
@@ -324,6 +351,9 @@ func (s *Server) shutdown() {
 	}
 	close(s.stopSampler)
 	<-s.samplerDone
+	if s.certsDone != nil {
+		<-s.certsDone
+	}
 	if err := s.iceRes.Close(); err != nil {
 		s.log.Debug("close ICE sockets", "err", err)
 	}

@@ -2,6 +2,7 @@ package signal
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/subtle"
 	"errors"
 	"fmt"
@@ -44,6 +45,9 @@ type Server struct {
 
 	router RoomRouter
 	self   string
+	// peerTLS, when set, makes forwarding to other pods use https/wss.
+	peerTLS   *tls.Config
+	peerProxy http.RoundTripper
 }
 
 // RoomRouter says which pod serves a room: "" for this one, else the
@@ -55,6 +59,31 @@ type RoomRouter interface {
 // SetRouter makes the server forward signalling for rooms another pod owns.
 // self names this pod in the forwarding header.
 func (s *Server) SetRouter(r RoomRouter, self string) { s.router, s.self = r, self }
+
+// SetPeerTLS makes signalling forwarded to other pods go over TLS with
+// this client configuration (the pods serve HTTPS on the signalling port).
+func (s *Server) SetPeerTLS(cfg *tls.Config) {
+	s.peerTLS = cfg
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.TLSClientConfig = cfg
+	t.ForceAttemptHTTP2 = false
+	s.peerProxy = t
+}
+
+// peerScheme is the scheme of another pod's signalling port ("http" or
+// "https"; "ws"/"wss" with websocket true).
+func (s *Server) peerScheme(websocket bool) string {
+	switch {
+	case s.peerTLS != nil && websocket:
+		return "wss"
+	case s.peerTLS != nil:
+		return "https"
+	case websocket:
+		return "ws"
+	default:
+		return "http"
+	}
+}
 
 // forwardedHeader marks signalling forwarded by another pod (never
 // forwarded again). It matches fleet.ForwardedHeader.
@@ -79,8 +108,9 @@ func (s *Server) routeRemote(w http.ResponseWriter, r *http.Request, room string
 // forwarding header; the client keeps its one public URL.
 func (s *Server) proxy(w http.ResponseWriter, r *http.Request, addr string) {
 	rp := &httputil.ReverseProxy{
+		Transport: s.peerProxy, // nil: http.DefaultTransport
 		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.SetURL(&url.URL{Scheme: "http", Host: addr})
+			pr.SetURL(&url.URL{Scheme: s.peerScheme(false), Host: addr})
 			pr.Out.Host = pr.In.Host
 			pr.Out.Header.Set(forwardedHeader, s.self)
 		},

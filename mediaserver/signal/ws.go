@@ -162,7 +162,7 @@ func (c *wsConn) relaying() *websocket.Conn {
 // join and then copies messages both ways. Media goes straight between the
 // client and the owner: its candidates carry the owner's address.
 func (c *wsConn) relay(addr string, join []byte) error {
-	u := "ws://" + addr + "/ws"
+	u := c.srv.peerScheme(true) + "://" + addr + "/ws"
 	if tok := c.req.URL.Query().Get("token"); tok != "" {
 		u += "?token=" + url.QueryEscape(tok)
 	}
@@ -171,7 +171,7 @@ func (c *wsConn) relay(addr string, join []byte) error {
 	if a := c.req.Header.Get("Authorization"); a != "" {
 		h.Set("Authorization", a)
 	}
-	d := websocket.Dialer{HandshakeTimeout: 3 * time.Second}
+	d := websocket.Dialer{HandshakeTimeout: 3 * time.Second, TLSClientConfig: c.srv.peerTLS}
 	up, resp, err := d.Dial(u, h)
 	if err != nil {
 		if resp != nil {
@@ -294,7 +294,13 @@ func (c *wsConn) SendCandidate(ci webrtc.ICECandidateInit) error {
 }
 
 func (c *wsConn) sendError(code, msg string) {
-	c.safeSend(&Message{Type: TypeError, Code: code, Message: msg})
+	m := &Message{Type: TypeError, Code: code, Message: msg}
+	switch code {
+	case CodeUnavailable, CodeFull, CodeDraining:
+		// Worth another try, as a 503 with Retry-After says over HTTP.
+		m.RetryAfter = RetryAfterSeconds
+	}
+	c.safeSend(m)
 }
 
 // safeSend queues msg. When the queue is full it waits up to the send

@@ -1,0 +1,78 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	mediav1alpha1 "github.com/mediafleet/mediafleet/api/v1alpha1"
+)
+
+// ReasonNotServingYet: pods are ready but clients could still be refused.
+const ReasonNotServingYet = "NotServingYet"
+
+// servingRetry is how soon a reconcile looks again at pods that are ready
+// but not serving yet.
+const servingRetry = time.Second
+
+// servingGaps names, for each ready media pod, what still stops it from
+// taking sessions through the Service: the Service's EndpointSlices do not
+// list it as a ready endpoint, or (with the observer) it does not yet hold
+// the member list in which it is ready, so that it routes rooms the way the
+// other pods do. Empty means every ready pod serves.
+func (r *MediaServiceReconciler) servingGaps(ctx context.Context, ms *mediav1alpha1.MediaService, pods []corev1.Pod) ([]string, error) {
+	var ready []*corev1.Pod
+	for i := range pods {
+		if p := &pods[i]; podReady(p) && p.DeletionTimestamp == nil {
+			ready = append(ready, p)
+		}
+	}
+	if len(ready) == 0 {
+		return nil, nil
+	}
+	slices := &discoveryv1.EndpointSliceList{}
+	if err := r.List(ctx, slices, client.InNamespace(ms.Namespace),
+		client.MatchingLabels{discoveryv1.LabelServiceName: signalingServiceName(ms)}); err != nil {
+		return nil, fmt.Errorf("list endpointslices: %w", err)
+	}
+	inEndpoints := readyEndpointPods(slices.Items)
+	var gaps []string
+	for _, p := range ready {
+		var missing []string
+		if !inEndpoints[p.Name] {
+			missing = append(missing, "not a ready endpoint of Service "+signalingServiceName(ms)+" yet")
+		}
+		if r.Observer != nil && !r.Observer.HoldsCurrentMembership(types.NamespacedName{Namespace: ms.Namespace, Name: ms.Name}, p.Name) {
+			missing = append(missing, "member list not delivered yet")
+		}
+		if len(missing) > 0 {
+			gaps = append(gaps, "pod "+p.Name+": "+strings.Join(missing, ", "))
+		}
+	}
+	sort.Strings(gaps)
+	return gaps, nil
+}
+
+// readyEndpointPods are the pods listed as ready endpoints (a nil ready
+// condition means ready, as the EndpointSlice API says).
+func readyEndpointPods(slices []discoveryv1.EndpointSlice) map[string]bool {
+	out := map[string]bool{}
+	for _, s := range slices {
+		for _, ep := range s.Endpoints {
+			if ep.TargetRef == nil || ep.TargetRef.Kind != "Pod" {
+				continue
+			}
+			if ep.Conditions.Ready == nil || *ep.Conditions.Ready {
+				out[ep.TargetRef.Name] = true
+			}
+		}
+	}
+	return out
+}

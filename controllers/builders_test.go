@@ -378,7 +378,7 @@ func TestReadyEndpointPods(t *testing.T) {
 		{TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: "a"}, Conditions: discoveryv1.EndpointConditions{Ready: &tr}},
 		{TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: "b"}, Conditions: discoveryv1.EndpointConditions{Ready: &f}},
 		{TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: "c"}}, // nil means ready
-		{Addresses: []string{"198.18.1.9"}},                          // no pod
+		{Addresses: []string{"198.18.1.9"}}, // no pod
 	}}}
 	got := readyEndpointPods(slices)
 	if !got["a"] || got["b"] || !got["c"] || len(got) != 2 {

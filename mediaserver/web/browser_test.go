@@ -57,6 +57,12 @@ func startServer(t *testing.T) *server.Server {
 // browser starts one headless Chromium; tabs are contexts derived from it.
 func browser(t *testing.T) context.Context {
 	t.Helper()
+	return browserWith(t)
+}
+
+// browserWith starts Chromium with extra options.
+func browserWith(t *testing.T, extra ...chromedp.ExecAllocatorOption) context.Context {
+	t.Helper()
 	opts := append([]chromedp.ExecAllocatorOption{},
 		chromedp.ExecPath(chromiumPath(t)),
 		chromedp.Headless,
@@ -76,6 +82,7 @@ func browser(t *testing.T) context.Context {
 		chromedp.Flag("disable-quic", true),
 		chromedp.WindowSize(1280, 800),
 	)
+	opts = append(opts, extra...)
 	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
 	t.Cleanup(cancel)
 	bctx, cancel2 := chromedp.NewContext(actx)

@@ -48,7 +48,9 @@ async function describeHTTP(resp) {
     case 401: return 'Token refused: ' + body;
     case 403: return 'This page\'s origin is not allowed by the server.';
     case 404: return 'Nothing is published in this room yet' + (retry ? ' (retry in ' + retry + ' s)' : '') + '.';
-    case 503: return (body.includes('draining') ? 'The server is draining' : 'The room is full (session limit reached)') +
+    case 503: return (body.includes('draining') ? 'The server is draining'
+      : body.includes('session limit') ? 'The room is full (session limit reached)'
+        : 'The service cannot take this room right now (' + body + ')') +
       (retry ? '; retry in ' + retry + ' s' : '') + '.';
     default: return 'Server answered ' + resp.status + ': ' + body;
   }
@@ -102,7 +104,16 @@ function newPC() {
   return pc;
 }
 
+// insecureMessage explains why a page on plain http to another host gets no
+// camera at all: browsers offer getUserMedia only in a secure context.
+function insecureMessage() {
+  return 'This page is not a secure context (' + location.protocol + '//' + location.host + '), so the browser ' +
+    'offers no camera or microphone. Open it over HTTPS (spec.signaling.tls), or through ' +
+    'http://localhost (kubectl port-forward svc/NAME 8080:8080). Watching works either way.';
+}
+
 async function camera() {
+  if (!window.isSecureContext || !navigator.mediaDevices) throw new Error(insecureMessage());
   try {
     return await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: true });
   } catch (e) {
@@ -110,16 +121,34 @@ async function camera() {
   }
 }
 
+// Bounded retries of refusals that say when to come back (503 with
+// Retry-After: a full, draining or not yet routable pod).
+const MAX_RETRIES = 3;
+const MAX_RETRY_WAIT_S = 5;
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+function retryDelayMs(retryAfter) {
+  const n = parseInt(retryAfter, 10);
+  return 1000 * Math.min(Number.isFinite(n) && n >= 0 ? n : 1, MAX_RETRY_WAIT_S);
+}
+
 // whip/whep: offer, POST, answer. The server's answer holds every candidate.
 async function httpSession(kind, pc) {
   const offer = await pc.createOffer();
   await pc.setLocalDescription(offer);
   await waitGathering(pc, 2000);
-  const resp = await fetch('/' + kind + '/' + encodeURIComponent($('room').value), {
-    method: 'POST',
-    headers: Object.assign({ 'Content-Type': 'application/sdp' }, authHeaders()),
-    body: pc.localDescription.sdp,
-  });
+  let resp;
+  for (let attempt = 0; ; attempt++) {
+    resp = await fetch('/' + kind + '/' + encodeURIComponent($('room').value), {
+      method: 'POST',
+      headers: Object.assign({ 'Content-Type': 'application/sdp' }, authHeaders()),
+      body: pc.localDescription.sdp,
+    });
+    const retry = resp.headers.get('Retry-After');
+    if (resp.status !== 503 || retry === null || attempt >= MAX_RETRIES) break;
+    state.retries = (state.retries || 0) + 1;
+    say('The server asked to retry in ' + retry + ' s (' + (await resp.text()).trim() + '); retrying…', 'warn');
+    await sleep(retryDelayMs(retry));
+  }
   if (resp.status !== 201) throw new Error(await describeHTTP(resp));
   state.resource = new URL(resp.headers.get('Location'), location.href).toString();
   await pc.setRemoteDescription({ type: 'answer', sdp: await resp.text() });
@@ -158,9 +187,18 @@ async function join() {
     state.local = await camera();
     videoTile('local', 'you', state.local, true);
   } catch (e) { fail(e.message); return; }
+  connectRoom(0);
+}
+
+// connectRoom opens the WebSocket; a join refused with retryAfter (no pod
+// can take the room yet) is tried again on a new connection, bounded.
+function connectRoom(attempt) {
+  state.status = 'connecting';
+  if (state.pc) state.pc.close();
   const pc = state.pc = newPC();
   const pending = [];
   let added = false;
+  let joined = false;
   const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
   const token = $('token').value.trim();
   const ws = state.ws = new WebSocket(proto + '//' + location.host + '/ws' + (token ? '?token=' + encodeURIComponent(token) : ''));
@@ -172,12 +210,13 @@ async function join() {
     stream.addEventListener('removetrack', () => { if (stream.getTracks().length === 0) removeTile(stream.id); });
   });
   ws.addEventListener('open', () => send({ type: 'join', room: $('room').value }));
-  ws.addEventListener('error', () => fail('The WebSocket failed (token refused, origin not allowed or server unreachable).'));
-  ws.addEventListener('close', () => { if (state.status !== 'error' && state.mode === 'join') { state.status = 'closed'; } });
+  ws.addEventListener('error', () => { if (state.ws === ws) fail('The WebSocket failed (token refused, origin not allowed or server unreachable).'); });
+  ws.addEventListener('close', () => { if (state.ws === ws && state.status !== 'error' && state.mode === 'join') { state.status = 'closed'; } });
   ws.addEventListener('message', async (ev) => {
     const m = JSON.parse(ev.data);
     switch (m.type) {
       case 'joined':
+        joined = true;
         say('Joined room ' + m.room + '; negotiating…');
         break;
       case 'offer':
@@ -197,6 +236,14 @@ async function join() {
         say('The server is draining; reconnect in ' + m.retryAfter + ' s (you will land on another pod).', 'warn');
         break;
       case 'error':
+        if (m.retryAfter && !joined && attempt < MAX_RETRIES && (m.code === 'unavailable' || m.code === 'draining')) {
+          state.retries = (state.retries || 0) + 1;
+          say('The server asked to retry in ' + m.retryAfter + ' s (' + m.message + '); retrying…', 'warn');
+          ws.close();
+          await sleep(retryDelayMs(m.retryAfter));
+          if (state.ws === ws && state.mode === 'join') connectRoom(attempt + 1);
+          break;
+        }
         if (m.code === 'full') fail('The room is full (session limit reached); retry later.');
         else if (m.code === 'draining') fail('The server is draining; retry in a few seconds.');
         else say('Server error ' + m.code + ': ' + m.message, 'error');
@@ -289,5 +336,6 @@ window.addEventListener('pagehide', () => leave(true));
 const params = new URLSearchParams(location.search);
 if (params.get('room')) $('room').value = params.get('room');
 if (params.get('token')) $('token').value = params.get('token');
+if (!window.isSecureContext) say(insecureMessage(), 'warn');
 const auto = { publish, watch, join }[params.get('mode')];
 if (auto) auto();

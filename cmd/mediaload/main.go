@@ -12,6 +12,8 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -37,7 +39,7 @@ const (
 )
 
 type options struct {
-	url, admin, token, room, jsonOut, interfaces string
+	url, admin, token, room, jsonOut, interfaces, caCert string
 	publishers, viewers, ws, wsRoom              int
 	rate                                         float64
 	duration                                     time.Duration
@@ -77,7 +79,8 @@ type Percentiles struct {
 func main() {
 	var o options
 	flag.StringVar(&o.url, "url", "http://127.0.0.1:8080", "signalling base URL of a mediaserver or a MediaService's Service")
-	flag.StringVar(&o.admin, "admin", "", "admin base URL of the same server, for /status and /metrics (optional)")
+	flag.StringVar(&o.admin, "admin", "", "admin base URLs of the server's pods, comma-separated, for /status and /metrics (optional; figures are summed)")
+	flag.StringVar(&o.caCert, "cacert", "", "PEM file of the CA that issued an https:// server's certificate (default: the system's CAs)")
 	flag.StringVar(&o.token, "token", "", "bearer token, when the server wants one")
 	flag.StringVar(&o.room, "room", "load", "room name prefix")
 	flag.IntVar(&o.publishers, "publishers", 1, "WHIP publishers, one room each")
@@ -150,7 +153,16 @@ func run(ctx context.Context, o options) (Summary, error) {
 	if err != nil {
 		return Summary{}, err
 	}
-	copts := client.Options{API: api, Token: o.token, HTTP: &http.Client{Timeout: 30 * time.Second}}
+	tlsCfg, err := tlsConfig(o.caCert)
+	if err != nil {
+		return Summary{}, err
+	}
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport.TLSClientConfig = tlsCfg
+	// A 503 with Retry-After (a full or draining pod, or a room no pod can
+	// take yet) is retried as a real client would, a few times.
+	copts := client.Options{API: api, Token: o.token, TLS: tlsCfg, Retries: 3,
+		HTTP: &http.Client{Timeout: 30 * time.Second, Transport: transport}}
 	sum := Summary{Target: o.url, Requested: o.publishers*(1+o.viewers) + o.ws, FailureReasons: map[string]int{}}
 
 	var (
@@ -159,14 +171,20 @@ func run(ctx context.Context, o options) (Summary, error) {
 		pubs     []*client.Session
 		views    []*client.Session
 		parts    []*client.Participant
-		started  atomic.Int64
-		finished atomic.Int64
+		started   atomic.Int64
+		connected atomic.Int64
+		failed    atomic.Int64
+		inMedia   atomic.Bool
 	)
 	record := func(setup time.Duration, err error) {
 		mu.Lock()
 		results = append(results, result{setup, err})
 		mu.Unlock()
-		finished.Add(1)
+		if err != nil {
+			failed.Add(1)
+		} else {
+			connected.Add(1)
+		}
 	}
 	defer func() {
 		for _, s := range append(pubs, views...) {
@@ -198,15 +216,22 @@ func run(ctx context.Context, o options) (Summary, error) {
 					pkts += p.Received.Packets.Load()
 				}
 				mu.Unlock()
-				fmt.Fprintf(os.Stderr, "[mediaload] started %d/%d, finished %d, packets received %d\n", started.Load(), sum.Requested, finished.Load(), pkts)
+				c, f := connected.Load(), failed.Load()
+				if inMedia.Load() {
+					fmt.Fprintf(os.Stderr, "[mediaload] media flowing: %d sessions running, %d failed; packets received %d\n", c, f, pkts)
+				} else {
+					fmt.Fprintf(os.Stderr, "[mediaload] opening: %d/%d started, %d connected, %d failed, %d setting up; packets received %d\n",
+						started.Load(), sum.Requested, c, f, started.Load()-c-f, pkts)
+				}
 			}
 		}
 	}()
 	defer close(progressDone)
 
 	var idle Summary
-	if o.admin != "" {
-		serverFootprint(o.admin, &idle, 0, 0) // before any session of ours
+	admins := splitList(o.admin)
+	if len(admins) > 0 {
+		serverFootprint(admins, &idle, 0, 0) // before any session of ours
 	}
 	interval := time.Duration(float64(time.Second) / o.rate)
 	pace := time.NewTicker(interval)
@@ -299,6 +324,7 @@ func run(ctx context.Context, o options) (Summary, error) {
 		}
 		return
 	}
+	inMedia.Store(true)
 	p0, b0, s0 := count()
 	t0 := time.Now()
 	select {
@@ -340,20 +366,52 @@ func run(ctx context.Context, o options) (Summary, error) {
 	}
 	sum.SetupRate = float64(sum.Connected) / rampTook.Seconds()
 	sum.TimeToConnected = percentiles(lat)
-	if o.admin != "" {
-		serverFootprint(o.admin, &sum, idle.ServerGoroutines, idle.ServerHeapBytes)
+	if len(admins) > 0 {
+		serverFootprint(admins, &sum, idle.ServerGoroutines, idle.ServerHeapBytes)
 	}
 	return sum, nil
 }
 
+func splitList(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// tlsConfig trusts the CA in caFile (empty: the system's CAs).
+func tlsConfig(caFile string) (*tls.Config, error) {
+	if caFile == "" {
+		return nil, nil
+	}
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("-cacert: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("-cacert %s: no PEM certificate in it", caFile)
+	}
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
+}
+
+// maxReasonLen bounds one failure reason in the summary.
+const maxReasonLen = 300
+
+// reason is the whole failure, one line, for grouping: HTTP errors by
+// status and the server's message, others by their full text.
 func reason(err error) string {
 	var he *client.HTTPError
-	if errors.As(err, &he) {
-		return "HTTP " + strconv.Itoa(he.Status)
-	}
 	s := err.Error()
-	if i := strings.IndexByte(s, ':'); i > 0 {
-		s = s[:i]
+	if errors.As(err, &he) {
+		s = "HTTP " + strconv.Itoa(he.Status) + ": " + strings.TrimSpace(he.Body)
+	}
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > maxReasonLen {
+		s = s[:maxReasonLen] + "…"
 	}
 	return s
 }
@@ -367,31 +425,37 @@ func percentiles(d []time.Duration) Percentiles {
 	return Percentiles{P50: at(0.5), P90: at(0.9), P99: at(0.99)}
 }
 
-// serverFootprint reads the server's own view of the load; per-session
-// figures are over the idle goroutines and heap read before the ramp.
-func serverFootprint(admin string, sum *Summary, idleGoroutines int, idleHeap float64) {
+// serverFootprint reads the servers' own view of the load, summed over
+// their pods; per-session figures are over the idle goroutines and heap
+// read before the ramp.
+func serverFootprint(admins []string, sum *Summary, idleGoroutines int, idleHeap float64) {
 	c := &http.Client{Timeout: 5 * time.Second}
-	if resp, err := c.Get(admin + statusapi.Path); err == nil {
-		var st statusapi.Report
-		if json.NewDecoder(resp.Body).Decode(&st) == nil {
-			sum.ServerSessions, sum.ServerGoroutines = st.Sessions.Active, st.Goroutines.Current
-			if st.Sessions.Active > 0 && idleGoroutines > 0 {
-				sum.GoroutinesPerSes = float64(st.Goroutines.Current-idleGoroutines) / float64(st.Sessions.Active)
+	sum.ServerSessions, sum.ServerGoroutines, sum.ServerHeapBytes = 0, 0, 0
+	for _, admin := range admins {
+		if resp, err := c.Get(admin + statusapi.Path); err == nil {
+			var st statusapi.Report
+			if json.NewDecoder(resp.Body).Decode(&st) == nil {
+				sum.ServerSessions += st.Sessions.Active
+				sum.ServerGoroutines += st.Goroutines.Current
 			}
+			resp.Body.Close()
 		}
-		resp.Body.Close()
+		if resp, err := c.Get(admin + "/metrics"); err == nil {
+			sc := bufio.NewScanner(resp.Body)
+			for sc.Scan() {
+				if v, ok := strings.CutPrefix(sc.Text(), "media_memory_usage_bytes "); ok {
+					h, _ := strconv.ParseFloat(v, 64)
+					sum.ServerHeapBytes += h
+				}
+			}
+			resp.Body.Close()
+		}
 	}
-	if resp, err := c.Get(admin + "/metrics"); err == nil {
-		sc := bufio.NewScanner(resp.Body)
-		for sc.Scan() {
-			if v, ok := strings.CutPrefix(sc.Text(), "media_memory_usage_bytes "); ok {
-				sum.ServerHeapBytes, _ = strconv.ParseFloat(v, 64)
-			}
-		}
-		resp.Body.Close()
-		if sum.ServerSessions > 0 && idleHeap > 0 {
-			sum.HeapPerSession = (sum.ServerHeapBytes - idleHeap) / float64(sum.ServerSessions)
-		}
+	if sum.ServerSessions > 0 && idleGoroutines > 0 {
+		sum.GoroutinesPerSes = float64(sum.ServerGoroutines-idleGoroutines) / float64(sum.ServerSessions)
+	}
+	if sum.ServerSessions > 0 && idleHeap > 0 {
+		sum.HeapPerSession = (sum.ServerHeapBytes - idleHeap) / float64(sum.ServerSessions)
 	}
 }
 

@@ -2,14 +2,18 @@ package main
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/mediafleet/mediafleet/mediaserver/client"
 	"github.com/mediafleet/mediafleet/mediaserver/config"
 	"github.com/mediafleet/mediafleet/mediaserver/server"
+	"github.com/mediafleet/mediafleet/mediaserver/testpki"
 )
 
 func TestValidate(t *testing.T) {
@@ -68,5 +72,63 @@ func TestRunAgainstARealServer(t *testing.T) {
 	}
 	if !strings.HasPrefix(sum.Target, "http://127.0.0.1:") {
 		t.Errorf("target %q", sum.Target)
+	}
+}
+
+// TestReasonKeepsTheWholeFailure: a failure reason is kept whole (it was
+// cut at the first ':', leaving `Post "http`), on one line and bounded.
+func TestReasonKeepsTheWholeFailure(t *testing.T) {
+	err := errors.New(`Post "http://198.18.16.10:8080/whip/load-0": dial tcp 198.18.16.10:8080: connect: connection refused`)
+	if got := reason(err); got != err.Error() {
+		t.Errorf("reason %q, want the whole error", got)
+	}
+	he := &client.HTTPError{Status: 503, Body: "session limit reached (2 per pod); retry later\n"}
+	if got := reason(he); got != "HTTP 503: session limit reached (2 per pod); retry later" {
+		t.Errorf("reason %q", got)
+	}
+	if got := reason(errors.New(strings.Repeat("x", 1000))); len(got) > maxReasonLen+4 {
+		t.Errorf("reason of %d bytes", len(got))
+	}
+}
+
+// TestRunOverHTTPSWithFailures: an https:// server trusted through
+// -cacert; sessions beyond its limit fail with the server's own words.
+func TestRunOverHTTPSWithFailures(t *testing.T) {
+	ca := testpki.NewCA(t)
+	dir := t.TempDir()
+	cert, key := ca.Issue(t, "127.0.0.1")
+	certFile, keyFile := testpki.WritePair(t, dir, cert, key)
+	caFile := filepath.Join(dir, "ca.crt")
+	if err := os.WriteFile(caFile, ca.CertPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Loopback()
+	cfg.DrainTimeout = time.Second
+	cfg.MaxSessions = 2
+	cfg.TLSCertFile, cfg.TLSKeyFile = certFile, keyFile
+	s, err := server.New(cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	o := options{url: s.PublicURL(), admin: s.AdminURL(), caCert: caFile, room: "t", publishers: 1, viewers: 2,
+		rate: 50, duration: time.Second, pps: 100, payload: 400, wsRoom: 3}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	sum, err := run(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	printSummary(sum)
+	if sum.Connected != 2 || sum.Failed != 1 {
+		t.Fatalf("connected %d failed %d (%v), want 2 and 1", sum.Connected, sum.Failed, sum.FailureReasons)
+	}
+	for r := range sum.FailureReasons {
+		if !strings.Contains(r, "HTTP 503: session limit reached (2 per pod)") {
+			t.Errorf("failure reason %q", r)
+		}
 	}
 }

@@ -14,7 +14,7 @@ import (
 	"github.com/mediafleet/mediafleet/mediaserver/client"
 	"github.com/mediafleet/mediafleet/mediaserver/config"
 	"github.com/mediafleet/mediafleet/mediaserver/fleet"
-	"github.com/mediafleet/mediafleet/mediaserver/internal/testpki"
+	"github.com/mediafleet/mediafleet/mediaserver/testpki"
 	"github.com/mediafleet/mediafleet/mediaserver/statusapi"
 )
 

@@ -14,7 +14,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/mediafleet/mediafleet/mediaserver/config"
-	"github.com/mediafleet/mediafleet/mediaserver/internal/testpki"
+	"github.com/mediafleet/mediafleet/mediaserver/testpki"
 	"github.com/mediafleet/mediafleet/mediaserver/server"
 )
 

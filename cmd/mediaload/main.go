@@ -40,10 +40,10 @@ const (
 
 type options struct {
 	url, admin, token, room, jsonOut, interfaces, caCert string
-	publishers, viewers, ws, wsRoom              int
-	rate                                         float64
-	duration                                     time.Duration
-	pps, payload                                 int
+	publishers, viewers, ws, wsRoom                      int
+	rate                                                 float64
+	duration                                             time.Duration
+	pps, payload                                         int
 }
 
 // Summary is the final report (also written as JSON).
@@ -166,11 +166,11 @@ func run(ctx context.Context, o options) (Summary, error) {
 	sum := Summary{Target: o.url, Requested: o.publishers*(1+o.viewers) + o.ws, FailureReasons: map[string]int{}}
 
 	var (
-		mu       sync.Mutex
-		results  []result
-		pubs     []*client.Session
-		views    []*client.Session
-		parts    []*client.Participant
+		mu        sync.Mutex
+		results   []result
+		pubs      []*client.Session
+		views     []*client.Session
+		parts     []*client.Participant
 		started   atomic.Int64
 		connected atomic.Int64
 		failed    atomic.Int64

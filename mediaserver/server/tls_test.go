@@ -14,8 +14,8 @@ import (
 	"github.com/mediafleet/mediafleet/mediaserver/client"
 	"github.com/mediafleet/mediafleet/mediaserver/config"
 	"github.com/mediafleet/mediafleet/mediaserver/fleet"
-	"github.com/mediafleet/mediafleet/mediaserver/testpki"
 	"github.com/mediafleet/mediafleet/mediaserver/statusapi"
+	"github.com/mediafleet/mediafleet/mediaserver/testpki"
 )
 
 // tlsServer starts a loopback mediaserver serving HTTPS with a certificate

@@ -14,8 +14,8 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/mediafleet/mediafleet/mediaserver/config"
-	"github.com/mediafleet/mediafleet/mediaserver/testpki"
 	"github.com/mediafleet/mediafleet/mediaserver/server"
+	"github.com/mediafleet/mediafleet/mediaserver/testpki"
 )
 
 // The page is opened under a name that is not localhost (media.test,

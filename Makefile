@@ -61,12 +61,18 @@ controlplane: ## Build kube-apiserver, kube-controller-manager and etcd from sou
 promtool: ## Build Prometheus's promtool from source into bin/ (once).
 	hack/promtool.sh >/dev/null
 
+.PHONY: mod-download
+mod-download: ## Download the Go modules the project needs (quietly; once).
+	@$(GO) mod download
+
 .PHONY: test
-test: manifests generate fmt vet ## Run every test (unit, media integration, browser, envtest, promtool rules) with -race.
+test: mod-download manifests generate fmt vet ## Run every test (unit, media integration, browser, envtest, promtool rules) with -race.
 	hack/install-browser.sh
+	@$(GO) build -o $(LOCALBIN)/testsum ./hack/testsum
+	@echo "[test] go test $(TEST_FLAGS) ./... (a line per package; progress every 15 s)"
 	KUBEBUILDER_ASSETS="$${KUBEBUILDER_ASSETS:-$$(hack/controlplane.sh)}" \
 	PROMTOOL="$${PROMTOOL:-$$(hack/promtool.sh)}" \
-	$(GO) test $(TEST_FLAGS) ./...
+	$(GO) test -json $(TEST_FLAGS) ./... 2>&1 | $(LOCALBIN)/testsum
 
 .PHONY: test-short
 test-short: ## Run the tests that need no API server or built tool (-short: envtest skips).
@@ -169,6 +175,11 @@ dev-down: ## Stop the local cluster: every process by pid, mounts, interfaces, i
 test-e2e: ## Run the end-to-end suite (hack/e2e) on the local cluster, starting it with make dev when needed.
 	hack/dev.sh
 	KUBECONFIG=$(LOCALBIN)/dev/kubeconfig $(GO) test -race -tags e2e -count=1 -v -timeout 30m ./hack/e2e/
+
+E2E_REPEAT ?= 10
+.PHONY: test-e2e-repeat
+test-e2e-repeat: ## Run the end-to-end suite N times in a row on one cluster (N=10 by default: make test-e2e-repeat N=3); stops at the first failure.
+	hack/e2e-repeat.sh $(or $(N),$(E2E_REPEAT))
 
 ##@ Tools
 

@@ -13,8 +13,30 @@ phase() { log "$1 ($(($SECONDS - PHASE_START))s)"; PHASE_START=$SECONDS; }
 PHASE_START=$SECONDS
 ALL_START=$SECONDS
 
-log "building image tarballs (make images)"
-make -s images >/dev/null
+# with_progress WHAT LOG CMD...: runs CMD with its output in LOG, saying
+# every 15 s that it is still at it; on failure the end of LOG is shown.
+with_progress() {
+	local what="$1" logf="$2" t0=$SECONDS
+	shift 2
+	mkdir -p "$(dirname "$logf")"
+	"$@" >"$logf" 2>&1 &
+	local pid=$!
+	while kill -0 "$pid" 2>/dev/null; do
+		for _ in $(seq 15); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 1
+		done
+		kill -0 "$pid" 2>/dev/null && log "  $what: still at it ($((SECONDS - t0))s; log: $logf)"
+	done
+	if ! wait "$pid"; then
+		log "ERROR: $what failed; the end of $logf:"
+		tail -30 "$logf" >&2
+		return 1
+	fi
+}
+
+log "building image tarballs (make images; cold: about 3 minutes)"
+with_progress "make images" "$ROOT/bin/logs/images.log" make -s images
 phase "images built"
 
 was_up=0
@@ -40,17 +62,59 @@ phase "operator ready"
 
 log "applying config/samples/media_v1alpha1_mediaservice_minimal.yaml"
 "$KUBECTL" apply -f config/samples/media_v1alpha1_mediaservice_minimal.yaml >/dev/null
-if ! "$KUBECTL" wait msvc/demo --for condition=Available --timeout 180s >/dev/null; then
-	log "ERROR: MediaService demo did not become Available:"
+for _ in $(seq 60); do
+	ip="$("$KUBECTL" get svc demo -o jsonpath='{.spec.clusterIP}' 2>/dev/null || true)"
+	[[ -n "$ip" ]] && break
+	sleep 1
+done
+[[ -n "$ip" ]] || { log "ERROR: the sample's Service never appeared"; exit 1; }
+port="$("$KUBECTL" get svc demo -o jsonpath='{.spec.ports[?(@.name=="signaling")].port}')"
+
+# HTTPS for the sample: browsers give a page camera access only in a
+# secure context. A local CA (kept in bin/pki across make dev-down, so a
+# browser that trusts it keeps trusting it) signs a certificate for the
+# sample Service's ClusterIP and names; the MediaService serves it from a
+# kubernetes.io/tls Secret.
+PKI="$ROOT/bin/pki"
+mkdir -p "$PKI"
+if [[ ! -s "$PKI/ca.crt" || ! -s "$PKI/ca.key" ]]; then
+	openssl ecparam -name prime256v1 -genkey -noout -out "$PKI/ca.key" 2>/dev/null
+	openssl req -x509 -new -key "$PKI/ca.key" -sha256 -days 3650 -subj "/CN=mediafleet local dev CA" \
+		-addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" -out "$PKI/ca.crt" 2>/dev/null
+	log "made a local CA: $PKI/ca.crt"
+fi
+sans="IP:$ip,IP:127.0.0.1,DNS:localhost,DNS:demo,DNS:demo.default,DNS:demo.default.svc,DNS:demo.default.svc.cluster.local"
+if [[ ! -s "$PKI/demo.crt" ]] || ! openssl x509 -in "$PKI/demo.crt" -noout -ext subjectAltName 2>/dev/null | grep -q "IP Address:$ip\b" ||
+	! openssl verify -CAfile "$PKI/ca.crt" "$PKI/demo.crt" >/dev/null 2>&1; then
+	openssl ecparam -name prime256v1 -genkey -noout -out "$PKI/demo.key" 2>/dev/null
+	openssl req -new -key "$PKI/demo.key" -subj "/CN=demo.default.svc" -out "$PKI/demo.csr" 2>/dev/null
+	printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature\n' "$sans" >"$PKI/demo.ext"
+	openssl x509 -req -in "$PKI/demo.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial -days 365 -sha256 \
+		-extfile "$PKI/demo.ext" -out "$PKI/demo.crt" 2>/dev/null
+	log "issued a certificate for the sample ($sans)"
+fi
+"$KUBECTL" create secret tls demo-tls --cert "$PKI/demo.crt" --key "$PKI/demo.key" --dry-run=client -o yaml |
+	"$KUBECTL" apply --server-side --field-manager mediafleet-dev -f - >/dev/null
+"$KUBECTL" patch msvc demo --type merge -p '{"spec":{"signaling":{"tls":{"secretRef":{"name":"demo-tls"}}}}}' >/dev/null
+
+# Available (ready pods that serve through the Service), then every pod of
+# the sample ready and the rollout settled, so the table below is final.
+if ! "$KUBECTL" wait msvc/demo --for condition=Available --timeout 180s >/dev/null ||
+	! "$KUBECTL" rollout status deploy/demo --timeout 180s >/dev/null ||
+	! "$KUBECTL" wait pods -l app.kubernetes.io/instance=demo --for condition=Ready --timeout 120s >/dev/null; then
+	log "ERROR: MediaService demo did not become Available with all pods ready:"
 	"$KUBECTL" describe msvc demo >&2 || true
 	"$KUBECTL" get pods -o wide >&2 || true
 	exit 1
 fi
-phase "sample Available"
+for _ in $(seq 60); do # no pod of an older ReplicaSet still terminating
+	[[ "$("$KUBECTL" get pods -l app.kubernetes.io/instance=demo --no-headers 2>/dev/null | wc -l)" == "$("$KUBECTL" get msvc demo -o jsonpath='{.spec.replicas}')" ]] && break
+	sleep 1
+done
+phase "sample Available (HTTPS)"
 log "ready in $((SECONDS - ALL_START))s"
 
-ip="$("$KUBECTL" get svc demo -o jsonpath='{.spec.clusterIP}')"
-port="$("$KUBECTL" get svc demo -o jsonpath='{.spec.ports[?(@.name=="signaling")].port}')"
+admins="$("$KUBECTL" get pods -l app.kubernetes.io/instance=demo -o jsonpath='{range .items[*]}http://{.status.podIP}:9090,{end}')"
 "$KUBECTL" get msvc,pods -o wide
 cat <<MSG
 
@@ -60,8 +124,17 @@ mediafleet runs in a local cluster (node 198.18.0.1, all addresses on interfaces
   kubectl get msvc                        # sessions and capacity of each MediaService
   kubectl describe msvc demo              # conditions and Events
   kubectl scale msvc demo --replicas 3
-  curl http://$ip:$port/                  # the demo page, through the sample's signalling Service
-  go run ./cmd/mediaload -url http://$ip:$port -interfaces mfdev0,mfbr0 -duration 20s   # real WebRTC load
+
+The sample serves HTTPS with a certificate of a local CA ($PKI/ca.crt):
+  https://$ip:$port/                 the demo page (publish, watch, rooms) through the sample's Service
+  curl --cacert $PKI/ca.crt https://$ip:$port/
+  Trust the CA in Chromium/Chrome on Linux (then restart the browser):
+    certutil -d sql:\$HOME/.pki/nssdb -A -t C,, -n mediafleet-dev -i $PKI/ca.crt   # apt-get install libnss3-tools
+  Firefox: Settings > Privacy & Security > Certificates > View Certificates > Authorities > Import.
+  Without trusting anything: kubectl port-forward svc/demo 8443:$port, then https://localhost:8443/
+  (accept the warning once); http://localhost is a secure context too, for a MediaService without TLS.
+
+  go run ./cmd/mediaload -url https://$ip:$port -cacert $PKI/ca.crt -admin ${admins%,} -interfaces mfdev0,mfbr0 -duration 20s
   make test-e2e                           # the end-to-end suite against this cluster
   make dev-down                           # stop everything, unmount, remove interfaces and state
 MSG

@@ -128,15 +128,21 @@ func TestPodNetworkScale(t *testing.T) {
 func TestHostNetworkPortRange(t *testing.T) {
 	phase(t)
 	checkLeaks(t)
-	const minPort, maxPort = 40000, 40031
+	// Every port is chosen free on the node at run time: a hostNetwork pod
+	// binds the node's address, shared with whatever else runs here.
+	minPort, maxPort := freeHostUDPRange(t, nodeIP, 32)
+	sigPort, adminPort := freeHostTCPPort(t, nodeIP), freeHostTCPPort(t, nodeIP)
+	for adminPort == sigPort {
+		adminPort = freeHostTCPPort(t, nodeIP)
+	}
 	createMS(t, "host", mediav1alpha1.MediaServiceSpec{
 		Replicas:  ptr.To[int32](1),
-		Signaling: mediav1alpha1.SignalingSpec{Port: 18080},
+		Signaling: mediav1alpha1.SignalingSpec{Port: int32(sigPort)},
 		Limits:    mediav1alpha1.LimitsSpec{MaxSessionsPerPod: 30}, // one port per session
-		AdminPort: 19090,
+		AdminPort: int32(adminPort),
 		ICE: mediav1alpha1.ICESpec{
 			HostNetwork:   true,
-			PortRange:     &mediav1alpha1.PortRange{Min: minPort, Max: maxPort},
+			PortRange:     &mediav1alpha1.PortRange{Min: int32(minPort), Max: int32(maxPort)},
 			PublicAddress: &mediav1alpha1.PublicAddress{Source: mediav1alpha1.PublicAddressNodeInternalIP},
 		},
 	})
@@ -147,7 +153,7 @@ func TestHostNetworkPortRange(t *testing.T) {
 		t.Fatalf("pod %s: hostNetwork %v IP %s", pod.Name, pod.Spec.HostNetwork, pod.Status.PodIP)
 	}
 
-	base := fmt.Sprintf("http://%s:18080", nodeIP)
+	base := fmt.Sprintf("http://%s:%d", nodeIP, sigPort)
 	ctx := ctxFor(t, time.Minute)
 	pub, err := mfclient.Publish(ctx, base, "host-room", clientOpts())
 	if err != nil {
@@ -174,7 +180,7 @@ func TestHostNetworkPortRange(t *testing.T) {
 			t.Fatalf("no candidates in the answer:\n%s", s.Answer)
 		}
 		for _, c := range cands {
-			if c.ip != nodeIP || c.port < minPort || c.port > maxPort {
+			if c.ip != nodeIP || int(c.port) < minPort || int(c.port) > maxPort {
 				t.Errorf("server candidate %s:%d outside %s:%d-%d", c.ip, c.port, nodeIP, minPort, maxPort)
 			}
 		}
@@ -182,7 +188,7 @@ func TestHostNetworkPortRange(t *testing.T) {
 		if err != nil || pair == nil {
 			t.Fatalf("selected pair: %v", err)
 		}
-		if pair.Remote.Address != nodeIP || pair.Remote.Port < minPort || pair.Remote.Port > maxPort {
+		if pair.Remote.Address != nodeIP || int(pair.Remote.Port) < minPort || int(pair.Remote.Port) > maxPort {
 			t.Errorf("media flows to %s:%d, not the node's port range", pair.Remote.Address, pair.Remote.Port)
 		}
 	}
@@ -220,10 +226,12 @@ func TestRoomsThroughServiceAndScaleDown(t *testing.T) {
 	createMS(t, "rooms", mediav1alpha1.MediaServiceSpec{Replicas: ptr.To[int32](3)})
 	t.Cleanup(func() { deleteMS(t, "rooms") })
 	waitAvailable(t, "rooms", 3, 3*time.Minute)
-	waitMembership(t, "rooms", 3)
 	base := serviceURL(t, "rooms")
 	if !strings.HasPrefix(base, "http://198.18.") {
 		t.Fatalf("signalling Service at %s", base)
+	}
+	if refused, took := waitServiceAnswers(t, httpc, base); refused > 0 {
+		t.Logf("kube-proxy programmed the Service %s after Available (%d connections refused)", took.Round(time.Millisecond), refused)
 	}
 	ctx := ctxFor(t, 3*time.Minute)
 

@@ -15,16 +15,20 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -320,23 +324,74 @@ func podReport(t *testing.T, pod *corev1.Pod, adminPort int) statusapi.Report {
 	return r
 }
 
-// waitMembership waits until every pod of name holds a member list of n.
-func waitMembership(t *testing.T, name string, n int) {
-	t.Helper()
-	eventually(t, time.Minute, "membership delivered to every pod", func() (bool, string) {
-		var got []string
-		ok := true
-		for _, p := range mediaPods(t, name) {
-			r := podReport(t, &p, 9090)
-			got = append(got, fmt.Sprintf("%s:gen=%d,size=%d", p.Name, r.MembershipGeneration, r.MembershipSize))
-			ok = ok && r.MembershipGeneration > 0 && r.MembershipSize == n
-		}
-		return ok, strings.Join(got, " ")
-	})
+// clientOpts are the suite's WebRTC clients: like the demo page and the
+// load generator, they retry a 503 with Retry-After a few times.
+func clientOpts() mfclient.Options {
+	return mfclient.Options{API: rtcAPI, HTTP: httpc, Retries: 3}
 }
 
-func clientOpts() mfclient.Options {
-	return mfclient.Options{API: rtcAPI, HTTP: httpc}
+// freeHostTCPPort is a TCP port free on ip now (hostNetwork pods bind the
+// node's address; nothing here is fixed, so runs and benchmarks on the
+// same machine never collide).
+func freeHostTCPPort(t *testing.T, ip string) int {
+	t.Helper()
+	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// freeHostUDPRange finds n consecutive UDP ports free on ip, above 30000
+// and outside the kernel's ephemeral range start.
+func freeHostUDPRange(t *testing.T, ip string, n int) (int, int) {
+	t.Helper()
+	for try := 0; try < 50; try++ {
+		lo := 30000 + rand.IntN(2000)*n%27000
+		var held []net.PacketConn
+		ok := true
+		for p := lo; p < lo+n; p++ {
+			c, err := net.ListenPacket("udp4", net.JoinHostPort(ip, strconv.Itoa(p)))
+			if err != nil {
+				ok = false
+				break
+			}
+			held = append(held, c)
+		}
+		for _, c := range held {
+			c.Close()
+		}
+		if ok {
+			return lo, lo + n - 1
+		}
+	}
+	t.Fatalf("no %d free consecutive UDP ports on %s", n, ip)
+	return 0, 0
+}
+
+// waitServiceAnswers waits until a Service answers a plain GET of the demo
+// page, as a client would: the only gap left once a MediaService is
+// Available is kube-proxy programming the Service's rules, during which a
+// connection is refused. It returns how many were refused and for how long.
+func waitServiceAnswers(t *testing.T, c *http.Client, base string) (refused int, took time.Duration) {
+	t.Helper()
+	start := time.Now()
+	for {
+		resp, err := c.Get(base + "/")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("GET %s/: %s", base, resp.Status)
+			}
+			return refused, time.Since(start)
+		}
+		if !errors.Is(err, syscall.ECONNREFUSED) || time.Since(start) > 30*time.Second {
+			t.Fatalf("GET %s/ (after %d refused connections): %v", base, refused, err)
+		}
+		refused++
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // serviceURL is the signalling Service's ClusterIP URL, reached from the

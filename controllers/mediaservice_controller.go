@@ -84,7 +84,6 @@ func (r *MediaServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	reports := r.fleetReports(pods)
 	before := ms.Status.DeepCopy()
 	var monitoringCond *metav1.Condition
-	var gaps []string
 	ctx, applied := withAppliedLog(ctx)
 
 	defer func() {
@@ -92,11 +91,17 @@ func (r *MediaServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		if monitoringCond != nil {
 			meta.SetStatusCondition(&ms.Status.Conditions, *monitoringCond)
 		}
-		if err := r.writeStatus(ctx, ms, before, pods, reports, gaps, retErr); err != nil {
+		notServing, err := r.writeStatus(ctx, ms, before, pods, reports, retErr)
+		if err != nil {
 			logger.Error(err, "write status")
 			if retErr == nil {
 				retErr = err
 			}
+		}
+		if notServing && retErr == nil {
+			// EndpointSlice changes arrive by watch; an undelivered member
+			// list is retried here.
+			result = requeueSooner(result, servingRetry)
 		}
 	}()
 
@@ -105,15 +110,6 @@ func (r *MediaServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		// not at the next observation pass.
 		r.Observer.DeliverMembershipFor(ctx, req.NamespacedName, pods)
 	}
-	if gaps, err = r.servingGaps(ctx, ms, pods); err != nil {
-		return ctrl.Result{}, err
-	}
-	if len(gaps) > 0 {
-		// EndpointSlice changes arrive by watch; an undelivered member
-		// list is retried here.
-		result = requeueSooner(result, servingRetry)
-	}
-
 	if r.Observer != nil {
 		next, err := r.autoscale(ctx, ms, reports)
 		if err != nil {
@@ -228,33 +224,38 @@ func (r *MediaServiceReconciler) deleteOwned(ctx context.Context, ms *mediav1alp
 }
 
 // writeStatus computes status from the cached Deployment and the pods this
-// reconcile listed, and writes it only when it changed.
+// reconcile listed, and writes it only when it changed. notServing: ready
+// pods cannot all take sessions yet (look again soon).
 func (r *MediaServiceReconciler) writeStatus(ctx context.Context, ms *mediav1alpha1.MediaService, before *mediav1alpha1.MediaServiceStatus,
-	pods []corev1.Pod, reports []podReport, gaps []string, reconcileErr error) error {
+	pods []corev1.Pod, reports []podReport, reconcileErr error) (notServing bool, err error) {
 	dep := &appsv1.Deployment{}
 	if err := r.Get(ctx, types.NamespacedName{Namespace: ms.Namespace, Name: deploymentName(ms)}, dep); err != nil {
 		if !apierrors.IsNotFound(err) {
-			return fmt.Errorf("get deployment: %w", err)
+			return false, fmt.Errorf("get deployment: %w", err)
 		}
 		dep = nil
+	}
+	gaps, err := r.servingGaps(ctx, ms, dep, pods)
+	if err != nil {
+		return false, err
 	}
 	computeStatus(ms, dep, pods, gaps, reconcileErr)
 	if r.Observer != nil {
 		computeFleetStatus(ms, reports)
 	}
 	if equality.Semantic.DeepEqual(before, &ms.Status) {
-		return nil
+		return len(gaps) > 0, nil
 	}
 	r.recordTransitions(ms, before)
 	r.recordLeakTransitions(ms, before.LeakingPods)
 	patchBase := &mediav1alpha1.MediaService{ObjectMeta: ms.ObjectMeta, Status: *before}
 	if err := r.Status().Patch(ctx, ms, client.MergeFrom(patchBase)); err != nil {
 		if apierrors.IsNotFound(err) {
-			return nil
+			return false, nil
 		}
-		return fmt.Errorf("patch status: %w", err)
+		return false, fmt.Errorf("patch status: %w", err)
 	}
-	return nil
+	return len(gaps) > 0, nil
 }
 
 // recordTransitions emits an Event for each condition that changed status.

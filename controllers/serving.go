@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -26,16 +27,22 @@ const servingRetry = time.Second
 // taking sessions through the Service: the Service's EndpointSlices do not
 // list it as a ready endpoint, or (with the observer) it does not yet hold
 // the member list in which it is ready, so that it routes rooms the way the
-// other pods do. Empty means every ready pod serves.
-func (r *MediaServiceReconciler) servingGaps(ctx context.Context, ms *mediav1alpha1.MediaService, pods []corev1.Pod) ([]string, error) {
+// other pods do. It also notices when the Deployment counts more ready pods
+// than the cache shows (the pod watch is behind): those are not judged yet.
+// Empty means every ready pod serves.
+func (r *MediaServiceReconciler) servingGaps(ctx context.Context, ms *mediav1alpha1.MediaService, dep *appsv1.Deployment, pods []corev1.Pod) ([]string, error) {
 	var ready []*corev1.Pod
 	for i := range pods {
 		if p := &pods[i]; podReady(p) && p.DeletionTimestamp == nil {
 			ready = append(ready, p)
 		}
 	}
+	var gaps []string
+	if dep != nil && len(pods) > 0 && int(dep.Status.ReadyReplicas) > len(ready) {
+		gaps = append(gaps, fmt.Sprintf("the Deployment counts %d ready pods, %d seen ready so far", dep.Status.ReadyReplicas, len(ready)))
+	}
 	if len(ready) == 0 {
-		return nil, nil
+		return gaps, nil
 	}
 	slices := &discoveryv1.EndpointSliceList{}
 	if err := r.List(ctx, slices, client.InNamespace(ms.Namespace),
@@ -43,7 +50,6 @@ func (r *MediaServiceReconciler) servingGaps(ctx context.Context, ms *mediav1alp
 		return nil, fmt.Errorf("list endpointslices: %w", err)
 	}
 	inEndpoints := readyEndpointPods(slices.Items)
-	var gaps []string
 	for _, p := range ready {
 		var missing []string
 		if !inEndpoints[p.Name] {

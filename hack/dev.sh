@@ -99,18 +99,25 @@ fi
 
 # Available (ready pods that serve through the Service), then every pod of
 # the sample ready and the rollout settled, so the table below is final.
-if ! "$KUBECTL" wait msvc/demo --for condition=Available --timeout 180s >/dev/null ||
-	! "$KUBECTL" rollout status deploy/demo --timeout 180s >/dev/null ||
-	! "$KUBECTL" wait pods -l app.kubernetes.io/instance=demo --for condition=Ready --timeout 120s >/dev/null; then
+settled() { # no pod of an older ReplicaSet left, as many pods as wanted
+	[[ "$("$KUBECTL" get pods -l app.kubernetes.io/instance=demo --no-headers 2>/dev/null | wc -l)" == \
+		"$("$KUBECTL" get msvc demo -o jsonpath='{.spec.replicas}')" ]]
+}
+ok=0
+if "$KUBECTL" wait msvc/demo --for condition=Available --timeout 180s >/dev/null &&
+	"$KUBECTL" rollout status deploy/demo --timeout 180s >/dev/null; then
+	for _ in $(seq 120); do
+		settled && break
+		sleep 1
+	done
+	settled && "$KUBECTL" wait pods -l app.kubernetes.io/instance=demo --for condition=Ready --timeout 120s >/dev/null && ok=1
+fi
+if ((!ok)); then
 	log "ERROR: MediaService demo did not become Available with all pods ready:"
 	"$KUBECTL" describe msvc demo >&2 || true
 	"$KUBECTL" get pods -o wide >&2 || true
 	exit 1
 fi
-for _ in $(seq 60); do # no pod of an older ReplicaSet still terminating
-	[[ "$("$KUBECTL" get pods -l app.kubernetes.io/instance=demo --no-headers 2>/dev/null | wc -l)" == "$("$KUBECTL" get msvc demo -o jsonpath='{.spec.replicas}')" ]] && break
-	sleep 1
-done
 phase "sample Available (HTTPS)"
 log "ready in $((SECONDS - ALL_START))s"
 

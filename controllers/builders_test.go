@@ -248,7 +248,7 @@ func TestDesiredDeployment(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			d := desiredDeployment(defaulted(tc.mut), opts)
+			d := desiredDeployment(defaulted(tc.mut), opts, "0123abcd")
 			if *d.Name != "demo" || *d.Namespace != "media" || len(d.OwnerReferences) != 1 || !*d.OwnerReferences[0].Controller {
 				t.Fatalf("metadata %+v", d.ObjectMetaApplyConfiguration)
 			}

@@ -25,10 +25,13 @@ func CacheOptions(monitoringServed bool) cache.Options {
 	stripped := cache.ByObject{Label: ManagedBySelector(), Transform: cache.TransformStripManagedFields()}
 	opts := cache.Options{
 		ByObject: map[client.Object]cache.ByObject{
-			&appsv1.Deployment{}:            managed,
-			&corev1.Service{}:               managed,
-			&corev1.ServiceAccount{}:        managed,
-			&corev1.ConfigMap{}:             managed,
+			&appsv1.Deployment{}:     managed,
+			&corev1.Service{}:        managed,
+			&corev1.ServiceAccount{}: managed,
+			&corev1.ConfigMap{}:      managed,
+			// Only the admin token Secrets it made: the operator never
+			// caches (or reads) anyone else's Secrets.
+			&corev1.Secret{}:                stripped,
 			&policyv1.PodDisruptionBudget{}: managed,
 			&corev1.Pod{}:                   stripped,
 			&corev1.Node{}:                  {Transform: cache.TransformStripManagedFields()},

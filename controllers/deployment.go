@@ -37,7 +37,9 @@ func ownerRef(ms *mediav1alpha1.MediaService) *metav1ac.OwnerReferenceApplyConfi
 }
 
 // desiredDeployment builds the media Deployment of a MediaService.
-func desiredDeployment(ms *mediav1alpha1.MediaService, opts Options) *appsv1ac.DeploymentApplyConfiguration {
+// adminTokenHash (of the admin token Secret, "" before it exists) goes on
+// the pod template so that a new token rolls the pods.
+func desiredDeployment(ms *mediav1alpha1.MediaService, opts Options, adminTokenHash string) *appsv1ac.DeploymentApplyConfiguration {
 	spec := ms.Spec
 	replicas := int32(1)
 	if spec.Replicas != nil {
@@ -120,8 +122,15 @@ func desiredDeployment(ms *mediav1alpha1.MediaService, opts Options) *appsv1ac.D
 	template := corev1ac.PodTemplateSpec().
 		WithLabels(podLabels).
 		WithSpec(podSpec)
-	if len(spec.PodTemplate.Annotations) > 0 {
-		template.WithAnnotations(spec.PodTemplate.Annotations)
+	annotations := map[string]string{}
+	for k, v := range spec.PodTemplate.Annotations {
+		annotations[k] = v
+	}
+	if adminTokenHash != "" {
+		annotations[annotationAdminTokenHash] = adminTokenHash // ours wins
+	}
+	if len(annotations) > 0 {
+		template.WithAnnotations(annotations)
 	}
 
 	return appsv1ac.Deployment(deploymentName(ms), ms.Namespace).
@@ -209,6 +218,10 @@ func podEnv(ms *mediav1alpha1.MediaService) []*corev1ac.EnvVarApplyConfiguration
 		valueEnv(podenv.ServiceName, ms.Name),
 		valueEnv(podenv.Port, strconv.Itoa(int(spec.Signaling.Port))),
 		valueEnv(podenv.AdminPort, strconv.Itoa(int(spec.AdminPort))),
+		// The admin port on the pod's own address (the node's with
+		// hostNetwork), never on every interface; the token guards it.
+		valueEnv(podenv.AdminListenHost, "$("+podenv.PodIP+")"),
+		secretEnv(podenv.AdminToken, adminTokenSecretName(ms), adminTokenKey),
 	}
 	if len(spec.Signaling.AllowedOrigins) > 0 {
 		env = append(env, valueEnv(podenv.AllowedOrigins, strings.Join(spec.Signaling.AllowedOrigins, ",")))

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -73,6 +74,24 @@ func freeTCPPort(t *testing.T) int {
 
 type mediaProc struct {
 	port, admin int
+	token       string // ADMIN_TOKEN, "" for an unauthenticated (loopback) admin port
+}
+
+// adminReq is a request to the admin port with the process's token.
+func (m mediaProc) adminReq(t *testing.T, method, path, body string) *http.Response {
+	t.Helper()
+	req, err := http.NewRequest(method, m.adminURL(path), strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.token != "" {
+		req.Header.Set("Authorization", "Bearer "+m.token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
 }
 
 func (m mediaProc) ws() string { return fmt.Sprintf("ws://127.0.0.1:%d/ws", m.port) }
@@ -80,12 +99,17 @@ func (m mediaProc) adminURL(path string) string {
 	return fmt.Sprintf("http://127.0.0.1:%d%s", m.admin, path)
 }
 
-// startMediaserver runs a real mediaserver process with a fast leak detector.
-func startMediaserver(t *testing.T) mediaProc {
+// startMediaserver runs a real mediaserver process with a fast leak
+// detector and no admin token (its admin port is on loopback, open).
+func startMediaserver(t *testing.T) mediaProc { return startMediaserverWithToken(t, "") }
+
+// startMediaserverWithToken runs one with ADMIN_TOKEN set, as the operator
+// configures its pods.
+func startMediaserverWithToken(t *testing.T, token string) mediaProc {
 	t.Helper()
-	m := mediaProc{port: freeTCPPort(t), admin: freeTCPPort(t)}
+	m := mediaProc{port: freeTCPPort(t), admin: freeTCPPort(t), token: token}
 	cmd := exec.Command(mediaserverBinary(t), "-listen-host=127.0.0.1", "-ice-loopback", "-ice-interfaces=lo")
-	cmd.Env = append(os.Environ(), "PORT="+strconv.Itoa(m.port), "ADMIN_PORT="+strconv.Itoa(m.admin),
+	cmd.Env = append(os.Environ(), "PORT="+strconv.Itoa(m.port), "ADMIN_PORT="+strconv.Itoa(m.admin), "ADMIN_TOKEN="+token,
 		"SAMPLE_INTERVAL=200ms", "LEAK_BASELINE_WINDOW=1s", "LOG_LEVEL=warn", "DRAIN_TIMEOUT=1s", "MAX_SESSIONS=50")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -148,7 +172,7 @@ func wsSession(t *testing.T, m mediaProc, room string) *websocket.Conn {
 
 func injectLeak(t *testing.T, m mediaProc, query string) {
 	t.Helper()
-	resp, err := http.Post(m.adminURL("/debug/fault/leak?"+query), "", nil)
+	resp, err := m.adminReq(t, http.MethodPost, "/debug/fault/leak?"+query, ""), error(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -392,11 +416,11 @@ func kick(ns, name string) {
 
 func readStatus(t *testing.T, m mediaProc) statusapi.Report {
 	t.Helper()
-	resp, err := http.Get(m.adminURL(statusapi.Path))
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := m.adminReq(t, http.MethodGet, statusapi.Path, "")
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /status: %s", resp.Status)
+	}
 	var r statusapi.Report
 	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
 		t.Fatal(err)
@@ -500,4 +524,112 @@ func TestEnvtestAvailableMeansServing(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, waitFor, "available once listed", conditionIs(ns, "serve", mediav1alpha1.ConditionAvailable, metav1.ConditionTrue, ReasonMinimumReplicasReady))
+}
+
+// adminToken waits for the operator to make a MediaService's admin token
+// Secret and returns the token.
+func adminToken(t *testing.T, ns, name string) (string, *corev1.Secret) {
+	t.Helper()
+	sec := &corev1.Secret{}
+	eventually(t, waitFor, "admin token Secret", func() error {
+		if err := k8s.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: name + "-admin-token"}, sec); err != nil {
+			return err
+		}
+		if len(sec.Data["token"]) != 64 {
+			return fmt.Errorf("token of %d bytes", len(sec.Data["token"]))
+		}
+		return nil
+	})
+	return string(sec.Data["token"]), sec
+}
+
+// TestEnvtestAdminTokenAndWedgedMembership: the operator makes one random
+// admin token per MediaService in a Secret it owns, gives it to the pods
+// by reference, and reads /status and delivers member lists with it. A pod
+// refuses all of that without the token. A generation pushed ahead of the
+// operator's (by anyone holding the token) is overtaken within an
+// observation pass, and one too far in the future is refused by the pod.
+func TestEnvtestAdminTokenAndWedgedMembership(t *testing.T) {
+	requireEnvtest(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	ms := newMS(ns, "guard")
+	ms.Spec.Replicas = ptrTo(int32(1))
+	createMS(t, ms)
+	token, sec := adminToken(t, ns, "guard")
+	if !metav1.IsControlledBy(sec, getMS(t, ns, "guard")) || sec.Labels[labelManagedBy] != managedByValue {
+		t.Errorf("admin token Secret not owned by the MediaService: %+v %v", sec.OwnerReferences, sec.Labels)
+	}
+	eventually(t, waitFor, "pods get the token by reference and its hash", func() error {
+		d, err := getDeployment(ns, "guard")
+		if err != nil {
+			return err
+		}
+		if d.Spec.Template.Annotations[annotationAdminTokenHash] != tokenHash(token) {
+			return fmt.Errorf("annotations %v", d.Spec.Template.Annotations)
+		}
+		for _, e := range d.Spec.Template.Spec.Containers[0].Env {
+			if e.Name == "ADMIN_TOKEN" {
+				if e.Value != "" || e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil || e.ValueFrom.SecretKeyRef.Name != "guard-admin-token" {
+					return fmt.Errorf("ADMIN_TOKEN %+v", e)
+				}
+				return nil
+			}
+		}
+		return errors.New("no ADMIN_TOKEN")
+	})
+
+	m := startMediaserverWithToken(t, token)
+	mediaPod(t, ms, "guard-a", m.admin)
+	eventually(t, waitFor, "operator reads /status and delivers a list with the token", func() error {
+		if r := readStatus(t, m); r.MembershipGeneration == 0 || r.MembershipSize != 1 {
+			return fmt.Errorf("membership %d/%d", r.MembershipGeneration, r.MembershipSize)
+		}
+		if st := msStatus(t, ns, "guard"); st.Sessions == nil || st.Sessions.ReportingPods != 1 {
+			return fmt.Errorf("status %+v", st.Sessions)
+		}
+		return nil
+	})
+	// Without the token: 401 for everything but the probes and metrics.
+	anon := mediaProc{admin: m.admin}
+	for _, c := range []struct{ method, path, body string }{
+		{"GET", statusapi.Path, ""}, {"PUT", statusapi.MembershipPath, "{}"}, {"GET", "/rooms/x", ""},
+		{"GET", "/debug/pprof/cmdline", ""}, {"GET", "/debug/pprof/goroutine?debug=2", ""},
+	} {
+		resp := anon.adminReq(t, c.method, c.path, c.body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("%s %s without the token: %s", c.method, c.path, resp.Status)
+		}
+	}
+	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
+		resp := anon.adminReq(t, "GET", path, "")
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("GET %s without the token: %s", path, resp.Status)
+		}
+	}
+
+	// Wedge attempts.
+	put := func(gen int64) int {
+		body := fmt.Sprintf(`{"apiVersion":%q,"generation":%d,"members":[{"name":"x","address":"198.18.0.9:8080"}]}`, statusapi.APIVersion, gen)
+		resp := m.adminReq(t, "PUT", statusapi.MembershipPath, body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := put(math.MaxInt64); code != http.StatusBadRequest {
+		t.Errorf("generation 2^63-1 answered %d, want 400", code)
+	}
+	wedged := time.Now().Add(23 * time.Hour).UnixNano()
+	if code := put(wedged); code != http.StatusNoContent {
+		t.Fatalf("a list 23h ahead answered %d", code)
+	}
+	eventually(t, 15*time.Second, "the operator's list overtakes the wedged one", func() error {
+		r := readStatus(t, m)
+		if r.MembershipGeneration <= wedged || r.MembershipSize != 1 {
+			return fmt.Errorf("pod holds %d/%d (wedged at %d)", r.MembershipGeneration, r.MembershipSize, wedged)
+		}
+		return nil
+	})
+	_ = ctx
 }

@@ -59,6 +59,7 @@ func (r *MediaServiceReconciler) clock() clock.PassiveClock {
 // +kubebuilder:rbac:groups=media.mediafleet.io,resources=mediaservices/finalizers,verbs=update
 // +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=services;serviceaccounts;configmaps,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;delete
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;patch;delete
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
@@ -123,6 +124,7 @@ func (r *MediaServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		fn   func(context.Context, *mediav1alpha1.MediaService) error
 	}{
 		{"serviceaccount", r.reconcileServiceAccount},
+		{"admin-token", r.reconcileAdminToken},
 		{"node-addresses", r.reconcileNodeAddresses},
 		{"deployment", r.reconcileDeployment},
 		{"services", r.reconcileServices},
@@ -182,7 +184,11 @@ func (r *MediaServiceReconciler) reconcileServiceAccount(ctx context.Context, ms
 }
 
 func (r *MediaServiceReconciler) reconcileDeployment(ctx context.Context, ms *mediav1alpha1.MediaService) error {
-	return applyChild(ctx, r, ms, "Deployment", &appsv1.Deployment{}, desiredDeployment(ms, r.Options), extractDeployment)
+	hash, err := r.adminTokenHash(ctx, ms)
+	if err != nil {
+		return err
+	}
+	return applyChild(ctx, r, ms, "Deployment", &appsv1.Deployment{}, desiredDeployment(ms, r.Options, hash), extractDeployment)
 }
 
 func (r *MediaServiceReconciler) reconcileServices(ctx context.Context, ms *mediav1alpha1.MediaService) error {
@@ -294,6 +300,7 @@ func (r *MediaServiceReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&corev1.Service{}).
 		Owns(&corev1.ServiceAccount{}).
 		Owns(&corev1.ConfigMap{}).
+		Owns(&corev1.Secret{}).
 		Owns(&policyv1.PodDisruptionBudget{}).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(podToMediaService)).
 		Watches(&discoveryv1.EndpointSlice{}, handler.EnqueueRequestsFromMapFunc(podToMediaService)).

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -24,6 +25,9 @@ type membershipState struct {
 	mu        sync.Mutex
 	lists     map[types.NamespacedName]statusapi.Membership
 	delivered map[types.NamespacedName]int64 // per pod: generation it holds
+	// refused: MediaServices one of whose pods answered 409 (it holds a
+	// newer generation than ours): their next list starts above it.
+	refused map[types.NamespacedName]bool
 }
 
 func containerPort(p *corev1.Pod, name string, fallback int32) int32 {
@@ -105,6 +109,7 @@ func (o *Observer) deliverMembership(ctx context.Context, pods []corev1.Pod) {
 	for key := range m.lists {
 		if _, ok := byMS[key]; !ok {
 			delete(m.lists, key)
+			delete(m.refused, key)
 		}
 	}
 	for pod := range m.delivered {
@@ -139,6 +144,25 @@ func (o *Observer) DeliverMembershipFor(ctx context.Context, key types.Namespace
 	o.sendMembership(ctx, o.membershipSends(key, ps))
 }
 
+// noteHeldMembership compares the generation a pod reports holding with
+// the one delivered to it. A pod that holds something else (restarted, or
+// sent a list by someone else) is owed the current list again; one that
+// holds a newer generation than ours makes the next list start above it.
+func (o *Observer) noteHeldMembership(ms, pod types.NamespacedName, held int64) {
+	m := &o.membership
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.init()
+	cur, ok := m.lists[ms]
+	if !ok || held == m.delivered[pod] {
+		return
+	}
+	delete(m.delivered, pod)
+	if held > cur.Generation {
+		m.refused[ms] = true
+	}
+}
+
 // HoldsCurrentMembership says whether pod holds the MediaService's current
 // member list (the one computed from the pods as last seen).
 func (o *Observer) HoldsCurrentMembership(key types.NamespacedName, pod string) bool {
@@ -153,33 +177,55 @@ func (m *membershipState) init() {
 	if m.lists == nil {
 		m.lists = map[types.NamespacedName]statusapi.Membership{}
 		m.delivered = map[types.NamespacedName]int64{}
+		m.refused = map[types.NamespacedName]bool{}
 	}
 }
 
 type membershipSend struct {
-	pod  types.NamespacedName
-	addr string
-	list statusapi.Membership
+	ms    types.NamespacedName
+	pod   types.NamespacedName
+	addr  string
+	token string
+	list  statusapi.Membership
 }
+
+// errHoldsNewer: the pod refused the list (409) because it holds a newer
+// generation. Not delivered: the next list goes above what the pods hold.
+var errHoldsNewer = errors.New("pod holds a newer member list")
 
 // membershipSends updates the MediaService's current list from its pods and
 // returns the deliveries still owed.
 func (o *Observer) membershipSends(key types.NamespacedName, ps []*corev1.Pod) []membershipSend {
 	members := o.members(ps)
+	// The highest generation a pod said it holds (its /status): a list
+	// that must win over a refused one starts above it. Pods refuse
+	// generations more than a day ahead of their clock, so this cannot be
+	// pushed out of reach.
+	var held int64
+	for _, p := range ps {
+		if obs, ok := o.Get(p.Namespace, p.Name); ok && obs.Reachable {
+			held = max(held, obs.Report.MembershipGeneration)
+		}
+	}
+	token := o.token(context.Background(), key.Namespace, key.Name)
 	m := &o.membership
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	cur := m.lists[key]
-	if cur.Generation == 0 || !sameMembers(cur.Members, members) {
-		cur = statusapi.Membership{APIVersion: statusapi.APIVersion,
-			Generation: max(cur.Generation+1, time.Now().UnixNano()), Members: members}
+	if cur.Generation == 0 || !sameMembers(cur.Members, members) || m.refused[key] {
+		next := max(cur.Generation+1, time.Now().UnixNano())
+		if m.refused[key] {
+			next = max(next, held+1)
+		}
+		cur = statusapi.Membership{APIVersion: statusapi.APIVersion, Generation: next, Members: members}
 		m.lists[key] = cur
+		delete(m.refused, key)
 	}
 	var sends []membershipSend
 	for _, mb := range members {
 		podKey := types.NamespacedName{Namespace: key.Namespace, Name: mb.Name}
 		if m.delivered[podKey] < cur.Generation {
-			sends = append(sends, membershipSend{podKey, mb.AdminAddress, cur})
+			sends = append(sends, membershipSend{ms: key, pod: podKey, addr: mb.AdminAddress, token: token, list: cur})
 		}
 	}
 	return sends
@@ -197,8 +243,13 @@ func (o *Observer) sendMembership(ctx context.Context, sends []membershipSend) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			if err := o.putMembership(ctx, sd.addr, sd.list); err != nil {
+			if err := o.putMembership(ctx, sd.addr, sd.token, sd.list); err != nil {
 				log.FromContext(ctx).V(1).Info("membership not delivered; retrying", "pod", sd.pod, "err", err)
+				if errors.Is(err, errHoldsNewer) {
+					m.mu.Lock()
+					m.refused[sd.ms] = true
+					m.mu.Unlock()
+				}
 				return
 			}
 			m.mu.Lock()
@@ -209,7 +260,7 @@ func (o *Observer) sendMembership(ctx context.Context, sends []membershipSend) {
 	wg.Wait()
 }
 
-func (o *Observer) putMembership(ctx context.Context, adminAddr string, list statusapi.Membership) error {
+func (o *Observer) putMembership(ctx context.Context, adminAddr, token string, list statusapi.Membership) error {
 	body, err := json.Marshal(list)
 	if err != nil {
 		return err
@@ -219,6 +270,9 @@ func (o *Observer) putMembership(ctx context.Context, adminAddr string, list sta
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
 	resp, err := o.HTTP.Do(req)
 	if err != nil {
 		return err
@@ -228,9 +282,9 @@ func (o *Observer) putMembership(ctx context.Context, adminAddr string, list sta
 	case http.StatusNoContent, http.StatusOK:
 		return nil
 	case http.StatusConflict:
-		// The pod holds a newer list (another operator instance); it is
-		// not ours to overwrite.
-		return nil
+		// The pod holds a newer generation than this list: whoever sent
+		// it, the pod does not have our list.
+		return errHoldsNewer
 	default:
 		return fmt.Errorf("PUT %s: HTTP %d", statusapi.MembershipPath, resp.StatusCode)
 	}

@@ -64,6 +64,14 @@ func signalingServiceName(ms *mediav1alpha1.MediaService) string {
 }
 func headlessServiceName(ms *mediav1alpha1.MediaService) string { return ms.Name + "-pods" }
 func pdbName(ms *mediav1alpha1.MediaService) string             { return ms.Name }
+
+// adminTokenSecretSuffix names the Secret of a MediaService's admin token.
+const adminTokenSecretSuffix = "-admin-token"
+
+func adminTokenSecretName(ms *mediav1alpha1.MediaService) string {
+	return ms.Name + adminTokenSecretSuffix
+}
+func networkPolicyName(ms *mediav1alpha1.MediaService) string { return ms.Name }
 func nodeAddressesConfigMapName(ms *mediav1alpha1.MediaService) string {
 	return ms.Name + "-node-addresses"
 }

@@ -139,7 +139,10 @@ func (o *Observer) ObserveOnce(ctx context.Context) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			obs := o.fetch(ctx, p)
+			obs := o.fetch(ctx, p, o.token(ctx, p.Namespace, msName))
+			if obs.Reachable {
+				o.noteHeldMembership(types.NamespacedName{Namespace: p.Namespace, Name: msName}, key, obs.Report.MembershipGeneration)
+			}
 			o.mu.Lock()
 			old, had := o.pods[key]
 			o.pods[key] = obs
@@ -174,13 +177,26 @@ func (o *Observer) ObserveOnce(ctx context.Context) {
 // adminPort is the pod's container port named "admin".
 func adminPort(p *corev1.Pod) int32 { return containerPort(p, portNameAdmin, 9090) }
 
-func (o *Observer) fetch(ctx context.Context, p *corev1.Pod) Observation {
+// token is the admin token of a MediaService's pods ("" when its Secret
+// is not there yet; the pod then answers 401 and is reported so).
+func (o *Observer) token(ctx context.Context, namespace, msName string) string {
+	tok, err := readAdminToken(ctx, o.Reader, namespace, msName)
+	if err != nil {
+		log.FromContext(ctx).Info("admin token unreadable", "namespace", namespace, "mediaservice", msName, "err", err)
+	}
+	return tok
+}
+
+func (o *Observer) fetch(ctx context.Context, p *corev1.Pod, token string) Observation {
 	obs := Observation{At: time.Now()}
 	url := "http://" + net.JoinHostPort(p.Status.PodIP, strconv.Itoa(int(adminPort(p)))) + statusapi.Path
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		obs.Error = err.Error()
 		return obs
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := o.HTTP.Do(req)
 	if err != nil {

@@ -22,12 +22,28 @@ type member struct {
 	p    *proc
 }
 
-func (m member) status(t *testing.T) statusapi.Report {
+// fleetToken is the admin token the three pods share, as the operator's
+// Secret gives it to a MediaService's pods.
+const fleetToken = "test-fleet-admin-token-0123456789abcdef"
+
+// adminDo sends an admin request with the fleet's token.
+func adminDo(t *testing.T, method, url string, body string) *http.Response {
 	t.Helper()
-	resp, err := http.Get(m.p.admin + statusapi.Path)
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
+	req.Header.Set("Authorization", "Bearer "+fleetToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
+}
+
+func (m member) status(t *testing.T) statusapi.Report {
+	t.Helper()
+	resp := adminDo(t, http.MethodGet, m.p.admin+statusapi.Path, "")
 	defer resp.Body.Close()
 	var r statusapi.Report
 	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
@@ -43,17 +59,16 @@ func threePods(t *testing.T) ([]member, statusapi.Membership) {
 	var ms []member
 	list := statusapi.Membership{APIVersion: statusapi.APIVersion, Generation: time.Now().UnixNano()}
 	for _, name := range []string{"pod-a", "pod-b", "pod-c"} {
-		p := start(t, "POD_NAME="+name)
+		p := start(t, "POD_NAME="+name, "ADMIN_TOKEN="+fleetToken)
 		ms = append(ms, member{name, p})
 		list.Members = append(list.Members, statusapi.Member{Name: name, Address: strings.TrimPrefix(p.base, "http://"),
 			AdminAddress: strings.TrimPrefix(p.admin, "http://"), Ready: true})
 	}
 	body, _ := json.Marshal(list)
 	for _, m := range ms {
-		req, _ := http.NewRequest("PUT", m.p.admin+statusapi.MembershipPath, strings.NewReader(string(body)))
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil || resp.StatusCode != http.StatusNoContent {
-			t.Fatalf("deliver membership to %s: %v %v", m.name, err, resp)
+		resp := adminDo(t, "PUT", m.p.admin+statusapi.MembershipPath, string(body))
+		if resp.StatusCode != http.StatusNoContent {
+			t.Fatalf("deliver membership to %s: %v", m.name, resp.Status)
 		}
 		resp.Body.Close()
 	}
@@ -159,11 +174,24 @@ func TestFleetRoomMeetsOnItsOwner(t *testing.T) {
 		t.Errorf("owner b holds %d sessions, want the room's 3", n)
 	}
 
-	// A request another pod already forwarded is never forwarded again
-	// (no loop can form): pod A serves it even though B owns the room.
+	// A client cannot switch routing off: the forwarding header without the
+	// pods' token (or with a wrong one) is ignored, the room still meets
+	// on its owner B, never split onto A.
+	before, beforeB := a.status(t).Sessions.Active, b.status(t).Sessions.Active
+	forged := opts
+	forged.Header = http.Header{statusapi.ForwardedByHeader: {"pod-x"}, statusapi.PodTokenHeader: {"guess"}}
+	f, err := client.Publish(ctx, a.p.base, roomOwnedBy(list, b.name, "forged-"), forged)
+	if err != nil {
+		t.Fatalf("publish with a forged forwarding header: %v", err)
+	}
+	defer f.Close()
+	if na, nb := a.status(t).Sessions.Active, b.status(t).Sessions.Active; na != before || nb != beforeB+1 {
+		t.Errorf("forged forwarding header: sessions a %d→%d, b %d→%d; want the room on its owner b", before, na, beforeB, nb)
+	}
+	// A request another pod forwarded (with the token) is never forwarded
+	// again (no loop can form): pod A serves it even though B owns the room.
 	loopOpts := opts
-	loopOpts.Header = http.Header{"X-Mediafleet-Forwarded-By": {"pod-x"}}
-	before := a.status(t).Sessions.Active
+	loopOpts.Header = http.Header{statusapi.ForwardedByHeader: {"pod-x"}, statusapi.PodTokenHeader: {fleetToken}}
 	guarded, err := client.Publish(ctx, a.p.base, roomOwnedBy(list, b.name, "loop-"), loopOpts)
 	if err != nil {
 		t.Fatalf("forwarded-marked publish: %v", err)

@@ -27,8 +27,14 @@ type TURNServer struct {
 type Config struct {
 	// Addresses.
 	ListenHost string // host part for both listeners ("" = all interfaces)
-	Port       int
-	AdminPort  int
+	// AdminListenHost, when set, is where the admin port binds instead of
+	// ListenHost. Without an AdminToken it is forced to loopback.
+	AdminListenHost string
+	Port            int
+	AdminPort       int
+	// AdminToken guards the admin port (all but /healthz, /readyz,
+	// /metrics) and authenticates forwarding between pods.
+	AdminToken string
 
 	// Signalling.
 	AllowedOrigins []string
@@ -53,6 +59,12 @@ type Config struct {
 	ICELoopback bool
 
 	// Limits.
+	// HeaderTimeout and BodyTimeout bound reading a request's headers and
+	// then its body (10 s each by default; tests shorten them).
+	HeaderTimeout, BodyTimeout time.Duration
+	// MaxConnections caps the public listener's open connections (0: four
+	// per session, at least 1024).
+	MaxConnections   int
 	MaxSessions      int
 	MaxICECandidates int
 	WSSendBuffer     int
@@ -145,6 +157,9 @@ func FromEnv(lookup func(string) (string, bool)) (Config, error) {
 	}
 	num(podenv.Port, &c.Port)
 	num(podenv.AdminPort, &c.AdminPort)
+	str(podenv.AdminToken, &c.AdminToken)
+	str(podenv.ListenHost, &c.ListenHost)
+	str(podenv.AdminListenHost, &c.AdminListenHost)
 	list(podenv.AllowedOrigins, &c.AllowedOrigins)
 	str(podenv.AuthToken, &c.AuthToken)
 	str(podenv.TLSCertFile, &c.TLSCertFile)
@@ -157,6 +172,7 @@ func FromEnv(lookup func(string) (string, bool)) (Config, error) {
 	list(podenv.ICEIPs, &c.ICEIPs)
 	str(podenv.PublicIPFile, &c.PublicIPFile)
 	num(podenv.MaxSessions, &c.MaxSessions)
+	num(podenv.MaxConnections, &c.MaxConnections)
 	num(podenv.MaxICECandidates, &c.MaxICECandidates)
 	num(podenv.WSSendBuffer, &c.WSSendBuffer)
 	dur(podenv.WSSendTimeout, &c.WSSendTimeout)
@@ -202,6 +218,30 @@ func splitList(v string) []string {
 	return out
 }
 
+// loopbackOf is the loopback address to bind instead of host (IPv6
+// loopback for an IPv6 host).
+func loopbackOf(hosts ...string) string {
+	for _, h := range hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			if ip.IsLoopback() {
+				return h
+			}
+			if ip.To4() == nil {
+				return "::1"
+			}
+		}
+	}
+	return "127.0.0.1"
+}
+
+// AdminHost is where the admin port binds.
+func (c *Config) AdminHost() string {
+	if c.AdminListenHost != "" {
+		return c.AdminListenHost
+	}
+	return c.ListenHost
+}
+
 // Validate checks the configuration and fills what is derived. Each error
 // names the variable a user sets.
 func (c *Config) Validate() error {
@@ -216,6 +256,14 @@ func (c *Config) Validate() error {
 	port(podenv.AdminPort, c.AdminPort, true)
 	if c.Port != 0 && c.Port == c.AdminPort {
 		bad("%s and %s must differ (both %d)", podenv.Port, podenv.AdminPort, c.Port)
+	}
+	if c.AdminToken != "" && len(c.AdminToken) < 16 {
+		bad("%s is too short (%d bytes): use at least 16 random bytes", podenv.AdminToken, len(c.AdminToken))
+	}
+	for name, h := range map[string]string{podenv.ListenHost: c.ListenHost, podenv.AdminListenHost: c.AdminListenHost} {
+		if h != "" && net.ParseIP(h) == nil {
+			bad("%s=%q: not an IP address", name, h)
+		}
 	}
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
 		bad("%s and %s go together (both set for HTTPS, or neither)", podenv.TLSCertFile, podenv.TLSKeyFile)
@@ -296,6 +344,23 @@ func (c *Config) Validate() error {
 	case "json", "text":
 	default:
 		bad("%s=%q: want json or text", podenv.LogFormat, c.LogFormat)
+	}
+	if c.AdminToken == "" {
+		// Nothing authenticates the admin port: nothing but this machine
+		// may reach it.
+		c.AdminListenHost = loopbackOf(c.AdminListenHost, c.ListenHost)
+	}
+	if c.HeaderTimeout <= 0 {
+		c.HeaderTimeout = 10 * time.Second
+	}
+	if c.BodyTimeout <= 0 {
+		c.BodyTimeout = 10 * time.Second
+	}
+	if c.MaxConnections < 0 {
+		bad("%s=%d: must not be negative", podenv.MaxConnections, c.MaxConnections)
+	}
+	if c.MaxConnections == 0 {
+		c.MaxConnections = max(1024, 4*c.MaxSessions)
 	}
 	if c.TLSReloadInterval <= 0 {
 		c.TLSReloadInterval = 5 * time.Second

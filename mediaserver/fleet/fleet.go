@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/mediafleet/mediafleet/mediaserver/statusapi"
 )
@@ -20,19 +21,35 @@ import (
 // ErrStale is returned for a member list older than the one held.
 var ErrStale = errors.New("stale membership generation")
 
+// MaxGenerationAhead bounds how far ahead of this pod's clock a member
+// list's generation may be. The operator's generations are its clock in
+// nanoseconds, so one from further ahead cannot be the operator's: taking
+// it would let whoever sent it lock out every later list.
+const MaxGenerationAhead = 24 * time.Hour
+
+// MaxMembers bounds a member list (a MediaService has at most 1000 pods).
+const MaxMembers = 1000
+
 // Members holds the latest member list.
 type Members struct {
 	mu  sync.RWMutex
 	cur statusapi.Membership
 }
 
-// Update replaces the list unless it is older than the one held.
-func (m *Members) Update(next statusapi.Membership) error {
+// Update replaces the list unless it is older than the one held, or its
+// generation is further ahead of now than MaxGenerationAhead.
+func (m *Members) Update(next statusapi.Membership, now time.Time) error {
 	if next.APIVersion != statusapi.APIVersion {
 		return fmt.Errorf("membership apiVersion %q, want %q", next.APIVersion, statusapi.APIVersion)
 	}
 	if next.Generation <= 0 {
 		return errors.New("membership generation must be positive")
+	}
+	if limit := now.Add(MaxGenerationAhead).UnixNano(); next.Generation > limit {
+		return fmt.Errorf("membership generation %d is more than %s ahead of this pod's clock (%d)", next.Generation, MaxGenerationAhead, now.UnixNano())
+	}
+	if len(next.Members) > MaxMembers {
+		return fmt.Errorf("membership lists %d members; at most %d", len(next.Members), MaxMembers)
 	}
 	seen := map[string]bool{}
 	for _, mb := range next.Members {

@@ -3,7 +3,9 @@ package fleet
 import (
 	"errors"
 	"fmt"
+	"math"
 	"testing"
+	"time"
 
 	"github.com/mediafleet/mediafleet/mediaserver/statusapi"
 )
@@ -95,12 +97,12 @@ func TestRankPutsANewMemberInFrontOnly(t *testing.T) {
 func TestMembersRefusesStaleAndInvalidLists(t *testing.T) {
 	var m Members
 	ok := statusapi.Membership{APIVersion: statusapi.APIVersion, Generation: 10, Members: members(2)}
-	if err := m.Update(ok); err != nil {
+	if err := m.Update(ok, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	stale := ok
 	stale.Generation = 9
-	if err := m.Update(stale); !errors.Is(err, ErrStale) {
+	if err := m.Update(stale, time.Now()); !errors.Is(err, ErrStale) {
 		t.Errorf("stale update: %v", err)
 	}
 	if m.Current().Generation != 10 {
@@ -108,7 +110,7 @@ func TestMembersRefusesStaleAndInvalidLists(t *testing.T) {
 	}
 	same := ok
 	same.Members = members(3)
-	if err := m.Update(same); err != nil || len(m.Current().Members) != 3 {
+	if err := m.Update(same, time.Now()); err != nil || len(m.Current().Members) != 3 {
 		t.Errorf("same generation must be accepted (retries): %v", err)
 	}
 	for name, bad := range map[string]statusapi.Membership{
@@ -116,8 +118,13 @@ func TestMembersRefusesStaleAndInvalidLists(t *testing.T) {
 		"generation": {APIVersion: statusapi.APIVersion},
 		"duplicate":  {APIVersion: statusapi.APIVersion, Generation: 12, Members: append(members(1), members(1)...)},
 		"no address": {APIVersion: statusapi.APIVersion, Generation: 13, Members: []statusapi.Member{{Name: "a"}}},
+		// A generation no operator could send (item 1 of the hostile
+		// review: 2^63-1 locked the operator out until a restart).
+		"from the far future": {APIVersion: statusapi.APIVersion, Generation: math.MaxInt64, Members: members(1)},
+		"two days ahead":      {APIVersion: statusapi.APIVersion, Generation: time.Now().Add(48 * time.Hour).UnixNano(), Members: members(1)},
+		"too many members":    {APIVersion: statusapi.APIVersion, Generation: 14, Members: members(MaxMembers + 1)},
 	} {
-		if err := m.Update(bad); err == nil {
+		if err := m.Update(bad, time.Now()); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
@@ -146,7 +153,7 @@ func TestReadyPodTakesRoomsItWouldOwn(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var m Members
-			if err := m.Update(statusapi.Membership{APIVersion: statusapi.APIVersion, Generation: 1, Members: tc.list}); err != nil {
+			if err := m.Update(statusapi.Membership{APIVersion: statusapi.APIVersion, Generation: 1, Members: tc.list}, time.Now()); err != nil {
 				t.Fatal(err)
 			}
 			selfReady = tc.ready
@@ -169,7 +176,7 @@ func TestReadyPodTakesRoomsItWouldOwn(t *testing.T) {
 	list := members(2)
 	list[0].Ready = false
 	var m Members
-	if err := m.Update(statusapi.Membership{APIVersion: statusapi.APIVersion, Generation: 1, Members: list}); err != nil {
+	if err := m.Update(statusapi.Membership{APIVersion: statusapi.APIVersion, Generation: 1, Members: list}, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	r := &Router{Self: list[0].Name, Members: &m, Local: func(string) int { return 0 }, SelfReady: func() bool { return true }}

@@ -10,10 +10,6 @@ import (
 	"github.com/mediafleet/mediafleet/mediaserver/statusapi"
 )
 
-// ForwardedHeader marks signalling forwarded by another pod: it is never
-// forwarded again, so a loop cannot form.
-const ForwardedHeader = "X-Mediafleet-Forwarded-By"
-
 // RoomPath is the admin endpoint answering whether a pod holds a room
 // (200) or not (404).
 const RoomPath = "/rooms/"
@@ -38,7 +34,9 @@ type Router struct {
 	// wins for itself, so that a ready pod never refuses a room it would
 	// own. Nil means the list is trusted as it is.
 	SelfReady func() bool
-	HTTP      *http.Client
+	// Token is the admin token the other pods' admin ports want.
+	Token string
+	HTTP  *http.Client
 }
 
 // withSelf returns members with this pod's own readiness in place of what
@@ -101,6 +99,9 @@ func (r *Router) holds(ctx context.Context, m statusapi.Member, room string) boo
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+m.AdminAddress+RoomPath+url.PathEscape(room), nil)
 	if err != nil {
 		return false
+	}
+	if r.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+r.Token)
 	}
 	resp, err := r.HTTP.Do(req)
 	if err != nil {

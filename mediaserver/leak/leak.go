@@ -97,17 +97,26 @@ func New(cfg Config) *Detector {
 	return &Detector{cfg: cfg, start: cfg.Now(), lastSess: -1}
 }
 
-// Sample records the goroutine count beside the open sessions and updates
-// the verdict. It costs one runtime.NumGoroutine call unless the verdict
-// needs creation sites.
-func (d *Detector) Sample(sessions int) {
-	g := d.cfg.Goroutines()
+// perConnection is what an open HTTP or WebSocket connection explains: its
+// serving goroutine, a background reader, a WebSocket writer.
+const perConnection = 3
+
+// Sample records the goroutine count beside the open sessions and
+// connections and updates the verdict. Connections explain goroutines
+// like sessions do, so that idle or slow clients (no session at all)
+// cannot raise the alarm. It costs one runtime.NumGoroutine call unless the
+// verdict needs creation sites.
+func (d *Detector) Sample(sessions, connections int) {
+	// What open connections explain comes off the count first: the rest
+	// is judged against sessions and the baseline as before.
+	raw := d.cfg.Goroutines()
+	g := raw - connections*perConnection
 	now := d.cfg.Now()
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.current = g
-	if g > d.max {
-		d.max = g
+	d.current = raw
+	if raw > d.max {
+		d.max = raw
 	}
 	settled := sessions == d.lastSess
 	d.lastSess = sessions

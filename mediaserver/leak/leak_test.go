@@ -27,7 +27,7 @@ func newSim(window time.Duration) *sim {
 func (s *sim) step(interval time.Duration, g, sessions int) State {
 	s.now = s.now.Add(interval)
 	s.g = g
-	s.d.Sample(sessions)
+	s.d.Sample(sessions, 0)
 	return s.d.State()
 }
 
@@ -194,10 +194,38 @@ func stackDump(sites map[string]int) string {
 
 func BenchmarkSample(b *testing.B) {
 	d := New(Config{BaselineWindow: time.Nanosecond})
-	d.Sample(0)
+	d.Sample(0, 0)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		d.Sample(10)
+		d.Sample(10, 0)
+	}
+}
+
+// TestOpenConnectionsExplainGoroutines: 300 idle connections (slow
+// clients, no session) hold ~2 goroutines each; they raise no alarm,
+// while the same goroutines left behind with no connection do.
+func TestOpenConnectionsExplainGoroutines(t *testing.T) {
+	s := newSim(time.Minute)
+	for i := 0; i < 7; i++ {
+		s.step(tick, base, 0)
+	}
+	stepConns := func(g, conns int) State {
+		s.now = s.now.Add(tick)
+		s.g = g
+		s.d.Sample(0, conns)
+		return s.d.State()
+	}
+	for i := 0; i < 6; i++ {
+		if st := stepConns(base+2*300, 300); st.Suspected {
+			t.Fatalf("300 open connections raised the alarm: %+v", st)
+		}
+	}
+	var st State
+	for i := 0; i < 3; i++ {
+		st = stepConns(base+2*300, 0) // the connections are gone, the goroutines are not
+	}
+	if !st.Suspected {
+		t.Fatalf("600 goroutines nothing explains raised no alarm: %+v", st)
 	}
 }

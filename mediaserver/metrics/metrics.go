@@ -45,6 +45,10 @@ type Metrics struct {
 	PotentialLeak     prometheus.Gauge
 	GoroutineBaseline prometheus.Gauge
 	Draining          prometheus.Gauge
+	// OpenConnections and ConnectionsRefused are per listener (public,
+	// admin): connections open now, and those refused at the cap.
+	OpenConnections    *prometheus.GaugeVec
+	ConnectionsRefused *prometheus.CounterVec
 }
 
 // CloseReasons are the values of the reason label of
@@ -57,6 +61,14 @@ var ICEStates = []string{"new", "checking", "connected", "completed", "disconnec
 
 // New registers every collector on a fresh registry, with the Go and
 // process collectors.
+// WSInTypes and WSOutTypes are the values of media_websocket_messages_total's
+// type label (the protocol's message types; "invalid" and "relayed" for
+// what was not decoded here).
+var (
+	WSInTypes  = []string{"join", "answer", "candidate", "leave", "invalid", "relayed"}
+	WSOutTypes = []string{"joined", "offer", "candidate", "draining", "error", "closed"}
+)
+
 func New() *Metrics {
 	reg := prometheus.NewRegistry()
 	m := &Metrics{Registry: reg}
@@ -100,13 +112,30 @@ func New() *Metrics {
 	m.PotentialLeak = prometheus.NewGauge(prometheus.GaugeOpts{Name: "media_potential_goroutine_leak", Help: "1 while the leak detector suspects a goroutine leak."})
 	m.GoroutineBaseline = prometheus.NewGauge(prometheus.GaugeOpts{Name: "media_goroutine_baseline", Help: "Goroutine baseline learnt by the leak detector (0 while learning)."})
 	m.Draining = prometheus.NewGauge(prometheus.GaugeOpts{Name: "media_draining", Help: "1 once the process is draining."})
+	m.OpenConnections = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "media_open_connections", Help: "TCP connections open on each listener."}, []string{"listener"})
+	m.ConnectionsRefused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "media_connections_refused_total", Help: "Connections closed at accept because the listener was at its cap."}, []string{"listener"})
 
 	for _, c := range []prometheus.Collector{m.ActiveSessions, m.SessionCapacity, m.SessionsCreated, m.SessionsClosed, m.SessionDuration,
 		m.ICEConnectionState, m.ICECandidatesAdded, m.ICEConnectionTime, m.VideoFrameRate, m.VideoBitrate, m.PacketLoss,
 		m.RTT, m.Jitter, m.ForwardedPackets, m.ForwardedBytes, m.HTTPRequests, m.HTTPDuration, m.HTTPInFlight,
 		m.WSConnections, m.WSMessages, m.WSMessageSize, m.MemoryUsage, m.Goroutines, m.GoroutinesMax, m.PotentialLeak,
-		m.GoroutineBaseline, m.Draining} {
+		m.GoroutineBaseline, m.Draining, m.OpenConnections, m.ConnectionsRefused} {
 		f(c)
+	}
+	// Every known label combination exists from the start, so dashboards
+	// and absent() alerts see the families on a fresh pod.
+	for _, l := range []string{"public", "admin"} {
+		m.OpenConnections.WithLabelValues(l)
+		m.ConnectionsRefused.WithLabelValues(l)
+	}
+	for _, dir := range []string{"in", "out"} {
+		m.WSMessageSize.WithLabelValues(dir)
+	}
+	for _, t := range WSInTypes {
+		m.WSMessages.WithLabelValues("in", t)
+	}
+	for _, t := range WSOutTypes {
+		m.WSMessages.WithLabelValues("out", t)
 	}
 	for _, r := range []string{"added", "queued", "refused", "invalid"} {
 		m.ICECandidatesAdded.WithLabelValues(r)

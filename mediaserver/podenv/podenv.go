@@ -15,6 +15,21 @@ const (
 	Port = "PORT"
 	// AdminPort serves /metrics, /healthz, /readyz, /status and pprof.
 	AdminPort = "ADMIN_PORT"
+	// AdminToken is the shared secret of a MediaService's pods and the
+	// operator (a Secret the operator creates). Everything on the admin
+	// port but /healthz, /readyz and /metrics needs
+	// "Authorization: Bearer <ADMIN_TOKEN>", and pods forwarding signalling
+	// to each other prove themselves with it (statusapi.PodTokenHeader).
+	// Unset (a mediaserver run by hand): the admin port binds loopback only
+	// and serves without authentication, and no room is forwarded.
+	AdminToken = "ADMIN_TOKEN"
+	// ListenHost is the address the public signalling port binds (empty:
+	// every interface, which kubectl port-forward needs).
+	ListenHost = "LISTEN_HOST"
+	// AdminListenHost is the address the admin port binds. The operator
+	// sets the pod's IP (the node's on hostNetwork), so the admin port is
+	// never on a node's other interfaces.
+	AdminListenHost = "ADMIN_LISTEN_HOST"
 	// AllowedOrigins is a comma-separated list of origins accepted by the
 	// WebSocket upgrade and CORS ("*" allows any).
 	AllowedOrigins = "ALLOWED_ORIGINS"
@@ -56,6 +71,10 @@ const (
 
 	// MaxSessions is the per-pod session limit (503 + Retry-After beyond it).
 	MaxSessions = "MAX_SESSIONS"
+	// MaxConnections caps the open connections of the signalling port
+	// (default four per session, at least 1024); past it a connection is
+	// closed at once and counted (media_connections_refused_total).
+	MaxConnections = "MAX_CONNECTIONS"
 	// MaxICECandidates is the per-session limit on remote candidates.
 	MaxICECandidates = "MAX_ICE_CANDIDATES"
 	// WSSendBuffer is the per-WebSocket outbound queue length, in messages.

@@ -193,6 +193,9 @@ func (s *Session) announceFeeds() {
 // answer applies a remote offer, runs attach (if any) and returns the
 // complete answer once ICE gathering is done.
 func (s *Session) answer(ctx context.Context, offer string, attach func() error) (string, error) {
+	if err := s.checkRemoteSDP(offer, true, ErrBadOffer); err != nil {
+		return "", err
+	}
 	if err := s.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer}); err != nil {
 		return "", fmt.Errorf("%w: %v", ErrBadOffer, err)
 	}
@@ -313,6 +316,9 @@ func (s *Session) HandleAnswer(sdp string) error {
 	}
 	if s.pc.SignalingState() != webrtc.SignalingStateHaveLocalOffer {
 		return fmt.Errorf("%w: no offer is waiting for an answer", ErrBadAnswer)
+	}
+	if err := s.checkRemoteSDP(sdp, false, ErrBadAnswer); err != nil {
+		return err
 	}
 	if err := s.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: sdp}); err != nil {
 		return fmt.Errorf("%w: %v", ErrBadAnswer, err)

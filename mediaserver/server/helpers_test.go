@@ -22,6 +22,9 @@ import (
 	"github.com/mediafleet/mediafleet/mediaserver/statusapi"
 )
 
+// testAdminToken is the ADMIN_TOKEN of tests that run a fleet.
+const testAdminToken = "server-test-admin-token-0123456789"
+
 // testServer starts a mediaserver on loopback with ephemeral ports.
 func testServer(t *testing.T, mut func(*config.Config)) *Server {
 	t.Helper()

@@ -80,7 +80,9 @@ func freeUDPPort(t *testing.T) int {
 
 func TestTrickleICEAndCandidateLimit(t *testing.T) {
 	leakCheckFirst(t)
-	s := testServer(t, func(c *config.Config) { c.MaxICECandidates = 3 })
+	// The offer's own candidates (the client's loopback ones) count toward
+	// the limit too: with 5, two trickled fit and three more do not.
+	s := testServer(t, func(c *config.Config) { c.MaxICECandidates = 5 })
 	opts := clientOpts(t)
 	ctx := ctxT(t, 20*time.Second)
 	pub, err := client.Publish(ctx, s.PublicURL(), "trickle", opts)
@@ -88,6 +90,9 @@ func TestTrickleICEAndCandidateLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pub.Close()
+	if own := strings.Count(pub.PC.LocalDescription().SDP, "a=candidate:"); own < 1 || own > 3 {
+		t.Fatalf("the offer carries %d candidates; the test needs 1 to 3", own)
+	}
 	mid := "0"
 	cand := func(port int) string {
 		return fmt.Sprintf("candidate:%d 1 udp 2130706431 127.0.0.1 %d typ host", port, port)
@@ -98,7 +103,7 @@ func TestTrickleICEAndCandidateLimit(t *testing.T) {
 	}
 	frag = signal.FormatTrickleFrag("", "", mid, []string{cand(40003), cand(40004), cand(40005)})
 	code, body, err := pub.Patch(ctx, frag)
-	if err != nil || code != http.StatusUnprocessableEntity || !strings.Contains(body, "ICE candidate limit reached: at most 3 candidates per session") {
+	if err != nil || code != http.StatusUnprocessableEntity || !strings.Contains(body, "ICE candidate limit reached: at most 5 candidates per session") {
 		t.Fatalf("over-limit PATCH = %d %q %v, want 422 naming the limit", code, body, err)
 	}
 	// The session stays usable: it still connects and carries media.

@@ -3,6 +3,7 @@ package server
 import (
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -174,5 +175,31 @@ func TestMembershipEndpoint(t *testing.T) {
 	}
 	if st := getStatus(t, s); st.MembershipGeneration != 100 || st.MembershipSize != 2 {
 		t.Errorf("status membership %d/%d, want 100/2", st.MembershipGeneration, st.MembershipSize)
+	}
+}
+
+// TestEveryFamilyOnAFreshPod (item 13): dashboards and absent() alerts
+// need every media_ family on the first scrape of a pod that has served
+// nothing yet.
+func TestEveryFamilyOnAFreshPod(t *testing.T) {
+	s := testServer(t, nil)
+	_, _, body := do(t, "GET", s.AdminURL()+"/metrics", "", "", nil)
+	var missing []string
+	for _, fam := range []string{
+		"media_active_sessions", "media_session_capacity", "media_sessions_created_total", "media_sessions_closed_total",
+		"media_session_duration_seconds", "media_ice_connection_state", "media_ice_candidates_added_total",
+		"media_ice_connection_time_milliseconds", "media_video_frame_rate", "media_video_bitrate_bps", "media_packet_loss_ratio",
+		"media_rtt_milliseconds", "media_jitter_milliseconds", "media_forwarded_packets_total", "media_forwarded_bytes_total",
+		"media_http_requests_total", "media_http_duration_seconds", "media_http_requests_in_flight",
+		"media_websocket_connections", "media_websocket_messages_total", "media_websocket_message_size_bytes",
+		"media_memory_usage_bytes", "media_goroutine_count", "media_goroutine_count_max", "media_potential_goroutine_leak",
+		"media_goroutine_baseline", "media_draining", "media_open_connections", "media_connections_refused_total",
+	} {
+		if !strings.Contains(body, "\n"+fam+"{") && !strings.Contains(body, "\n"+fam+" ") && !strings.Contains(body, "\n"+fam+"_bucket{") {
+			missing = append(missing, fam)
+		}
+	}
+	if len(missing) > 0 {
+		t.Errorf("families missing on a fresh pod's first scrape: %v", missing)
 	}
 }

@@ -5,6 +5,7 @@ package server
 
 import (
 	"context"
+	"crypto/subtle"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
@@ -36,6 +37,15 @@ import (
 // Version is set at build time (-ldflags -X).
 var Version = "dev"
 
+const (
+	// writeTimeout bounds writing an answer (a pprof profile may take up
+	// to 50 s of it).
+	writeTimeout = time.Minute
+	// adminMaxConnections: the kubelet, Prometheus, the operator and the
+	// other pods of the fleet need a handful each.
+	adminMaxConnections = 256
+)
+
 // Server is one mediaserver process.
 type Server struct {
 	cfg     config.Config
@@ -48,6 +58,8 @@ type Server struct {
 
 	public, admin     *http.Server
 	publicLn, adminLn net.Listener
+	// publicConns and adminConns cap and count the listeners' connections.
+	publicConns, adminConns *cappedListener
 	// certs serves the signalling certificate when TLS is configured;
 	// certsDone closes when its watcher has stopped.
 	certs     *certSource
@@ -77,12 +89,15 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 	s.leak = leak.New(leak.Config{BaselineWindow: cfg.LeakBaselineWindow, ThresholdRatio: cfg.LeakThresholdRatio})
 	s.engine = rtc.NewEngine(apis, &s.cfg, m, log)
 	s.signal = signal.New(s.engine, log)
-	if cfg.PodName != "" {
+	if cfg.PodName != "" && cfg.AdminToken != "" {
 		// Rooms are routed to their owner pod once the operator delivers
-		// a member list; until then every room is served here.
+		// a member list; until then every room is served here. Pods prove
+		// themselves to each other with the admin token: without one no
+		// room is forwarded.
 		s.signal.SetRouter(&fleet.Router{Self: cfg.PodName, Members: &s.members, Local: s.engine.RoomSessions,
 			SelfReady: func() bool { return !s.engine.Draining() && !s.engine.AtCapacity() },
-			HTTP:      &http.Client{Timeout: time.Second}}, cfg.PodName)
+			Token:     cfg.AdminToken,
+			HTTP:      &http.Client{Timeout: time.Second}}, cfg.PodName, cfg.AdminToken)
 	}
 	if cfg.TLSCertFile != "" {
 		if s.certs, err = newCertSource(cfg.TLSCertFile, cfg.TLSKeyFile, log); err != nil {
@@ -126,13 +141,23 @@ func (s *Server) Start() error {
 	if err != nil {
 		return fmt.Errorf("listen on PORT %d: %w", s.cfg.Port, err)
 	}
-	s.adminLn, err = net.Listen("tcp", net.JoinHostPort(s.cfg.ListenHost, strconv.Itoa(s.cfg.AdminPort)))
+	s.adminLn, err = net.Listen("tcp", net.JoinHostPort(s.cfg.AdminHost(), strconv.Itoa(s.cfg.AdminPort)))
 	if err != nil {
 		_ = s.publicLn.Close()
 		return fmt.Errorf("listen on ADMIN_PORT %d: %w", s.cfg.AdminPort, err)
 	}
-	s.public = &http.Server{Handler: s.signal.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 32 << 10}
-	s.admin = &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 32 << 10}
+	s.publicConns = newCappedListener(s.publicLn, s.cfg.MaxConnections, s.metrics.OpenConnections.WithLabelValues("public"), s.metrics.ConnectionsRefused.WithLabelValues("public"))
+	s.adminConns = newCappedListener(s.adminLn, adminMaxConnections, s.metrics.OpenConnections.WithLabelValues("admin"), s.metrics.ConnectionsRefused.WithLabelValues("admin"))
+	s.publicLn, s.adminLn = s.publicConns, s.adminConns
+	// Deadlines: headers within HeaderTimeout, the body (at most 64 KiB)
+	// within BodyTimeout more, the answer written within writeTimeout (an
+	// offer's answer takes at most 15 s to prepare). WebSocket connections
+	// set their own deadlines once upgraded.
+	readTimeout := s.cfg.HeaderTimeout + s.cfg.BodyTimeout
+	s.public = &http.Server{Handler: s.signal.Handler(), ReadHeaderTimeout: s.cfg.HeaderTimeout, ReadTimeout: readTimeout,
+		WriteTimeout: writeTimeout, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 32 << 10}
+	s.admin = &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: s.cfg.HeaderTimeout, ReadTimeout: readTimeout,
+		WriteTimeout: writeTimeout, IdleTimeout: time.Minute, MaxHeaderBytes: 32 << 10}
 	if s.certs != nil {
 		s.publicLn = tls.NewListener(s.publicLn, s.certs.serverConfig())
 		s.certsDone = make(chan struct{})
@@ -146,6 +171,10 @@ func (s *Server) Start() error {
 	go s.sample()
 	s.log.Info("mediaserver listening", "public", s.PublicURL(), "admin", s.adminLn.Addr().String(),
 		"version", Version, "maxSessions", s.cfg.MaxSessions)
+	if s.cfg.AdminToken == "" {
+		s.log.Info("no ADMIN_TOKEN: the admin port listens on loopback only and serves without authentication; rooms are not forwarded between pods",
+			"admin", s.adminLn.Addr().String())
+	}
 	return nil
 }
 
@@ -162,7 +191,7 @@ func (s *Server) sample() {
 	defer t.Stop()
 	for {
 		s.sampleOnce()
-		s.leak.Sample(s.engine.SessionCount())
+		s.leak.Sample(s.engine.SessionCount(), s.openConnections())
 		st := s.leak.State()
 		s.metrics.GoroutineBaseline.Set(float64(st.Baseline))
 		if st.Suspected {
@@ -191,6 +220,18 @@ func (s *Server) sample() {
 	}
 }
 
+// openConnections is how many connections both listeners hold (each
+// explains a goroutine or two to the leak detector).
+func (s *Server) openConnections() int {
+	n := 0
+	for _, l := range []*cappedListener{s.publicConns, s.adminConns} {
+		if l != nil {
+			n += l.Open()
+		}
+	}
+	return n
+}
+
 // countGoroutines reads the goroutine count and keeps the high-water mark.
 func (s *Server) countGoroutines() int {
 	g := runtime.NumGoroutine()
@@ -214,11 +255,15 @@ func (s *Server) sampleOnce() int {
 
 func (s *Server) adminHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{Registry: s.metrics.Registry}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+	handle := func(pattern string, okStatus int, h http.Handler) {
+		mux.Handle(pattern, h)
+		signal.InitRoute(s.metrics, pattern, okStatus)
+	}
+	handle("GET /metrics", http.StatusOK, promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{Registry: s.metrics.Registry}))
+	handle("GET /healthz", http.StatusOK, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = io.WriteString(w, "ok\n")
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+	}))
+	handle("GET /readyz", http.StatusOK, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		switch {
 		case s.engine.Draining():
 			http.Error(w, "draining", http.StatusServiceUnavailable)
@@ -227,27 +272,49 @@ func (s *Server) adminHandler() http.Handler {
 		default:
 			_, _ = io.WriteString(w, "ready\n")
 		}
-	})
-	mux.HandleFunc("GET "+statusapi.Path, func(w http.ResponseWriter, _ *http.Request) {
+	}))
+	handle("GET "+statusapi.Path, http.StatusOK, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(s.Report())
-	})
-	mux.HandleFunc("PUT "+statusapi.MembershipPath, s.putMembership)
-	mux.HandleFunc("GET "+fleet.RoomPath+"{room}", func(w http.ResponseWriter, r *http.Request) {
+	}))
+	handle("PUT "+statusapi.MembershipPath, http.StatusNoContent, http.HandlerFunc(s.putMembership))
+	handle("GET "+fleet.RoomPath+"{room}", http.StatusOK, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if n := s.engine.RoomSessions(r.PathValue("room")); n > 0 {
 			w.Header().Set("Content-Type", "application/json")
 			_, _ = fmt.Fprintf(w, "{\"sessions\":%d}\n", n)
 			return
 		}
 		http.Error(w, "no such room here", http.StatusNotFound)
-	})
+	}))
 	faultRoutes(mux)
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	return signal.Instrument(s.metrics, mux)
+	return signal.Instrument(s.metrics, s.requireAdminToken(mux))
+}
+
+// openAdminPaths are what kubelet probes and Prometheus scrapes: they
+// reveal nothing that needs guarding.
+var openAdminPaths = map[string]bool{"/healthz": true, "/readyz": true, "/metrics": true}
+
+// requireAdminToken answers 401 to every admin request but the open paths
+// unless it carries "Authorization: Bearer <ADMIN_TOKEN>" (compared in
+// constant time). Without a token the admin port is loopback-only and open.
+func (s *Server) requireAdminToken(next http.Handler) http.Handler {
+	if s.cfg.AdminToken == "" {
+		return next
+	}
+	want := []byte("Bearer " + s.cfg.AdminToken)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if openAdminPaths[r.URL.Path] || subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) == 1 {
+			next.ServeHTTP(w, r)
+			return
+		}
+		w.Header().Set("WWW-Authenticate", `Bearer realm="mediafleet-admin"`)
+		http.Error(w, "the admin API needs Authorization: Bearer <ADMIN_TOKEN>", http.StatusUnauthorized)
+	})
 }
 
 // Report is the /status document. It reads the goroutine count (cheap) but
@@ -288,7 +355,7 @@ func (s *Server) putMembership(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "membership: "+err.Error(), http.StatusBadRequest)
 		return
 	}
-	if err := s.members.Update(mb); err != nil {
+	if err := s.members.Update(mb, time.Now()); err != nil {
 		code := http.StatusBadRequest
 		if errors.Is(err, fleet.ErrStale) {
 			code = http.StatusConflict

@@ -161,7 +161,7 @@ func TestHTTPSForwardingBetweenPods(t *testing.T) {
 	certFile, keyFile := testpki.WritePair(t, dir, cert, key)
 	mk := func(name string) *Server {
 		return testServer(t, func(c *config.Config) {
-			c.TLSCertFile, c.TLSKeyFile, c.PodName = certFile, keyFile, name
+			c.TLSCertFile, c.TLSKeyFile, c.PodName, c.AdminToken = certFile, keyFile, name, testAdminToken
 		})
 	}
 	a, b := mk("pod-a"), mk("pod-b")
@@ -173,6 +173,7 @@ func TestHTTPSForwardingBetweenPods(t *testing.T) {
 	body, _ := json.Marshal(list)
 	for _, s := range []*Server{a, b} {
 		req, _ := http.NewRequest(http.MethodPut, s.AdminURL()+statusapi.MembershipPath, bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+testAdminToken)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil || resp.StatusCode != http.StatusNoContent {
 			t.Fatalf("membership: %v %v", err, resp)

@@ -21,6 +21,7 @@ import (
 
 	"github.com/mediafleet/mediafleet/mediaserver/config"
 	"github.com/mediafleet/mediafleet/mediaserver/rtc"
+	"github.com/mediafleet/mediafleet/mediaserver/statusapi"
 )
 
 const (
@@ -45,6 +46,8 @@ type Server struct {
 
 	router RoomRouter
 	self   string
+	// podToken proves forwarded signalling comes from a pod of the fleet.
+	podToken string
 	// peerTLS, when set, makes forwarding to other pods use https/wss.
 	peerTLS   *tls.Config
 	peerProxy http.RoundTripper
@@ -57,8 +60,29 @@ type RoomRouter interface {
 }
 
 // SetRouter makes the server forward signalling for rooms another pod owns.
-// self names this pod in the forwarding header.
-func (s *Server) SetRouter(r RoomRouter, self string) { s.router, s.self = r, self }
+// self names this pod in the forwarding header; podToken (the admin token
+// every pod of the fleet shares) goes beside it and is what makes another
+// pod's forwarded request recognised as such.
+func (s *Server) SetRouter(r RoomRouter, self, podToken string) {
+	s.router, s.self, s.podToken = r, self, podToken
+}
+
+// forwarded says whether r was forwarded by another pod of the fleet: the
+// forwarding header counts only beside a valid pod token, so a client
+// cannot switch routing off by sending it.
+func (s *Server) forwarded(r *http.Request) bool {
+	if s.podToken == "" || r.Header.Get(statusapi.ForwardedByHeader) == "" {
+		return false
+	}
+	return subtle.ConstantTimeCompare([]byte(r.Header.Get(statusapi.PodTokenHeader)), []byte(s.podToken)) == 1
+}
+
+// markForwarded sets the forwarding headers on a request to another pod
+// (replacing whatever a client sent in them).
+func (s *Server) markForwarded(h http.Header) {
+	h.Set(statusapi.ForwardedByHeader, s.self)
+	h.Set(statusapi.PodTokenHeader, s.podToken)
+}
 
 // SetPeerTLS makes signalling forwarded to other pods go over TLS with
 // this client configuration (the pods serve HTTPS on the signalling port).
@@ -85,15 +109,11 @@ func (s *Server) peerScheme(websocket bool) string {
 	}
 }
 
-// forwardedHeader marks signalling forwarded by another pod (never
-// forwarded again). It matches fleet.ForwardedHeader.
-const forwardedHeader = "X-Mediafleet-Forwarded-By"
-
 // routeRemote returns the owner's address when room is served elsewhere
 // and this request may be forwarded; it answers 503 itself when no owner
 // can be reached (ok false).
 func (s *Server) routeRemote(w http.ResponseWriter, r *http.Request, room string) (addr string, ok bool) {
-	if s.router == nil || r.Header.Get(forwardedHeader) != "" {
+	if s.router == nil || s.forwarded(r) {
 		return "", true
 	}
 	addr, err := s.router.Route(r.Context(), room)
@@ -112,7 +132,7 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request, addr string) {
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(&url.URL{Scheme: s.peerScheme(false), Host: addr})
 			pr.Out.Host = pr.In.Host
-			pr.Out.Header.Set(forwardedHeader, s.self)
+			s.markForwarded(pr.Out.Header)
 		},
 		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
 			s.log.Warn("owner pod unreachable", "owner", addr, "err", err)
@@ -144,17 +164,23 @@ func (s *Server) Handle(pattern string, h http.Handler) { s.extra = append(s.ext
 // Handler returns the public mux wrapped in the metrics middleware.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
+	m := s.engine.Metrics()
+	handle := func(pattern string, okStatus int, h http.HandlerFunc) {
+		mux.HandleFunc(pattern, h)
+		InitRoute(m, pattern, okStatus)
+	}
 	for _, kind := range []rtc.Kind{rtc.KindWHIP, rtc.KindWHEP} {
 		base := "/" + string(kind) + "/{room}"
-		mux.HandleFunc("POST "+base, s.offer(kind))
-		mux.HandleFunc("PATCH "+base+"/{id}", s.patch(kind))
-		mux.HandleFunc("DELETE "+base+"/{id}", s.delete(kind))
-		mux.HandleFunc("OPTIONS "+base, s.preflight)
-		mux.HandleFunc("OPTIONS "+base+"/{id}", s.preflight)
+		handle("POST "+base, http.StatusCreated, s.offer(kind))
+		handle("PATCH "+base+"/{id}", http.StatusNoContent, s.patch(kind))
+		handle("DELETE "+base+"/{id}", http.StatusOK, s.delete(kind))
+		handle("OPTIONS "+base, http.StatusNoContent, s.preflight)
+		handle("OPTIONS "+base+"/{id}", http.StatusNoContent, s.preflight)
 	}
-	mux.HandleFunc("GET /ws", s.websocket)
+	handle("GET /ws", http.StatusSwitchingProtocols, s.websocket)
 	for _, r := range s.extra {
 		mux.Handle(r.pattern, r.handler)
+		InitRoute(m, r.pattern, http.StatusOK)
 	}
 	return Instrument(s.engine.Metrics(), mux)
 }
@@ -234,14 +260,21 @@ func (s *Server) preflight(w http.ResponseWriter, r *http.Request) {
 	h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, If-Match")
 	h.Set("Access-Control-Expose-Headers", "Location, Link, Retry-After")
 	h.Set("Access-Control-Max-Age", "600")
-	s.writeLinks(w)
+	// TURN credentials only to a caller the server would let publish: a
+	// browser's preflight carries no token, so it learns the STUN servers
+	// only and gets the TURN ones with the answer to its POST.
+	s.writeLinks(w, s.authorized(r, false))
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// writeLinks announces ICE servers (RFC 9725 section 4.6).
-func (s *Server) writeLinks(w http.ResponseWriter) {
+// writeLinks announces ICE servers (RFC 9725 section 4.6); TURN servers
+// (with their credentials) only when withTURN.
+func (s *Server) writeLinks(w http.ResponseWriter, withTURN bool) {
 	for _, u := range s.cfg.STUNServers {
 		w.Header().Add("Link", fmt.Sprintf("<%s>; rel=\"ice-server\"", u))
+	}
+	if !withTURN {
+		return
 	}
 	for _, t := range s.cfg.TURNServers {
 		for _, u := range t.URLs {
@@ -315,7 +348,7 @@ func (s *Server) offer(kind rtc.Kind) http.HandlerFunc {
 			s.sessionError(w, err)
 			return
 		}
-		s.writeLinks(w)
+		s.writeLinks(w, true) // guard() checked the token
 		w.Header().Set("Content-Type", contentTypeSDP)
 		w.Header().Set("Location", "/"+string(kind)+"/"+url.PathEscape(room)+"/"+sess.ID)
 		w.WriteHeader(http.StatusCreated)
@@ -329,6 +362,8 @@ func (s *Server) sessionError(w http.ResponseWriter, err error) {
 		unavailable(w, fmt.Sprintf("session limit reached (%d per pod); retry later", s.cfg.MaxSessions))
 	case errors.Is(err, rtc.ErrDraining):
 		unavailable(w, "server is draining; retry on another pod")
+	case errors.Is(err, rtc.ErrCandidateLimit):
+		httpError(w, http.StatusUnprocessableEntity, "%v", err)
 	case errors.Is(err, rtc.ErrBadOffer):
 		httpError(w, http.StatusBadRequest, "%v", err)
 	case errors.Is(err, rtc.ErrNotPublished):

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/mediafleet/mediafleet/mediaserver/metrics"
@@ -27,6 +28,19 @@ func Instrument(m *metrics.Metrics, next http.Handler) http.Handler {
 		m.HTTPRequests.WithLabelValues(r.Method, route, strconv.Itoa(rec.status)).Inc()
 		m.HTTPDuration.WithLabelValues(r.Method, route).Observe(time.Since(start).Seconds())
 	})
+}
+
+// InitRoute makes a route's media_http_* series exist before its first
+// request (with the status it answers when all goes well), so dashboards
+// and absent() alerts see them on a fresh pod. pattern is the mux pattern
+// ("POST /whip/{room}"), which is the route label.
+func InitRoute(m *metrics.Metrics, pattern string, okStatus int) {
+	method := "GET"
+	if i := strings.IndexByte(pattern, ' '); i > 0 {
+		method = pattern[:i]
+	}
+	m.HTTPRequests.WithLabelValues(method, pattern, strconv.Itoa(okStatus))
+	m.HTTPDuration.WithLabelValues(method, pattern)
 }
 
 type statusRecorder struct {

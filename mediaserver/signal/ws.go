@@ -167,7 +167,7 @@ func (c *wsConn) relay(addr string, join []byte) error {
 		u += "?token=" + url.QueryEscape(tok)
 	}
 	h := http.Header{}
-	h.Set(forwardedHeader, c.srv.self)
+	c.srv.markForwarded(h)
 	if a := c.req.Header.Get("Authorization"); a != "" {
 		h.Set("Authorization", a)
 	}
@@ -218,7 +218,7 @@ func (c *wsConn) handle(msg *Message, raw []byte) bool {
 			c.sendError(CodeAlreadyJoined, "this connection already joined room "+sess.RoomName())
 			return true
 		}
-		if c.srv.router != nil && c.req.Header.Get(forwardedHeader) == "" {
+		if c.srv.router != nil && !c.srv.forwarded(c.req) {
 			addr, err := c.srv.router.Route(c.req.Context(), msg.Room)
 			if err != nil {
 				c.sendError(CodeUnavailable, "no pod can take room "+msg.Room+" now; retry in 5 s")

@@ -15,6 +15,20 @@ const APIVersion = "status.mediafleet.io/v1"
 // Path is where the admin server serves the report.
 const Path = "/status"
 
+// Authentication on the admin port and between pods. Every admin endpoint
+// but /healthz, /readyz and /metrics needs
+// "Authorization: Bearer <ADMIN_TOKEN>" (podenv.AdminToken); without it
+// the answer is 401.
+const (
+	// ForwardedByHeader names the pod that forwarded a signalling request
+	// to the room's owner. It counts only beside a valid PodTokenHeader: a
+	// client cannot switch routing off by sending it.
+	ForwardedByHeader = "X-Mediafleet-Forwarded-By"
+	// PodTokenHeader carries ADMIN_TOKEN on signalling forwarded between
+	// pods; the client's own Authorization goes along unchanged.
+	PodTokenHeader = "X-Mediafleet-Pod-Token"
+)
+
 // Report is what a media pod says about itself.
 type Report struct {
 	APIVersion string `json:"apiVersion"`

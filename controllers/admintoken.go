@@ -1,0 +1,131 @@
+package controllers
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	mediav1alpha1 "github.com/mediafleet/mediafleet/api/v1alpha1"
+)
+
+// adminTokenKey is the Secret key holding the admin token.
+const adminTokenKey = "token"
+
+// adminTokenBytes is the token's entropy (hex-encoded in the Secret).
+const adminTokenBytes = 32
+
+// annotationAdminTokenHash on the pod template changes with the token, so
+// that a rotated token (the Secret deleted; the operator makes a new one)
+// rolls the pods onto it. A SHA-256 prefix of 32 random bytes reveals
+// nothing of them.
+const annotationAdminTokenHash = "media.mediafleet.io/admin-token-hash"
+
+// errForeignSecret: a Secret of the admin token's name exists but this
+// MediaService does not control it; it is never used or overwritten.
+var errForeignSecret = errors.New("not controlled by this MediaService")
+
+// reconcileAdminToken makes sure the MediaService's admin token Secret
+// exists with a usable token. The token is random and made once: it is
+// created, never applied (an apply would need the value in every
+// reconcile), and never logged.
+func (r *MediaServiceReconciler) reconcileAdminToken(ctx context.Context, ms *mediav1alpha1.MediaService) error {
+	sec := &corev1.Secret{}
+	err := r.Get(ctx, types.NamespacedName{Namespace: ms.Namespace, Name: adminTokenSecretName(ms)}, sec)
+	switch {
+	case apierrors.IsNotFound(err):
+		tok, err := newAdminToken()
+		if err != nil {
+			return err
+		}
+		sec = &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: adminTokenSecretName(ms), Namespace: ms.Namespace, Labels: commonLabels(ms)},
+			Type:       corev1.SecretTypeOpaque,
+			Data:       map[string][]byte{adminTokenKey: []byte(tok)},
+		}
+		if err := controllerutil.SetControllerReference(ms, sec, r.Scheme()); err != nil {
+			return err
+		}
+		if err := r.Create(ctx, sec, client.FieldOwner(FieldOwner)); err != nil {
+			if apierrors.IsAlreadyExists(err) {
+				// Not in the cache, which holds only Secrets with our
+				// labels: someone else's Secret has the name.
+				return fmt.Errorf("admin token Secret %s exists without mediafleet's labels (%w): delete or rename it", sec.Name, errForeignSecret)
+			}
+			return fmt.Errorf("create admin token Secret %s: %w", sec.Name, err)
+		}
+		recordApplied(ctx, r, ms, false, "Secret", sec.Name)
+		return nil
+	case err != nil:
+		return fmt.Errorf("get admin token Secret: %w", err)
+	}
+	if !metav1.IsControlledBy(sec, ms) {
+		return fmt.Errorf("admin token Secret %s: %w", sec.Name, errForeignSecret)
+	}
+	if len(sec.Data[adminTokenKey]) >= 2*adminTokenBytes {
+		return nil
+	}
+	// Emptied or cut short by someone: a new token, and the pods roll.
+	tok, err := newAdminToken()
+	if err != nil {
+		return err
+	}
+	if sec.Data == nil {
+		sec.Data = map[string][]byte{}
+	}
+	sec.Data[adminTokenKey] = []byte(tok)
+	if err := r.Update(ctx, sec, client.FieldOwner(FieldOwner)); err != nil {
+		return fmt.Errorf("renew admin token Secret %s: %w", sec.Name, err)
+	}
+	recordApplied(ctx, r, ms, true, "Secret", sec.Name)
+	return nil
+}
+
+func newAdminToken() (string, error) {
+	b := make([]byte, adminTokenBytes)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("admin token: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}
+
+// adminTokenHash is the pod template's annotation value for the current
+// token ("" until the Secret exists).
+func (r *MediaServiceReconciler) adminTokenHash(ctx context.Context, ms *mediav1alpha1.MediaService) (string, error) {
+	tok, err := readAdminToken(ctx, r, ms.Namespace, ms.Name)
+	if err != nil || tok == "" {
+		return "", err
+	}
+	return tokenHash(tok), nil
+}
+
+func tokenHash(tok string) string {
+	sum := sha256.Sum256([]byte(tok))
+	return hex.EncodeToString(sum[:8])
+}
+
+// readAdminToken reads a MediaService's admin token from the cache ("" when
+// the Secret does not exist yet).
+func readAdminToken(ctx context.Context, c client.Reader, namespace, msName string) (string, error) {
+	sec := &corev1.Secret{}
+	err := c.Get(ctx, types.NamespacedName{Namespace: namespace, Name: msName + adminTokenSecretSuffix}, sec)
+	if apierrors.IsNotFound(err) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("get admin token Secret: %w", err)
+	}
+	if sec.Labels[labelManagedBy] != managedByValue {
+		return "", fmt.Errorf("admin token Secret %s: %w", sec.Name, errForeignSecret)
+	}
+	return string(sec.Data[adminTokenKey]), nil
+}

@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -8,6 +9,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
 
@@ -393,4 +395,98 @@ func findCond(cs []metav1.Condition, typ string) *metav1.Condition {
 		}
 	}
 	return nil
+}
+
+// TestPodTemplateFieldsSurviveTheBuilder (hostile review item 11): every
+// field of the user's affinity and tolerations reaches the Deployment,
+// matchLabelKeys and mismatchLabelKeys included (the hand-written copies
+// dropped them, and would drop any field Kubernetes adds later).
+func TestPodTemplateFieldsSurviveTheBuilder(t *testing.T) {
+	secs := int64(30)
+	term := corev1.PodAffinityTerm{
+		LabelSelector:     &metav1.LabelSelector{MatchLabels: map[string]string{"app": "media"}, MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "tier", Operator: metav1.LabelSelectorOpIn, Values: []string{"edge"}}}},
+		NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"team": "rtc"}},
+		Namespaces:        []string{"media"},
+		TopologyKey:       "topology.kubernetes.io/zone",
+		MatchLabelKeys:    []string{"pod-template-hash"},
+		MismatchLabelKeys: []string{"tenant"},
+	}
+	aff := &corev1.Affinity{
+		NodeAffinity: &corev1.NodeAffinity{
+			RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{NodeSelectorTerms: []corev1.NodeSelectorTerm{{
+				MatchExpressions: []corev1.NodeSelectorRequirement{{Key: "pool", Operator: corev1.NodeSelectorOpIn, Values: []string{"media"}}},
+				MatchFields:      []corev1.NodeSelectorRequirement{{Key: "metadata.name", Operator: corev1.NodeSelectorOpNotIn, Values: []string{"n1"}}},
+			}}},
+			PreferredDuringSchedulingIgnoredDuringExecution: []corev1.PreferredSchedulingTerm{{Weight: 5, Preference: corev1.NodeSelectorTerm{
+				MatchExpressions: []corev1.NodeSelectorRequirement{{Key: "gpu", Operator: corev1.NodeSelectorOpDoesNotExist}}}}},
+		},
+		PodAffinity: &corev1.PodAffinity{RequiredDuringSchedulingIgnoredDuringExecution: []corev1.PodAffinityTerm{term},
+			PreferredDuringSchedulingIgnoredDuringExecution: []corev1.WeightedPodAffinityTerm{{Weight: 7, PodAffinityTerm: term}}},
+		PodAntiAffinity: &corev1.PodAntiAffinity{PreferredDuringSchedulingIgnoredDuringExecution: []corev1.WeightedPodAffinityTerm{{Weight: 9, PodAffinityTerm: term}}},
+	}
+	tols := []corev1.Toleration{{Key: "media", Operator: corev1.TolerationOpEqual, Value: "yes", Effect: corev1.TaintEffectNoExecute, TolerationSeconds: &secs},
+		{Operator: corev1.TolerationOpExists}}
+	d := desiredDeployment(defaulted(func(ms *mediav1alpha1.MediaService) {
+		ms.Spec.PodTemplate.Affinity = aff
+		ms.Spec.PodTemplate.Tolerations = tols
+	}), Options{}, "")
+	asJSON := func(v any) string {
+		raw, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(raw)
+	}
+	if got, want := asJSON(d.Spec.Template.Spec.Affinity), asJSON(aff); got != want {
+		t.Errorf("affinity changed on its way to the Deployment:\n got %s\nwant %s", got, want)
+	}
+	if got, want := asJSON(d.Spec.Template.Spec.Tolerations), asJSON(tols); got != want {
+		t.Errorf("tolerations changed:\n got %s\nwant %s", got, want)
+	}
+	// With hostNetwork the operator's anti-affinity comes on top of the
+	// user's, which stays whole.
+	d = desiredDeployment(defaulted(func(ms *mediav1alpha1.MediaService) {
+		ms.Spec.PodTemplate.Affinity = aff.DeepCopy()
+		ms.Spec.ICE = mediav1alpha1.ICESpec{HostNetwork: true, UDPMuxPort: ptrTo(int32(50000))}
+	}), Options{}, "")
+	anti := d.Spec.Template.Spec.Affinity.PodAntiAffinity
+	if len(anti.PreferredDuringSchedulingIgnoredDuringExecution) != 1 || len(anti.RequiredDuringSchedulingIgnoredDuringExecution) != 1 ||
+		*anti.RequiredDuringSchedulingIgnoredDuringExecution[0].TopologyKey != corev1.LabelHostname {
+		t.Errorf("hostNetwork anti-affinity: %s", asJSON(anti))
+	}
+	if !strings.Contains(asJSON(d.Spec.Template.Spec.Affinity), `"matchLabelKeys":["pod-template-hash"]`) {
+		t.Error("matchLabelKeys lost with hostNetwork")
+	}
+	if aff.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution != nil {
+		t.Error("the builder changed the user's spec")
+	}
+}
+
+func TestDesiredNetworkPolicy(t *testing.T) {
+	ms := defaulted(nil)
+	np := desiredNetworkPolicy(ms, Options{OperatorNamespace: "mediafleet-system"})
+	raw, _ := json.Marshal(np.Spec)
+	for _, want := range []string{`"policyTypes":["Ingress"]`, `{"protocol":"TCP","port":8080}`, `{"protocol":"UDP","port":50000}`,
+		`{"protocol":"TCP","port":9090}`, `"kubernetes.io/metadata.name":"mediafleet-system"`, `"kubernetes.io/metadata.name":"monitoring"`,
+		`"app.kubernetes.io/name":"prometheus"`, `"app.kubernetes.io/instance":"demo"`} {
+		if !strings.Contains(string(raw), want) {
+			t.Errorf("NetworkPolicy lacks %s:\n%s", want, raw)
+		}
+	}
+	if len(np.Spec.Ingress[0].From) != 0 {
+		t.Errorf("signalling and ICE must be open to all: %+v", np.Spec.Ingress[0].From)
+	}
+	ms = defaulted(func(ms *mediav1alpha1.MediaService) {
+		ms.Spec.ICE = mediav1alpha1.ICESpec{PortRange: &mediav1alpha1.PortRange{Min: 40000, Max: 40999}}
+		ms.Spec.NetworkPolicy.MetricsFrom = []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: "10.8.0.0/16", Except: []string{"10.8.1.0/24"}}}}
+	})
+	raw, _ = json.Marshal(desiredNetworkPolicy(ms, Options{}).Spec)
+	for _, want := range []string{`{"protocol":"UDP","port":40000,"endPort":40999}`, `"cidr":"10.8.0.0/16","except":["10.8.1.0/24"]`} {
+		if !strings.Contains(string(raw), want) {
+			t.Errorf("NetworkPolicy lacks %s:\n%s", want, raw)
+		}
+	}
+	if strings.Contains(string(raw), "prometheus") {
+		t.Errorf("explicit metricsFrom still carries the default peer: %s", raw)
+	}
 }

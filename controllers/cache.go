@@ -5,6 +5,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/rest"
@@ -33,6 +34,7 @@ func CacheOptions(monitoringServed bool) cache.Options {
 			// caches (or reads) anyone else's Secrets.
 			&corev1.Secret{}:                stripped,
 			&policyv1.PodDisruptionBudget{}: managed,
+			&networkingv1.NetworkPolicy{}:   managed,
 			&corev1.Pod{}:                   stripped,
 			&corev1.Node{}:                  {Transform: cache.TransformStripManagedFields()},
 			// The media Services' EndpointSlices carry their labels.

@@ -1,6 +1,8 @@
 package controllers
 
 import (
+	"encoding/json"
+	"fmt"
 	"math"
 	"strconv"
 	"strings"
@@ -8,7 +10,6 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
@@ -113,7 +114,7 @@ func desiredDeployment(ms *mediav1alpha1.MediaService, opts Options, adminTokenH
 		podSpec.WithPriorityClassName(spec.PodTemplate.PriorityClassName)
 	}
 	for i := range spec.PodTemplate.Tolerations {
-		podSpec.WithTolerations(tolerationApply(spec.PodTemplate.Tolerations[i]))
+		podSpec.WithTolerations(toApply[corev1ac.TolerationApplyConfiguration](&spec.PodTemplate.Tolerations[i]))
 	}
 	if aff := affinityApply(ms); aff != nil {
 		podSpec.WithAffinity(aff)
@@ -342,115 +343,32 @@ func affinityApply(ms *mediav1alpha1.MediaService) *corev1ac.AffinityApplyConfig
 	}
 	aff := corev1ac.Affinity()
 	if user != nil {
-		if user.NodeAffinity != nil {
-			aff.WithNodeAffinity(nodeAffinityApply(user.NodeAffinity))
-		}
-		if user.PodAffinity != nil {
-			pa := corev1ac.PodAffinity()
-			for i := range user.PodAffinity.RequiredDuringSchedulingIgnoredDuringExecution {
-				pa.WithRequiredDuringSchedulingIgnoredDuringExecution(podAffinityTermApply(user.PodAffinity.RequiredDuringSchedulingIgnoredDuringExecution[i]))
-			}
-			for _, w := range user.PodAffinity.PreferredDuringSchedulingIgnoredDuringExecution {
-				pa.WithPreferredDuringSchedulingIgnoredDuringExecution(corev1ac.WeightedPodAffinityTerm().WithWeight(w.Weight).WithPodAffinityTerm(podAffinityTermApply(w.PodAffinityTerm)))
-			}
-			aff.WithPodAffinity(pa)
-		}
-	}
-	anti := corev1ac.PodAntiAffinity()
-	hasAnti := false
-	if user != nil && user.PodAntiAffinity != nil {
-		for i := range user.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution {
-			anti.WithRequiredDuringSchedulingIgnoredDuringExecution(podAffinityTermApply(user.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution[i]))
-			hasAnti = true
-		}
-		for _, w := range user.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution {
-			anti.WithPreferredDuringSchedulingIgnoredDuringExecution(corev1ac.WeightedPodAffinityTerm().WithWeight(w.Weight).WithPodAffinityTerm(podAffinityTermApply(w.PodAffinityTerm)))
-			hasAnti = true
-		}
+		aff = toApply[corev1ac.AffinityApplyConfiguration](user)
 	}
 	if ms.Spec.ICE.HostNetwork {
-		anti.WithRequiredDuringSchedulingIgnoredDuringExecution(corev1ac.PodAffinityTerm().
+		if aff.PodAntiAffinity == nil {
+			aff.WithPodAntiAffinity(corev1ac.PodAntiAffinity())
+		}
+		aff.PodAntiAffinity.WithRequiredDuringSchedulingIgnoredDuringExecution(corev1ac.PodAffinityTerm().
 			WithTopologyKey(corev1.LabelHostname).
 			WithLabelSelector(metav1ac.LabelSelector().WithMatchLabels(selectorLabels(ms))))
-		hasAnti = true
-	}
-	if hasAnti {
-		aff.WithPodAntiAffinity(anti)
 	}
 	return aff
 }
 
-// tolerationApply converts a typed toleration.
-func tolerationApply(t corev1.Toleration) *corev1ac.TolerationApplyConfiguration {
-	ac := corev1ac.Toleration()
-	if t.Key != "" {
-		ac.WithKey(t.Key)
+// toApply converts a typed API value (a user's affinity, toleration,
+// NetworkPolicy peer, ...) into its apply configuration. Both share one
+// JSON form by design, so every field comes across, including ones added
+// to Kubernetes after this code was written (matchLabelKeys, say); a
+// hand-written field-by-field copy silently drops those.
+func toApply[AC any](in any) *AC {
+	out := new(AC)
+	raw, err := json.Marshal(in)
+	if err != nil {
+		panic(fmt.Sprintf("marshal %T: %v", in, err)) // API types always marshal
 	}
-	if t.Operator != "" {
-		ac.WithOperator(t.Operator)
+	if err := json.Unmarshal(raw, out); err != nil {
+		panic(fmt.Sprintf("%T into %T: %v", in, out, err)) // the same JSON form by construction
 	}
-	if t.Value != "" {
-		ac.WithValue(t.Value)
-	}
-	if t.Effect != "" {
-		ac.WithEffect(t.Effect)
-	}
-	if t.TolerationSeconds != nil {
-		ac.WithTolerationSeconds(*t.TolerationSeconds)
-	}
-	return ac
-}
-
-func labelSelectorApply(s *metav1.LabelSelector) *metav1ac.LabelSelectorApplyConfiguration {
-	if s == nil {
-		return nil
-	}
-	ac := metav1ac.LabelSelector()
-	if len(s.MatchLabels) > 0 {
-		ac.WithMatchLabels(s.MatchLabels)
-	}
-	for _, r := range s.MatchExpressions {
-		ac.WithMatchExpressions(metav1ac.LabelSelectorRequirement().WithKey(r.Key).WithOperator(r.Operator).WithValues(r.Values...))
-	}
-	return ac
-}
-
-func podAffinityTermApply(t corev1.PodAffinityTerm) *corev1ac.PodAffinityTermApplyConfiguration {
-	ac := corev1ac.PodAffinityTerm().WithTopologyKey(t.TopologyKey)
-	if t.LabelSelector != nil {
-		ac.WithLabelSelector(labelSelectorApply(t.LabelSelector))
-	}
-	if t.NamespaceSelector != nil {
-		ac.WithNamespaceSelector(labelSelectorApply(t.NamespaceSelector))
-	}
-	if len(t.Namespaces) > 0 {
-		ac.WithNamespaces(t.Namespaces...)
-	}
-	return ac
-}
-
-func nodeSelectorTermApply(t corev1.NodeSelectorTerm) *corev1ac.NodeSelectorTermApplyConfiguration {
-	ac := corev1ac.NodeSelectorTerm()
-	for _, r := range t.MatchExpressions {
-		ac.WithMatchExpressions(corev1ac.NodeSelectorRequirement().WithKey(r.Key).WithOperator(r.Operator).WithValues(r.Values...))
-	}
-	for _, r := range t.MatchFields {
-		ac.WithMatchFields(corev1ac.NodeSelectorRequirement().WithKey(r.Key).WithOperator(r.Operator).WithValues(r.Values...))
-	}
-	return ac
-}
-
-func nodeAffinityApply(na *corev1.NodeAffinity) *corev1ac.NodeAffinityApplyConfiguration {
-	ac := corev1ac.NodeAffinity()
-	if req := na.RequiredDuringSchedulingIgnoredDuringExecution; req != nil {
-		sel := corev1ac.NodeSelector()
-		for _, t := range req.NodeSelectorTerms {
-			sel.WithNodeSelectorTerms(nodeSelectorTermApply(t))
-		}
-		ac.WithRequiredDuringSchedulingIgnoredDuringExecution(sel)
-	}
-	for _, p := range na.PreferredDuringSchedulingIgnoredDuringExecution {
-		ac.WithPreferredDuringSchedulingIgnoredDuringExecution(corev1ac.PreferredSchedulingTerm().WithWeight(p.Weight).WithPreference(nodeSelectorTermApply(p.Preference)))
-	}
-	return ac
+	return out
 }

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -416,5 +418,46 @@ func assertEvent(t *testing.T, ns, regarding, reason, noteContains string) {
 			seen = append(seen, e.Reason+": "+e.Note)
 		}
 		return fmt.Errorf("not found among %q", seen)
+	})
+}
+
+// TestEnvtestNetworkPolicy: the real API server accepts the generated
+// NetworkPolicy (on by default, owned by the MediaService); switching it
+// off removes it, and a deleted one comes back.
+func TestEnvtestNetworkPolicy(t *testing.T) {
+	requireEnvtest(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	ms := newMS(ns, "fenced")
+	createMS(t, ms)
+	np := &networkingv1.NetworkPolicy{}
+	key := types.NamespacedName{Namespace: ns, Name: "fenced"}
+	eventually(t, waitFor, "NetworkPolicy", func() error { return k8s.Get(ctx, key, np) })
+	if !metav1.IsControlledBy(np, getMS(t, ns, "fenced")) || len(np.Spec.Ingress) != 2 || np.Spec.Ingress[1].Ports[0].Port.IntValue() != 9090 {
+		t.Fatalf("NetworkPolicy %+v", np)
+	}
+	uid := np.UID
+	if err := k8s.Delete(ctx, np); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, waitFor, "NetworkPolicy recreated", func() error {
+		if err := k8s.Get(ctx, key, np); err != nil {
+			return err
+		}
+		if np.UID == uid {
+			return errors.New("still the deleted one")
+		}
+		return nil
+	})
+	cur := getMS(t, ns, "fenced")
+	cur.Spec.NetworkPolicy.Enabled = ptrTo(false)
+	if err := k8s.Update(ctx, cur); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, waitFor, "NetworkPolicy removed when disabled", func() error {
+		if err := k8s.Get(ctx, key, &networkingv1.NetworkPolicy{}); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("still there (%v)", err)
+		}
+		return nil
 	})
 }

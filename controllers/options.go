@@ -16,4 +16,7 @@ type Options struct {
 	// MaxConcurrentReconciles is how many MediaServices reconcile at once
 	// (default 4).
 	MaxConcurrentReconciles int
+	// OperatorNamespace is where the operator runs: its pods may reach the
+	// media pods' admin port through the generated NetworkPolicy.
+	OperatorNamespace string
 }

@@ -2,6 +2,7 @@ package v1alpha1
 
 import (
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -84,6 +85,15 @@ type MediaServiceSpec struct {
 	// +optional
 	Monitoring MonitoringSpec `json:"monitoring,omitzero"`
 
+	// NetworkPolicy the operator makes for the media pods: signalling and
+	// ICE open to everyone, the admin port only to the operator, the
+	// MediaService's own pods and the metricsFrom peers. On by default; it
+	// takes effect where the cluster's network plugin enforces
+	// NetworkPolicies (Calico, Cilium, ...), and never for hostNetwork pods.
+	// +kubebuilder:default={}
+	// +optional
+	NetworkPolicy NetworkPolicySpec `json:"networkPolicy,omitzero"`
+
 	// Autoscaling lets the operator set spec.replicas from the sessions the
 	// pods report: ceil(sessions / targetSessionsPerPod) within
 	// minReplicas..maxReplicas, never fewer than the pods that hold
@@ -94,6 +104,23 @@ type MediaServiceSpec struct {
 	// spec.replicas is yours.
 	// +optional
 	Autoscaling *AutoscalingSpec `json:"autoscaling,omitempty"`
+}
+
+// NetworkPolicySpec configures the generated NetworkPolicy.
+type NetworkPolicySpec struct {
+	// Enabled generates the NetworkPolicy.
+	// +kubebuilder:default=true
+	// +optional
+	Enabled *bool `json:"enabled,omitempty"`
+	// MetricsFrom are the peers allowed to scrape the admin port's
+	// /metrics (Prometheus). Empty means pods labelled
+	// app.kubernetes.io/name=prometheus in namespaces labelled
+	// kubernetes.io/metadata.name=monitoring, as the Prometheus Operator's
+	// kube-prometheus examples deploy it.
+	// +kubebuilder:validation:MaxItems=16
+	// +listType=atomic
+	// +optional
+	MetricsFrom []networkingv1.NetworkPolicyPeer `json:"metricsFrom,omitempty"`
 }
 
 // MonitoringSpec configures the generated monitoring objects.

@@ -28,6 +28,9 @@ func main() {
 		observe          controllers.ObserverOptions
 	)
 	var concurrency int
+	var operatorNamespace string
+	flag.StringVar(&operatorNamespace, "operator-namespace", os.Getenv("POD_NAMESPACE"),
+		"Namespace the operator runs in; the media pods' NetworkPolicy lets it reach their admin port (default $POD_NAMESPACE).")
 	var qps float64
 	flag.IntVar(&concurrency, "max-concurrent-reconciles", 4, "How many MediaServices reconcile at once.")
 	flag.Float64Var(&qps, "kube-api-qps", 50, "Client-side limit of API requests per second (burst: twice this).")
@@ -66,7 +69,8 @@ func main() {
 	r := &controllers.MediaServiceReconciler{
 		Client:   mgr.GetClient(),
 		Recorder: mgr.GetEventRecorder("mediafleet"),
-		Options:  controllers.Options{MediaserverImage: mediaserverImage, MaxConcurrentReconciles: concurrency},
+		Options: controllers.Options{MediaserverImage: mediaserverImage, MaxConcurrentReconciles: concurrency,
+			OperatorNamespace: operatorNamespace},
 		Observer: controllers.NewObserver(mgr.GetClient(), observe),
 	}
 	if err := r.SetupWithManager(mgr); err != nil {

@@ -5,7 +5,6 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os/exec"
 	"path/filepath"
@@ -111,8 +110,20 @@ func TestPodNetworkScale(t *testing.T) {
 		}
 	}
 	// The release image has no fault-injection hook.
-	if code, _, err := adminGet(&pods[0], 9090, "/debug/fault/leak?n=1"); err != nil || code != http.StatusNotFound && code != http.StatusMethodNotAllowed {
+	if code, _, err := adminDo(&pods[0], 9090, http.MethodPost, "/debug/fault/leak?n=1", adminToken(t, &pods[0])); err != nil || code != http.StatusNotFound && code != http.StatusMethodNotAllowed {
 		t.Errorf("fault hook on the release image: %d %v", code, err)
+	}
+	// The operator-made pods guard their admin port: without the token,
+	// 401 for all but the probes and /metrics (the operator itself reads
+	// fleet status and delivers member lists with the token: the status
+	// row above shows it works).
+	for _, path := range []string{"/status", "/rooms/x", "/debug/pprof/cmdline"} {
+		if code, _, err := adminDo(&pods[0], 9090, http.MethodGet, path, ""); err != nil || code != http.StatusUnauthorized {
+			t.Errorf("GET %s without the admin token: %d %v, want 401", path, code, err)
+		}
+	}
+	if code, _, err := adminDo(&pods[0], 9090, http.MethodGet, "/metrics", ""); err != nil || code != http.StatusOK {
+		t.Errorf("GET /metrics without a token: %d %v", code, err)
 	}
 
 	kubectl(t, "-n", ns, "scale", "msvc", "mux", "--replicas", "3")
@@ -283,7 +294,7 @@ func TestRoomsThroughServiceAndScaleDown(t *testing.T) {
 	for _, room := range []string{"stage", "huddle"} {
 		var holders []string
 		for _, p := range pods {
-			if code, _, err := adminGet(&p, 9090, "/rooms/"+room); err == nil && code == http.StatusOK {
+			if code, _, err := adminGet(t, &p, 9090, "/rooms/"+room); err == nil && code == http.StatusOK {
 				holders = append(holders, p.Name)
 			}
 		}
@@ -594,13 +605,9 @@ func TestGoroutineLeakReported(t *testing.T) {
 		return r.Goroutines.Baseline > 0, fmt.Sprintf("%+v", r.Goroutines)
 	})
 	post := func(q string) {
-		resp, err := httpc.Post(fmt.Sprintf("http://%s/debug/fault/leak?%s", net.JoinHostPort(pod.Status.PodIP, "9090"), q), "", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("fault hook: %s", resp.Status)
+		code, body, err := adminDo(&pod, 9090, http.MethodPost, "/debug/fault/leak?"+q, adminToken(t, &pod))
+		if err != nil || code != http.StatusOK {
+			t.Fatalf("fault hook: %d %v %s", code, err, body)
 		}
 	}
 	post("n=400")

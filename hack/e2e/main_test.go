@@ -300,9 +300,29 @@ func podReady(p *corev1.Pod) bool {
 	return false
 }
 
-// adminGet reads a pod's admin endpoint (port 9090 unless the spec moved it).
-func adminGet(pod *corev1.Pod, adminPort int, path string) (int, []byte, error) {
-	resp, err := httpc.Get(fmt.Sprintf("http://%s:%d%s", pod.Status.PodIP, adminPort, path))
+// adminToken reads the admin token the operator made for a pod's
+// MediaService (its Secret NAME-admin-token), as the operator does.
+func adminToken(t *testing.T, pod *corev1.Pod) string {
+	t.Helper()
+	ms := pod.Labels["media.mediafleet.io/service"]
+	sec, err := cs.CoreV1().Secrets(pod.Namespace).Get(ctxFor(t, 10*time.Second), ms+"-admin-token", metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("admin token of %s: %v", ms, err)
+	}
+	return string(sec.Data["token"])
+}
+
+// adminDo sends a request to a pod's admin port (9090 unless the spec
+// moved it) with the given bearer token ("" for none).
+func adminDo(pod *corev1.Pod, adminPort int, method, path, token string) (int, []byte, error) {
+	req, err := http.NewRequest(method, fmt.Sprintf("http://%s%s", net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(adminPort)), path), nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := httpc.Do(req)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -311,9 +331,15 @@ func adminGet(pod *corev1.Pod, adminPort int, path string) (int, []byte, error) 
 	return resp.StatusCode, body, err
 }
 
+// adminGet reads a pod's admin endpoint with its MediaService's token.
+func adminGet(t *testing.T, pod *corev1.Pod, adminPort int, path string) (int, []byte, error) {
+	t.Helper()
+	return adminDo(pod, adminPort, http.MethodGet, path, adminToken(t, pod))
+}
+
 func podReport(t *testing.T, pod *corev1.Pod, adminPort int) statusapi.Report {
 	t.Helper()
-	code, body, err := adminGet(pod, adminPort, statusapi.Path)
+	code, body, err := adminGet(t, pod, adminPort, statusapi.Path)
 	if err != nil || code != http.StatusOK {
 		t.Fatalf("GET /status of %s: %d %v %s", pod.Name, code, err, body)
 	}

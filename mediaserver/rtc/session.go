@@ -38,10 +38,12 @@ type Session struct {
 	negPending bool
 	remoteSet  bool
 	early      []webrtc.ICECandidateInit // candidates that came before the answer
-	senders    map[*Feed]*webrtc.RTPSender
-	idle       map[webrtc.RTPCodecType][]*webrtc.RTPSender // WHEP senders whose feed ended
-	onClose    []func(reason string)
-	announced  map[string]*Feed // by mid, WHIP feeds published at answer time
+	// deferredDetach: feeds that ended while a WHEP answer was being made.
+	deferredDetach []*Feed
+	senders        map[*Feed]*webrtc.RTPSender
+	idle           map[webrtc.RTPCodecType][]*webrtc.RTPSender // WHEP senders whose feed ended
+	onClose        []func(reason string)
+	announced      map[string]*Feed // by mid, WHIP feeds published at answer time
 }
 
 // RoomName is the room the session belongs to.
@@ -204,12 +206,25 @@ func (s *Session) answer(ctx context.Context, offer string, attach func() error)
 			return "", err
 		}
 	}
+	// A feed that ends while the answer is made must not take its track
+	// out from under CreateAnswer/SetLocalDescription (pion refuses a
+	// sender whose track became nil): detach waits for s.mu and defers
+	// itself until the answer is set.
+	s.mu.Lock()
 	ans, err := s.pc.CreateAnswer(nil)
 	if err != nil {
+		s.mu.Unlock()
 		return "", fmt.Errorf("%w: %v", ErrBadOffer, err)
 	}
 	gathered := webrtc.GatheringCompletePromise(s.pc)
-	if err := s.pc.SetLocalDescription(ans); err != nil {
+	err = s.pc.SetLocalDescription(ans)
+	deferred := s.deferredDetach
+	s.deferredDetach = nil
+	for _, f := range deferred {
+		s.detachLocked(f)
+	}
+	s.mu.Unlock()
+	if err != nil {
 		return "", fmt.Errorf("set local description: %w", err)
 	}
 	if err := waitGathering(ctx, gathered); err != nil {
@@ -368,10 +383,21 @@ func (s *Session) attach(f *Feed) {
 	go s.readRTCP(sender)
 }
 
-// detach removes a feed from this subscriber.
+// detach removes a feed from this subscriber. A WHEP viewer still answering
+// its offer gets it once the answer is set (see answer).
 func (s *Session) detach(f *Feed) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.Kind == KindWHEP && s.pc.SignalingState() == webrtc.SignalingStateHaveRemoteOffer {
+		if _, ok := s.senders[f]; ok {
+			s.deferredDetach = append(s.deferredDetach, f)
+		}
+		return
+	}
+	s.detachLocked(f)
+}
+
+func (s *Session) detachLocked(f *Feed) {
 	sender, ok := s.senders[f]
 	if !ok || s.closed.Load() {
 		return

@@ -1,6 +1,7 @@
 package signal
 
 import (
+	"bytes"
 	"context"
 	"crypto/subtle"
 	"crypto/tls"
@@ -49,8 +50,9 @@ type Server struct {
 	// podToken proves forwarded signalling comes from a pod of the fleet.
 	podToken string
 	// peerTLS, when set, makes forwarding to other pods use https/wss.
-	peerTLS   *tls.Config
-	peerProxy http.RoundTripper
+	peerTLS  *tls.Config
+	peerOnce sync.Once
+	peerRT   http.RoundTripper
 }
 
 // RoomRouter says which pod serves a room: "" for this one, else the
@@ -86,13 +88,7 @@ func (s *Server) markForwarded(h http.Header) {
 
 // SetPeerTLS makes signalling forwarded to other pods go over TLS with
 // this client configuration (the pods serve HTTPS on the signalling port).
-func (s *Server) SetPeerTLS(cfg *tls.Config) {
-	s.peerTLS = cfg
-	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.TLSClientConfig = cfg
-	t.ForceAttemptHTTP2 = false
-	s.peerProxy = t
-}
+func (s *Server) SetPeerTLS(cfg *tls.Config) { s.peerTLS = cfg }
 
 // peerScheme is the scheme of another pod's signalling port ("http" or
 // "https"; "ws"/"wss" with websocket true).
@@ -124,15 +120,48 @@ func (s *Server) routeRemote(w http.ResponseWriter, r *http.Request, room string
 	return addr, true
 }
 
+// maxForwardedAnswer bounds an owner's answer read before it is passed on.
+const maxForwardedAnswer = 1 << 20
+
 // proxy forwards the request to the owner pod unchanged but for the
-// forwarding header; the client keeps its one public URL.
+// forwarding headers; the client keeps its one public URL. The request
+// body (at most MaxSDPBytes) is read before it is sent, so a retry of a
+// request on a keep-alive connection the owner just closed can resend it;
+// the owner's answer is read whole before anything reaches the client, so
+// a client never gets a 201 whose body stops half-way. When the answer
+// cannot be read whole, the session it created on the owner is deleted:
+// nothing is left orphaned there.
 func (s *Server) proxy(w http.ResponseWriter, r *http.Request, addr string) {
+	body, ok := readBody(w, r, MaxSDPBytes)
+	if !ok {
+		return
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	r.ContentLength = int64(len(body))
+	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 	rp := &httputil.ReverseProxy{
-		Transport: s.peerProxy, // nil: http.DefaultTransport
+		Transport: s.peerTransport(),
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(&url.URL{Scheme: s.peerScheme(false), Host: addr})
 			pr.Out.Host = pr.In.Host
 			s.markForwarded(pr.Out.Header)
+		},
+		ModifyResponse: func(resp *http.Response) error {
+			answer, err := io.ReadAll(io.LimitReader(resp.Body, maxForwardedAnswer+1))
+			resp.Body.Close()
+			if err == nil && len(answer) > maxForwardedAnswer {
+				err = fmt.Errorf("answer over %d bytes", maxForwardedAnswer)
+			}
+			if err != nil {
+				if loc := resp.Header.Get("Location"); resp.StatusCode == http.StatusCreated && loc != "" {
+					s.deleteOrphan(addr, loc, r.Header.Get("Authorization"))
+				}
+				return fmt.Errorf("read the owner's answer: %w", err)
+			}
+			resp.Body = io.NopCloser(bytes.NewReader(answer))
+			resp.ContentLength = int64(len(answer))
+			resp.Header.Set("Content-Length", strconv.Itoa(len(answer)))
+			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
 			s.log.Warn("owner pod unreachable", "owner", addr, "err", err)
@@ -140,6 +169,43 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request, addr string) {
 		},
 	}
 	rp.ServeHTTP(w, r)
+}
+
+// deleteOrphan ends a session the owner created for an answer that could
+// not be passed on.
+func (s *Server) deleteOrphan(addr, location, auth string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, s.peerScheme(false)+"://"+addr+location, nil)
+	if err != nil {
+		return
+	}
+	s.markForwarded(req.Header)
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	resp, err := s.peerTransport().RoundTrip(req)
+	if err != nil {
+		s.log.Warn("could not delete the owner's session of a lost answer", "owner", addr, "session", location, "err", err)
+		return
+	}
+	resp.Body.Close()
+}
+
+// peerTransport carries signalling to other pods: its own keep-alive pool
+// (idle connections closed well before the owner's 2-minute idle timeout,
+// so a reused connection is rarely one the owner is closing), TLS when the
+// pods serve it.
+func (s *Server) peerTransport() http.RoundTripper {
+	s.peerOnce.Do(func() {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.MaxIdleConnsPerHost = 32
+		t.IdleConnTimeout = 30 * time.Second
+		t.ForceAttemptHTTP2 = false
+		t.TLSClientConfig = s.peerTLS
+		s.peerRT = t
+	})
+	return s.peerRT
 }
 
 type route struct {

@@ -39,7 +39,9 @@ const (
 type fleetState struct {
 	mu              sync.Mutex
 	recommendations map[types.NamespacedName][]recommendation
-	costWritten     map[types.UID]time.Time
+	// costWritten is per MediaService, per pod: pruned with the pods each
+	// reconcile lists, and whole when the MediaService goes.
+	costWritten map[types.NamespacedName]map[types.UID]time.Time
 }
 
 type recommendation struct {
@@ -50,7 +52,7 @@ type recommendation struct {
 func (f *fleetState) init() {
 	if f.recommendations == nil {
 		f.recommendations = map[types.NamespacedName][]recommendation{}
-		f.costWritten = map[types.UID]time.Time{}
+		f.costWritten = map[types.NamespacedName]map[types.UID]time.Time{}
 	}
 }
 
@@ -157,10 +159,26 @@ func leakMessage(since *time.Time, current, baseline, excess int, top []statusap
 // controller.kubernetes.io/pod-deletion-cost so that a scale-down removes
 // the emptiest pods first; at most once per interval per pod and only when
 // the value changes. It returns how soon a held-back write is due.
-func (r *MediaServiceReconciler) reconcileDeletionCost(ctx context.Context, reports []podReport) (time.Duration, error) {
+func (r *MediaServiceReconciler) reconcileDeletionCost(ctx context.Context, ms *mediav1alpha1.MediaService, reports []podReport) (time.Duration, error) {
+	key := client.ObjectKeyFromObject(ms)
 	r.fleet.mu.Lock()
 	r.fleet.init()
+	written := r.fleet.costWritten[key]
+	if written == nil {
+		written = map[types.UID]time.Time{}
+		r.fleet.costWritten[key] = written
+	}
+	alive := make(map[types.UID]bool, len(reports))
+	for _, pr := range reports {
+		alive[pr.pod.UID] = true
+	}
+	for uid := range written {
+		if !alive[uid] {
+			delete(written, uid)
+		}
+	}
 	r.fleet.mu.Unlock()
+	now := r.clock().Now()
 	wait := r.Options.DeletionCostInterval
 	if wait <= 0 {
 		wait = defaultDeletionCostWait
@@ -175,9 +193,9 @@ func (r *MediaServiceReconciler) reconcileDeletionCost(ctx context.Context, repo
 			continue
 		}
 		r.fleet.mu.Lock()
-		last := r.fleet.costWritten[pr.pod.UID]
+		last := written[pr.pod.UID]
 		r.fleet.mu.Unlock()
-		if since := time.Since(last); since < wait {
+		if since := now.Sub(last); since < wait {
 			if d := wait - since; retry == 0 || d < retry {
 				retry = d
 			}
@@ -191,10 +209,40 @@ func (r *MediaServiceReconciler) reconcileDeletionCost(ctx context.Context, repo
 			return 0, fmt.Errorf("patch deletion cost of pod %s: %w", pr.pod.Name, err)
 		}
 		r.fleet.mu.Lock()
-		r.fleet.costWritten[pr.pod.UID] = time.Now()
+		written[pr.pod.UID] = now
 		r.fleet.mu.Unlock()
 	}
 	return retry, nil
+}
+
+// forget drops what the reconciler remembers of a MediaService that is
+// gone (or going).
+func (f *fleetState) forget(key types.NamespacedName) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.recommendations, key)
+	delete(f.costWritten, key)
+}
+
+// sizeIn is how many MediaServices of a namespace the reconciler holds
+// state for (tests).
+func (f *fleetState) sizeIn(namespace string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	held := map[types.NamespacedName]bool{}
+	for k := range f.recommendations {
+		held[k] = true
+	}
+	for k := range f.costWritten {
+		held[k] = true
+	}
+	n := 0
+	for k := range held {
+		if k.Namespace == namespace {
+			n++
+		}
+	}
+	return n
 }
 
 // autoscale sets spec.replicas from the reported sessions (see the API

@@ -228,6 +228,7 @@ func tableRow(t *testing.T, ns, name string) map[string]any {
 
 func TestEnvtestFleetStatusLeaksAndDeletionCost(t *testing.T) {
 	requireEnvtest(t)
+	runClock(t)
 	ctx := context.Background()
 	ns := newNamespace(t)
 	ms := newMS(ns, "fleet")
@@ -322,6 +323,7 @@ func TestEnvtestFleetStatusLeaksAndDeletionCost(t *testing.T) {
 
 func TestEnvtestRestartWhenIdleDeletesOnlyIdleLeakingPod(t *testing.T) {
 	requireEnvtest(t)
+	runClock(t)
 	ctx := context.Background()
 	ns := newNamespace(t)
 	ms := newMS(ns, "heal")

@@ -74,9 +74,13 @@ func (r *MediaServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	logger := log.FromContext(ctx)
 	ms := &mediav1alpha1.MediaService{}
 	if err := r.Get(ctx, req.NamespacedName, ms); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.fleet.forget(req.NamespacedName)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !ms.DeletionTimestamp.IsZero() {
+		r.fleet.forget(req.NamespacedName)
 		return ctrl.Result{}, nil // owner references garbage-collect the children
 	}
 	// One listing of the pods serves the phases and the status write.
@@ -147,7 +151,7 @@ func (r *MediaServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	result = requeueSooner(result, next)
 	monitoringCond = &monCond
 	if r.Observer != nil {
-		next, err := r.reconcileDeletionCost(ctx, reports)
+		next, err := r.reconcileDeletionCost(ctx, ms, reports)
 		if err != nil {
 			return ctrl.Result{}, err
 		}

@@ -461,3 +461,40 @@ func TestEnvtestNetworkPolicy(t *testing.T) {
 		return nil
 	})
 }
+
+// TestEnvtestStateIsPrunedWhenMediaServicesGo (hostile review item 12):
+// what the reconciler remembers per MediaService and per pod (the
+// autoscaler's history, deletion-cost timestamps) goes with them: 100
+// MediaServices made and deleted leave nothing behind.
+func TestEnvtestStateIsPrunedWhenMediaServicesGo(t *testing.T) {
+	requireEnvtest(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	const n = 100
+	var made []*mediav1alpha1.MediaService
+	for i := 0; i < n; i++ {
+		ms := newMS(ns, fmt.Sprintf("churn-%03d", i))
+		if i%2 == 0 {
+			ms.Spec.Autoscaling = &mediav1alpha1.AutoscalingSpec{MinReplicas: 1, MaxReplicas: 3, TargetSessionsPerPod: 10}
+		}
+		createMS(t, ms)
+		made = append(made, ms)
+	}
+	eventually(t, 90*time.Second, "state held for the MediaServices", func() error {
+		if got := testReconciler.fleet.sizeIn(ns); got < n {
+			return fmt.Errorf("state for %d MediaServices", got)
+		}
+		return nil
+	})
+	for _, ms := range made {
+		if err := k8s.Delete(ctx, ms); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 90*time.Second, "state pruned", func() error {
+		if got := testReconciler.fleet.sizeIn(ns); got != 0 {
+			return fmt.Errorf("state still held for %d MediaServices", got)
+		}
+		return nil
+	})
+}

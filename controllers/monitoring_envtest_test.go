@@ -47,6 +47,7 @@ func prometheusOperatorCRDs(t *testing.T) string {
 // them.
 func TestEnvtestMonitoring(t *testing.T) {
 	requireEnvtest(t)
+	runClock(t)
 	ctx := context.Background()
 	ns := newNamespace(t)
 	ms := newMS(ns, "mon")

@@ -61,10 +61,11 @@ func (r *MediaServiceReconciler) monitoringServed() bool {
 	if m.served {
 		return true
 	}
-	if !m.checkedAt.IsZero() && time.Since(m.checkedAt) < r.monitoringRecheck() {
+	now := r.clock().Now()
+	if !m.checkedAt.IsZero() && now.Sub(m.checkedAt) < r.monitoringRecheck() {
 		return false
 	}
-	m.checkedAt = time.Now()
+	m.checkedAt = now
 	mapper := r.RESTMapper()
 	for _, kind := range []string{monitoringv1.PodMonitorsKind, monitoringv1.PrometheusRuleKind} {
 		if _, err := mapper.RESTMapping(schema.GroupKind{Group: monitoringv1.SchemeGroupVersion.Group, Kind: kind}, "v1"); err != nil {

@@ -14,12 +14,15 @@ import (
 	mediav1alpha1 "github.com/mediafleet/mediafleet/api/v1alpha1"
 )
 
-// Default Prometheus peer of the admin port: kube-prometheus deploys
-// Prometheus as pods labelled app.kubernetes.io/name=prometheus in the
-// namespace "monitoring".
-var defaultMetricsFrom = networkingv1ac.NetworkPolicyPeer().
-	WithNamespaceSelector(metav1ac.LabelSelector().WithMatchLabels(map[string]string{corev1.LabelMetadataName: "monitoring"})).
-	WithPodSelector(metav1ac.LabelSelector().WithMatchLabels(map[string]string{"app.kubernetes.io/name": "prometheus"}))
+// defaultMetricsFrom is the Prometheus peer of the admin port when none is
+// named: kube-prometheus deploys Prometheus as pods labelled
+// app.kubernetes.io/name=prometheus in the namespace "monitoring". A new
+// value each time: an apply writes the server's answer into the object.
+func defaultMetricsFrom() *networkingv1ac.NetworkPolicyPeerApplyConfiguration {
+	return networkingv1ac.NetworkPolicyPeer().
+		WithNamespaceSelector(metav1ac.LabelSelector().WithMatchLabels(map[string]string{corev1.LabelMetadataName: "monitoring"})).
+		WithPodSelector(metav1ac.LabelSelector().WithMatchLabels(map[string]string{"app.kubernetes.io/name": "prometheus"}))
+}
 
 func networkPolicyEnabled(ms *mediav1alpha1.MediaService) bool {
 	return ms.Spec.NetworkPolicy.Enabled == nil || *ms.Spec.NetworkPolicy.Enabled
@@ -49,7 +52,7 @@ func desiredNetworkPolicy(ms *mediav1alpha1.MediaService, opts Options) *network
 			metav1ac.LabelSelector().WithMatchLabels(map[string]string{corev1.LabelMetadataName: opts.OperatorNamespace})))
 	}
 	if len(ms.Spec.NetworkPolicy.MetricsFrom) == 0 {
-		admin.WithFrom(defaultMetricsFrom)
+		admin.WithFrom(defaultMetricsFrom())
 	}
 	for i := range ms.Spec.NetworkPolicy.MetricsFrom {
 		admin.WithFrom(toApply[networkingv1ac.NetworkPolicyPeerApplyConfiguration](&ms.Spec.NetworkPolicy.MetricsFrom[i]))

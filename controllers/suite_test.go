@@ -49,6 +49,8 @@ var (
 	// autoscaler's stabilization window.
 	testObserver *Observer
 	testClock    = clocktesting.NewFakeClock(time.Now())
+	// testReconciler is the suite's reconciler, for tests of its state.
+	testReconciler *MediaServiceReconciler
 )
 
 const testImage = "mediafleet/mediaserver:test"
@@ -134,6 +136,7 @@ func runMain(m *testing.M) int {
 		fmt.Println("setup:", err)
 		return 1
 	}
+	testReconciler = r
 	go func() {
 		if err := mgr.Start(ctx); err != nil {
 			fmt.Println("manager stopped:", err)
@@ -309,3 +312,23 @@ func (s *statusCounter) Patch(ctx context.Context, obj client.Object, p client.P
 type resourceQuantity = resource.Quantity
 
 func parseQuantity(s string) resource.Quantity { return resource.MustParse(s) }
+
+// runClock moves the reconciler's fake clock with real time for the rest
+// of the test (deletion-cost spacing, the monitoring recheck); tests that
+// step it themselves (the autoscaler's window) do not call it.
+func runClock(t *testing.T) {
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+				testClock.Step(50 * time.Millisecond)
+			}
+		}
+	}()
+	t.Cleanup(func() { close(stop); <-done })
+}

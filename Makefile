@@ -12,6 +12,8 @@ CONTROLLER_GEN_VERSION ?= v0.23.0
 KUSTOMIZE_VERSION ?= v5.8.1
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_GEN_VERSION)
 KUSTOMIZE ?= $(LOCALBIN)/kustomize-$(KUSTOMIZE_VERSION)
+STATICCHECK_VERSION ?= v0.8.2
+STATICCHECK ?= $(LOCALBIN)/staticcheck-$(STATICCHECK_VERSION)
 KUBECTL ?= kubectl
 
 # Tests that need a real API server use KUBEBUILDER_ASSETS; when it is unset,
@@ -52,6 +54,13 @@ fmt: ## Run go fmt.
 .PHONY: vet
 vet: ## Run go vet.
 	$(GO) vet ./...
+
+.PHONY: lint
+lint: $(STATICCHECK) ## staticcheck (with and without the faultinject and e2e tags) and the import rules of shared/DESIGN.md.
+	$(STATICCHECK) ./...
+	$(STATICCHECK) -tags faultinject ./mediaserver/... ./cmd/mediaserver/
+	$(STATICCHECK) -tags e2e ./hack/e2e/
+	$(GO) test -count=1 ./hack/importrules/
 
 .PHONY: controlplane
 controlplane: ## Build kube-apiserver, kube-controller-manager and etcd from source into bin/ (once).
@@ -191,6 +200,9 @@ $(CONTROLLER_GEN): | $(LOCALBIN)
 
 $(KUSTOMIZE): | $(LOCALBIN)
 	$(call go-install-tool,$(KUSTOMIZE),sigs.k8s.io/kustomize/kustomize/v5,$(KUSTOMIZE_VERSION))
+
+$(STATICCHECK): | $(LOCALBIN)
+	$(call go-install-tool,$(STATICCHECK),honnef.co/go/tools/cmd/staticcheck,$(STATICCHECK_VERSION))
 
 # go-install-tool installs a pinned Go tool into bin/ under a versioned name.
 define go-install-tool

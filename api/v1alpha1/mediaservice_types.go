@@ -681,7 +681,3 @@ type MediaServiceList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []MediaService `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&MediaService{}, &MediaServiceList{})
-}

@@ -123,7 +123,7 @@ func applySamples(ctx context.Context, c client.Client, dir string) error {
 				continue
 			}
 			u.SetNamespace("default")
-			if err := c.Patch(ctx, u, client.Apply, client.FieldOwner("demo"), client.ForceOwnership); err != nil {
+			if err := c.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner("demo"), client.ForceOwnership); err != nil {
 				return fmt.Errorf("apply %s %s from %s: %w", u.GetKind(), u.GetName(), f, err)
 			}
 			fmt.Printf("applied %s/%s from %s\n", strings.ToLower(u.GetKind()), u.GetName(), f)

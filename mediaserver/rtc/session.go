@@ -36,7 +36,6 @@ type Session struct {
 	// mu serialises negotiation and guards what follows.
 	mu         sync.Mutex
 	negPending bool
-	remoteSet  bool
 	early      []webrtc.ICECandidateInit // candidates that came before the answer
 	// deferredDetach: feeds that ended while a WHEP answer was being made.
 	deferredDetach []*Feed
@@ -256,7 +255,7 @@ func (s *Session) AddCandidate(c webrtc.ICECandidateInit) error {
 	}
 	if !strings.HasPrefix(strings.TrimPrefix(c.Candidate, "a="), "candidate:") && c.Candidate != "" {
 		s.engine.metrics.ICECandidatesAdded.WithLabelValues("invalid").Inc()
-		return fmt.Errorf("%w: %q does not start with candidate:", ErrBadCandidate, truncate(c.Candidate, 64))
+		return fmt.Errorf("%w: %q does not start with \"candidate:\"", ErrBadCandidate, truncate(c.Candidate, 64))
 	}
 	if c.Candidate == "" { // end of candidates
 		return nil

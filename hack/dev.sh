@@ -141,6 +141,7 @@ The sample serves HTTPS with a certificate of a local CA ($PKI/ca.crt):
   Without trusting anything: kubectl port-forward svc/demo 8443:$port, then https://localhost:8443/
   (accept the warning once); http://localhost is a secure context too, for a MediaService without TLS.
 
+  export MEDIAFLEET_ADMIN_TOKEN=\$(kubectl get secret demo-admin-token -o jsonpath='{.data.token}' | base64 -d)   # the pods' admin token
   go run ./cmd/mediaload -url https://$ip:$port -cacert $PKI/ca.crt -admin ${admins%,} -interfaces mfdev0,mfbr0 -duration 20s
   make test-e2e                           # the end-to-end suite against this cluster
   make dev-down                           # stop everything, unmount, remove interfaces and state

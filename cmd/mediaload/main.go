@@ -39,7 +39,7 @@ const (
 )
 
 type options struct {
-	url, admin, token, room, jsonOut, interfaces, caCert string
+	url, admin, adminToken, token, room, jsonOut, interfaces, caCert string
 	publishers, viewers, ws, wsRoom                      int
 	rate                                                 float64
 	duration                                             time.Duration
@@ -80,6 +80,7 @@ func main() {
 	var o options
 	flag.StringVar(&o.url, "url", "http://127.0.0.1:8080", "signalling base URL of a mediaserver or a MediaService's Service")
 	flag.StringVar(&o.admin, "admin", "", "admin base URLs of the server's pods, comma-separated, for /status and /metrics (optional; figures are summed)")
+	flag.StringVar(&o.adminToken, "admin-token", os.Getenv("MEDIAFLEET_ADMIN_TOKEN"), "the pods' ADMIN_TOKEN, for /status (default $MEDIAFLEET_ADMIN_TOKEN; the operator keeps it in the Secret NAME-admin-token)")
 	flag.StringVar(&o.caCert, "cacert", "", "PEM file of the CA that issued an https:// server's certificate (default: the system's CAs)")
 	flag.StringVar(&o.token, "token", "", "bearer token, when the server wants one")
 	flag.StringVar(&o.room, "room", "load", "room name prefix")
@@ -231,7 +232,7 @@ func run(ctx context.Context, o options) (Summary, error) {
 	var idle Summary
 	admins := splitList(o.admin)
 	if len(admins) > 0 {
-		serverFootprint(admins, &idle, 0, 0) // before any session of ours
+		serverFootprint(admins, o.adminToken, &idle, 0, 0) // before any session of ours
 	}
 	interval := time.Duration(float64(time.Second) / o.rate)
 	pace := time.NewTicker(interval)
@@ -367,7 +368,7 @@ func run(ctx context.Context, o options) (Summary, error) {
 	sum.SetupRate = float64(sum.Connected) / rampTook.Seconds()
 	sum.TimeToConnected = percentiles(lat)
 	if len(admins) > 0 {
-		serverFootprint(admins, &sum, idle.ServerGoroutines, idle.ServerHeapBytes)
+		serverFootprint(admins, o.adminToken, &sum, idle.ServerGoroutines, idle.ServerHeapBytes)
 	}
 	return sum, nil
 }
@@ -428,15 +429,24 @@ func percentiles(d []time.Duration) Percentiles {
 // serverFootprint reads the servers' own view of the load, summed over
 // their pods; per-session figures are over the idle goroutines and heap
 // read before the ramp.
-func serverFootprint(admins []string, sum *Summary, idleGoroutines int, idleHeap float64) {
+func serverFootprint(admins []string, token string, sum *Summary, idleGoroutines int, idleHeap float64) {
 	c := &http.Client{Timeout: 5 * time.Second}
 	sum.ServerSessions, sum.ServerGoroutines, sum.ServerHeapBytes = 0, 0, 0
 	for _, admin := range admins {
-		if resp, err := c.Get(admin + statusapi.Path); err == nil {
+		req, err := http.NewRequest(http.MethodGet, admin+statusapi.Path, nil)
+		if err != nil {
+			continue
+		}
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		if resp, err := c.Do(req); err == nil {
 			var st statusapi.Report
-			if json.NewDecoder(resp.Body).Decode(&st) == nil {
+			if resp.StatusCode == http.StatusOK && json.NewDecoder(resp.Body).Decode(&st) == nil {
 				sum.ServerSessions += st.Sessions.Active
 				sum.ServerGoroutines += st.Goroutines.Current
+			} else if resp.StatusCode == http.StatusUnauthorized {
+				fmt.Fprintf(os.Stderr, "[mediaload] %s%s: 401: give the pods' admin token with -admin-token\n", admin, statusapi.Path)
 			}
 			resp.Body.Close()
 		}

@@ -106,6 +106,7 @@ func TestRunOverHTTPSWithFailures(t *testing.T) {
 	cfg.DrainTimeout = time.Second
 	cfg.MaxSessions = 2
 	cfg.TLSCertFile, cfg.TLSKeyFile = certFile, keyFile
+	cfg.AdminToken = "mediaload-test-admin-token-0123"
 	s, err := server.New(cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
 	if err != nil {
 		t.Fatal(err)
@@ -114,7 +115,7 @@ func TestRunOverHTTPSWithFailures(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	o := options{url: s.PublicURL(), admin: s.AdminURL(), caCert: caFile, room: "t", publishers: 1, viewers: 2,
+	o := options{url: s.PublicURL(), admin: s.AdminURL(), adminToken: cfg.AdminToken, caCert: caFile, room: "t", publishers: 1, viewers: 2,
 		rate: 50, duration: time.Second, pps: 100, payload: 400, wsRoom: 3}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -125,6 +126,9 @@ func TestRunOverHTTPSWithFailures(t *testing.T) {
 	printSummary(sum)
 	if sum.Connected != 2 || sum.Failed != 1 {
 		t.Fatalf("connected %d failed %d (%v), want 2 and 1", sum.Connected, sum.Failed, sum.FailureReasons)
+	}
+	if sum.ServerSessions != 2 {
+		t.Errorf("server sessions %d through the admin token, want 2", sum.ServerSessions)
 	}
 	for r := range sum.FailureReasons {
 		if !strings.Contains(r, "HTTP 503: session limit reached (2 per pod)") {

@@ -26,6 +26,10 @@ BRIDGE="mfbr0"
 POD_CIDR="198.18.1.0/24"
 POD_GW="198.18.1.1"
 SVC_CIDR="198.18.16.0/20"
+# The whole benchmarking range: nothing addressed inside it may leave this
+# machine by the default route.
+DEV_RANGE="198.18.0.0/15"
+GUARD_CHAIN="MEDIAFLEET-DEV-GUARD"
 API_SVC_IP="198.18.16.1"
 API_PORT=6443
 ETCD_CLIENT="http://127.0.0.1:12379"
@@ -156,6 +160,7 @@ network_up() {
 	fi
 	ip addr replace "$NODE_IP/32" dev "$NODE_IF"
 	ip link set "$NODE_IF" up
+	guard_up
 	echo "$BRIDGE" >>"$STATE/run/links" # the CNI bridge plugin creates it with the first pod
 	[[ -d /proc/sys/net/bridge ]] || { command -v modprobe >/dev/null && modprobe br_netfilter; } || true
 	[[ -d /proc/sys/net/bridge ]] || die "bridge netfilter (br_netfilter) is not loaded and could not be: run modprobe br_netfilter"
@@ -464,6 +469,7 @@ down() {
 		done <"$STATE/run/host-dirs"
 	fi
 	iptables_cleanup
+	guard_down
 	if [[ -f "$STATE/run/links" ]]; then
 		sort -u "$STATE/run/links" | while read -r n; do
 			ip link del "$n" 2>/dev/null || true
@@ -483,6 +489,45 @@ down() {
 	done
 	rm -rf "$STATE"
 	log "cluster down; nothing left in $STATE"
+}
+
+# guard_up keeps every packet for the cluster's address range on this
+# machine. Service addresses are routed into mfdev0 (a bridge without
+# ports: whatever kube-proxy does not rewrite goes nowhere) and the rest of
+# 198.18.0.0/15 is unreachable; a connection to a ClusterIP kube-proxy has
+# not programmed yet is refused at once (REJECT in the guard chain) instead
+# of reaching whatever the default route leads to. Without this, a Service
+# created moments ago was answered by a host outside the machine.
+guard_up() {
+	ip route replace unreachable "$DEV_RANGE"
+	ip route replace "$SVC_CIDR" dev "$NODE_IF" src "$NODE_IP"
+	printf '%s\n' "unreachable $DEV_RANGE" "$SVC_CIDR dev $NODE_IF" >"$STATE/run/routes"
+	iptables -w -N "$GUARD_CHAIN" 2>/dev/null || iptables -w -F "$GUARD_CHAIN"
+	iptables -w -A "$GUARD_CHAIN" -d "$SVC_CIDR" -p tcp -j REJECT --reject-with tcp-reset
+	iptables -w -A "$GUARD_CHAIN" -d "$SVC_CIDR" -j REJECT
+	for hook in OUTPUT FORWARD; do
+		iptables -w -C "$hook" -j "$GUARD_CHAIN" 2>/dev/null || iptables -w -A "$hook" -j "$GUARD_CHAIN"
+	done
+	echo "$GUARD_CHAIN" >"$STATE/run/chains"
+}
+
+# guard_down removes what guard_up made (recorded in the state directory).
+guard_down() {
+	if [[ -f "$STATE/run/chains" ]]; then
+		while read -r c; do
+			for hook in OUTPUT FORWARD; do
+				while iptables -w -D "$hook" -j "$c" 2>/dev/null; do :; done
+			done
+			iptables -w -F "$c" 2>/dev/null || true
+			iptables -w -X "$c" 2>/dev/null || true
+		done <"$STATE/run/chains"
+	fi
+	if [[ -f "$STATE/run/routes" ]]; then
+		while read -r r; do
+			# shellcheck disable=SC2086 # a route is several words
+			ip route del $r 2>/dev/null || true
+		done <"$STATE/run/routes"
+	fi
 }
 
 # iptables_cleanup removes the KUBE-* chains the kubelet and kube-proxy made

@@ -193,12 +193,18 @@ func TestDesiredDeployment(t *testing.T) {
 		{"secrets by reference: token and TURN", func(ms *mediav1alpha1.MediaService) {
 			ms.Spec.Signaling.TokenSecretRef = &mediav1alpha1.SecretKeyRef{Name: "signal", Key: "bearer"}
 			ms.Spec.ICE.TURNServers = []mediav1alpha1.TURNServer{{URLs: []string{"turn:turn.example.test:3478", "turns:turn.example.test:5349"},
-				CredentialsSecretRef: corev1.LocalObjectReference{Name: "turn-creds"}}}
+				CredentialsSecretRef: &corev1.LocalObjectReference{Name: "turn-creds"}},
+				{URLs: []string{"turn:rest.example.test:3478"}, SharedSecretRef: &mediav1alpha1.SecretKeyRef{Name: "turn-shared"},
+					CredentialTTL: &metav1.Duration{Duration: 10 * time.Minute}}}
 			ms.Spec.ICE.STUNServers = []string{"stun:a.example.test", "stun:b.example.test"}
 			ms.Spec.Signaling.AllowedOrigins = []string{"https://a.example.test", "https://b.example.test"}
 		}, func(t *testing.T, d *appsv1ac.DeploymentApplyConfiguration) {
 			env := envMap(d)
-			want := map[string]string{"AUTH_TOKEN": "secret:signal/bearer", "TURN_SERVER_COUNT": "1",
+			if _, ok := env["TURN_1_USERNAME"]; ok {
+				t.Error("a shared-secret TURN server got a username")
+			}
+			want := map[string]string{"AUTH_TOKEN": "secret:signal/bearer", "TURN_SERVER_COUNT": "2",
+				"TURN_1_URLS": "turn:rest.example.test:3478", "TURN_1_SECRET": "secret:turn-shared/secret", "TURN_1_TTL": "10m0s",
 				"TURN_0_URLS": "turn:turn.example.test:3478,turns:turn.example.test:5349", "TURN_0_USERNAME": "secret:turn-creds/username",
 				"TURN_0_PASSWORD": "secret:turn-creds/password", "STUN_SERVERS": "stun:a.example.test,stun:b.example.test",
 				"ALLOWED_ORIGINS": "https://a.example.test,https://b.example.test"}

@@ -253,10 +253,22 @@ func podEnv(ms *mediav1alpha1.MediaService) []*corev1ac.EnvVarApplyConfiguration
 	if n := len(spec.ICE.TURNServers); n > 0 {
 		env = append(env, valueEnv(podenv.TURNServerCount, strconv.Itoa(n)))
 		for i, t := range spec.ICE.TURNServers {
-			env = append(env,
-				valueEnv(podenv.TURNURLs(i), strings.Join(t.URLs, ",")),
-				secretEnv(podenv.TURNUsername(i), t.CredentialsSecretRef.Name, "username"),
-				secretEnv(podenv.TURNPassword(i), t.CredentialsSecretRef.Name, "password"))
+			env = append(env, valueEnv(podenv.TURNURLs(i), strings.Join(t.URLs, ",")))
+			switch {
+			case t.SharedSecretRef != nil:
+				key := t.SharedSecretRef.Key
+				if key == "" {
+					key = "secret"
+				}
+				env = append(env, secretEnv(podenv.TURNSecret(i), t.SharedSecretRef.Name, key))
+				if t.CredentialTTL != nil {
+					env = append(env, valueEnv(podenv.TURNTTL(i), t.CredentialTTL.Duration.String()))
+				}
+			case t.CredentialsSecretRef != nil:
+				env = append(env,
+					secretEnv(podenv.TURNUsername(i), t.CredentialsSecretRef.Name, "username"),
+					secretEnv(podenv.TURNPassword(i), t.CredentialsSecretRef.Name, "password"))
+			}
 		}
 	}
 	if spec.ICE.HostNetwork {

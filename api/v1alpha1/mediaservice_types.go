@@ -399,7 +399,14 @@ type PortRange struct {
 	Max int32 `json:"max"`
 }
 
-// TURNServer is one TURN server and the Secret holding its credentials.
+// TURNServer is one TURN server and the Secret holding its credentials:
+// a fixed username and password, or (better) the server's shared secret,
+// from which every session gets its own short-lived credentials (the TURN
+// REST API scheme, as coturn's use-auth-secret and pion/turn's
+// LongTermTURNRESTAuthHandler verify it), so no long-lived password ever
+// reaches a client.
+// +kubebuilder:validation:XValidation:rule="has(self.credentialsSecretRef) != has(self.sharedSecretRef)",message="each ice.turnServers entry needs exactly one of credentialsSecretRef (username and password) or sharedSecretRef (a shared secret for short-lived credentials)"
+// +kubebuilder:validation:XValidation:rule="!has(self.credentialTTL) || has(self.sharedSecretRef)",message="ice.turnServers[].credentialTTL applies to sharedSecretRef only"
 type TURNServer struct {
 	// URLs of the server, each turn: or turns:.
 	// +kubebuilder:validation:MinItems=1
@@ -409,9 +416,22 @@ type TURNServer struct {
 	// +required
 	URLs []string `json:"urls"`
 	// CredentialsSecretRef names a Secret in the same namespace with the
-	// keys username and password.
-	// +required
-	CredentialsSecretRef corev1.LocalObjectReference `json:"credentialsSecretRef"`
+	// keys username and password, handed to clients as they are.
+	// +optional
+	CredentialsSecretRef *corev1.LocalObjectReference `json:"credentialsSecretRef,omitempty"`
+	// SharedSecretRef names the key of a Secret holding the TURN server's
+	// shared secret (key "secret" by default). Each session then gets a
+	// username "<expiry>:<session>" and password
+	// base64(HMAC-SHA1(secret, username)), valid for credentialTTL.
+	// +optional
+	SharedSecretRef *SecretKeyRef `json:"sharedSecretRef,omitempty"`
+	// CredentialTTL is how long minted credentials stay valid (default 1h).
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$') || (duration(self) >= duration('1m') && duration(self) <= duration('24h'))",message="ice.turnServers[].credentialTTL must be between 1m and 24h"
+	// +optional
+	CredentialTTL *metav1.Duration `json:"credentialTTL,omitempty"`
 }
 
 // PublicAddressSource says where the advertised address comes from.

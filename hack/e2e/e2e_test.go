@@ -122,6 +122,9 @@ func TestPodNetworkScale(t *testing.T) {
 			t.Errorf("GET %s without the admin token: %d %v, want 401", path, code, err)
 		}
 	}
+	if code, _, err := adminDo(&pods[0], 9090, http.MethodPut, "/membership", ""); err != nil || code != http.StatusUnauthorized {
+		t.Errorf("PUT /membership without the admin token: %d %v, want 401", code, err)
+	}
 	if code, _, err := adminDo(&pods[0], 9090, http.MethodGet, "/metrics", ""); err != nil || code != http.StatusOK {
 		t.Errorf("GET /metrics without a token: %d %v", code, err)
 	}

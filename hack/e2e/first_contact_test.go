@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/webrtc/v4"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -82,6 +83,15 @@ func firstPublish(t *testing.T, name string) firstContact {
 			defer pub.Close()
 			if fc.err = mfclient.WaitConnected(ctx, pub.PC); fc.err != nil {
 				return fc
+			}
+			// DTLS done too: the media path is up (and closing now leaves
+			// no handshake behind).
+			for pub.PC.ConnectionState() != webrtc.PeerConnectionStateConnected {
+				if ctx.Err() != nil {
+					fc.err = fmt.Errorf("DTLS: state %s", pub.PC.ConnectionState())
+					return fc
+				}
+				time.Sleep(20 * time.Millisecond)
 			}
 			return fc
 		}

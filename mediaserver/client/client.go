@@ -14,6 +14,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -71,6 +72,52 @@ type Options struct {
 	Retries int
 	// MaxRetryWait caps one wait between retries (default 5s).
 	MaxRetryWait time.Duration
+	// ICEServers for the client's PeerConnection (e.g. from the server's
+	// Link headers, ICEServersFromLinks); RelayOnly makes it use TURN
+	// relays only (iceTransportPolicy "relay").
+	ICEServers []webrtc.ICEServer
+	RelayOnly  bool
+}
+
+// rtcConfig is the PeerConnection configuration the options ask for.
+func (o *Options) rtcConfig() webrtc.Configuration {
+	c := webrtc.Configuration{ICEServers: o.ICEServers}
+	if o.RelayOnly {
+		c.ICETransportPolicy = webrtc.ICETransportPolicyRelay
+	}
+	return c
+}
+
+// linkRe matches one Link header value announcing an ICE server.
+var linkRe = regexp.MustCompile(`<([^>]+)>\s*;\s*rel="ice-server"(.*)`)
+var linkParamRe = regexp.MustCompile(`([a-z-]+)="([^"]*)"`)
+
+// ICEServersFromLinks reads the ICE servers a WHIP/WHEP answer or preflight
+// announces (RFC 9725 section 4.6), with their credentials.
+func ICEServersFromLinks(h http.Header) []webrtc.ICEServer {
+	var out []webrtc.ICEServer
+	for _, v := range h.Values("Link") {
+		for _, part := range strings.Split(v, ", <") {
+			if !strings.HasPrefix(part, "<") {
+				part = "<" + part
+			}
+			m := linkRe.FindStringSubmatch(part)
+			if m == nil {
+				continue
+			}
+			srv := webrtc.ICEServer{URLs: []string{m[1]}}
+			for _, p := range linkParamRe.FindAllStringSubmatch(m[2], -1) {
+				switch p[1] {
+				case "username":
+					srv.Username = p[2]
+				case "credential":
+					srv.Credential = p[2]
+				}
+			}
+			out = append(out, srv)
+		}
+	}
+	return out
 }
 
 func (o *Options) httpClient() *http.Client {
@@ -215,7 +262,7 @@ type Session struct {
 // track into room. Call SendRTP to start media.
 func Publish(ctx context.Context, base, room string, opts Options) (*Session, error) {
 	s := &Session{opts: opts, stop: make(chan struct{})}
-	pc, err := opts.API.NewPeerConnection(webrtc.Configuration{})
+	pc, err := opts.API.NewPeerConnection(opts.rtcConfig())
 	if err != nil {
 		return nil, err
 	}
@@ -244,7 +291,7 @@ func Publish(ctx context.Context, base, room string, opts Options) (*Session, er
 // Play opens a WHEP session receiving room's tracks.
 func Play(ctx context.Context, base, room string, opts Options) (*Session, error) {
 	s := &Session{opts: opts, stop: make(chan struct{})}
-	pc, err := opts.API.NewPeerConnection(webrtc.Configuration{})
+	pc, err := opts.API.NewPeerConnection(opts.rtcConfig())
 	if err != nil {
 		return nil, err
 	}

@@ -107,7 +107,7 @@ func join(ctx context.Context, wsURL, room string, publish bool, opts Options) (
 		}
 		return nil, err
 	}
-	pc, err := opts.API.NewPeerConnection(webrtc.Configuration{})
+	pc, err := opts.API.NewPeerConnection(opts.rtcConfig())
 	if err != nil {
 		return nil, errors.Join(err, conn.Close())
 	}

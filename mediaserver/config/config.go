@@ -4,6 +4,9 @@
 package config
 
 import (
+	"crypto/hmac"
+	"crypto/sha1"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
@@ -21,6 +24,26 @@ type TURNServer struct {
 	URLs     []string
 	Username string
 	Password string
+	// Secret, instead of Username/Password, is the TURN server's shared
+	// secret: every session gets its own short-lived credentials (the TURN
+	// REST API scheme), and the secret never leaves the pod.
+	Secret string
+	// TTL of minted credentials (default 1h).
+	TTL time.Duration
+}
+
+// Credentials returns what a session named id (or a client) uses with this
+// TURN server at now: the static pair, or with a shared secret the TURN
+// REST API's ephemeral pair, username "<expiry unix time>:<id>" and
+// password base64(HMAC-SHA1(secret, username)).
+func (t TURNServer) Credentials(now time.Time, id string) (username, password string) {
+	if t.Secret == "" {
+		return t.Username, t.Password
+	}
+	username = strconv.FormatInt(now.Add(t.TTL).Unix(), 10) + ":" + id
+	mac := hmac.New(sha1.New, []byte(t.Secret))
+	mac.Write([]byte(username))
+	return username, base64.StdEncoding.EncodeToString(mac.Sum(nil))
 }
 
 // Config is everything a mediaserver process needs to know.
@@ -197,6 +220,8 @@ func FromEnv(lookup func(string) (string, bool)) (Config, error) {
 		list(podenv.TURNURLs(i), &t.URLs)
 		str(podenv.TURNUsername(i), &t.Username)
 		str(podenv.TURNPassword(i), &t.Password)
+		str(podenv.TURNSecret(i), &t.Secret)
+		dur(podenv.TURNTTL(i), &t.TTL)
 		c.TURNServers = append(c.TURNServers, t)
 	}
 	if len(errs) > 0 {
@@ -296,8 +321,18 @@ func (c *Config) Validate() error {
 				bad("%s: %q is not a turn: or turns: URL", podenv.TURNURLs(i), u)
 			}
 		}
-		if t.Username == "" || t.Password == "" {
-			bad("%s/%s: TURN credentials missing", podenv.TURNUsername(i), podenv.TURNPassword(i))
+		static := t.Username != "" || t.Password != ""
+		switch {
+		case t.Secret != "" && static:
+			bad("%s and %s/%s are mutually exclusive: a shared secret mints credentials", podenv.TURNSecret(i), podenv.TURNUsername(i), podenv.TURNPassword(i))
+		case t.Secret == "" && (t.Username == "" || t.Password == ""):
+			bad("%s/%s (or %s): TURN credentials missing", podenv.TURNUsername(i), podenv.TURNPassword(i), podenv.TURNSecret(i))
+		}
+		if t.TTL < 0 || t.TTL > 24*time.Hour {
+			bad("%s=%s: must be within 0..24h", podenv.TURNTTL(i), t.TTL)
+		}
+		if t.Secret != "" && t.TTL == 0 {
+			c.TURNServers[i].TTL = time.Hour
 		}
 	}
 	for _, ip := range c.PublicIPs {

@@ -47,6 +47,23 @@ func TestFromEnvAndValidate(t *testing.T) {
 		{"bad origin", map[string]string{"ALLOWED_ORIGINS": "example.test"}, `ALLOWED_ORIGINS: "example.test" is not an origin`, nil},
 		{"bad level", map[string]string{"LOG_LEVEL": "loud"}, `LOG_LEVEL="loud"`, nil},
 		{"zero sessions", map[string]string{"MAX_SESSIONS": "0"}, "MAX_SESSIONS=0: must be positive", nil},
+		{"turn secret and password", map[string]string{"TURN_SERVER_COUNT": "1", "TURN_0_URLS": "turn:t.example.test", "TURN_0_SECRET": "s",
+			"TURN_0_USERNAME": "u", "TURN_0_PASSWORD": "p"}, "TURN_0_SECRET and TURN_0_USERNAME/TURN_0_PASSWORD are mutually exclusive", nil},
+		{"turn ttl too long", map[string]string{"TURN_SERVER_COUNT": "1", "TURN_0_URLS": "turn:t.example.test", "TURN_0_SECRET": "s", "TURN_0_TTL": "48h"},
+			"TURN_0_TTL=48h0m0s: must be within 0..24h", nil},
+		{"turn shared secret", map[string]string{"TURN_SERVER_COUNT": "1", "TURN_0_URLS": "turn:t.example.test", "TURN_0_SECRET": "s"}, "", func(t *testing.T, c Config) {
+			if c.TURNServers[0].TTL != time.Hour {
+				t.Errorf("default TTL %s", c.TURNServers[0].TTL)
+			}
+			now := time.Unix(1_800_000_000, 0)
+			u, p := c.TURNServers[0].Credentials(now, "sess")
+			// base64(HMAC-SHA1("s", "1800003600:sess")), computed with Python's hmac.
+			if u != "1800003600:sess" || p != "rM9dWEAwkCPYUx23HgkGX/vHllQ=" {
+				t.Errorf("credentials %q %q", u, p)
+			}
+		}},
+		{"too short admin token", map[string]string{"ADMIN_TOKEN": "abc"}, "ADMIN_TOKEN is too short", nil},
+		{"admin listen host not an IP", map[string]string{"ADMIN_LISTEN_HOST": "pod.local"}, `ADMIN_LISTEN_HOST="pod.local": not an IP address`, nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -53,7 +53,8 @@ const (
 	// STUNServers is a comma-separated list of stun:/stuns: URLs.
 	STUNServers = "STUN_SERVERS"
 	// TURNServerCount is the number of TURN servers described by the
-	// TURN_<i>_URLS / TURN_<i>_USERNAME / TURN_<i>_PASSWORD variables.
+	// TURN_<i>_URLS / TURN_<i>_USERNAME / TURN_<i>_PASSWORD (or
+	// TURN_<i>_SECRET and TURN_<i>_TTL) variables.
 	TURNServerCount = "TURN_SERVER_COUNT"
 	// ICEIPs is a comma-separated list of the local addresses ICE gathers
 	// on (empty: every interface). The operator sets the node's address on
@@ -115,3 +116,12 @@ func TURNUsername(i int) string { return "TURN_" + strconv.Itoa(i) + "_USERNAME"
 
 // TURNPassword is the variable holding the password of TURN server i.
 func TURNPassword(i int) string { return "TURN_" + strconv.Itoa(i) + "_PASSWORD" }
+
+// TURNSecret is the variable holding the shared secret of TURN server i
+// (instead of a username and password): the mediaserver mints short-lived
+// credentials per session with it (the TURN REST API scheme).
+func TURNSecret(i int) string { return "TURN_" + strconv.Itoa(i) + "_SECRET" }
+
+// TURNTTL is the lifetime of credentials minted for TURN server i (Go
+// duration, default 1h).
+func TURNTTL(i int) string { return "TURN_" + strconv.Itoa(i) + "_TTL" }

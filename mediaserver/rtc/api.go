@@ -184,14 +184,17 @@ func publicAddresses(cfg *config.Config) ([]string, error) {
 	}
 }
 
-// ICEServers turns the configured STUN and TURN servers into pion's form.
-func ICEServers(cfg *config.Config) []webrtc.ICEServer {
+// ICEServers turns the configured STUN and TURN servers into pion's form,
+// with the credentials of one session (id): a TURN server with a shared
+// secret gets credentials minted for it, valid for the server's TTL.
+func ICEServers(cfg *config.Config, id string, now time.Time) []webrtc.ICEServer {
 	var out []webrtc.ICEServer
 	if len(cfg.STUNServers) > 0 {
 		out = append(out, webrtc.ICEServer{URLs: cfg.STUNServers})
 	}
 	for _, t := range cfg.TURNServers {
-		out = append(out, webrtc.ICEServer{URLs: t.URLs, Username: t.Username, Credential: t.Password})
+		user, pass := t.Credentials(now, id)
+		out = append(out, webrtc.ICEServer{URLs: t.URLs, Username: user, Credential: pass})
 	}
 	return out
 }

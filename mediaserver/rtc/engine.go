@@ -41,11 +41,10 @@ const (
 
 // Engine owns the sessions and rooms of one process.
 type Engine struct {
-	apis       APIs
-	cfg        *config.Config
-	iceServers []webrtc.ICEServer
-	metrics    *metrics.Metrics
-	log        *slog.Logger
+	apis    APIs
+	cfg     *config.Config
+	metrics *metrics.Metrics
+	log     *slog.Logger
 
 	sessions registry.Registry[*Session]
 	roomsMu  sync.Mutex
@@ -60,14 +59,13 @@ type Engine struct {
 // NewEngine wires an engine around the APIs built by NewAPIs.
 func NewEngine(apis APIs, cfg *config.Config, m *metrics.Metrics, log *slog.Logger) *Engine {
 	return &Engine{
-		apis:       apis,
-		cfg:        cfg,
-		iceServers: ICEServers(cfg),
-		metrics:    m,
-		log:        log,
-		sessions:   registry.NewSharded[*Session](),
-		rooms:      map[string]*Room{},
-		idle:       make(chan struct{}),
+		apis:     apis,
+		cfg:      cfg,
+		metrics:  m,
+		log:      log,
+		sessions: registry.NewSharded[*Session](),
+		rooms:    map[string]*Room{},
+		idle:     make(chan struct{}),
 	}
 }
 
@@ -131,7 +129,10 @@ func (e *Engine) CloseAll(reason string) {
 	}
 }
 
-func newID() string {
+func newID() string { return NewID() }
+
+// NewID is a random 128-bit identifier in hex (sessions, credential ids).
+func NewID() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
@@ -186,7 +187,7 @@ func (e *Engine) newSession(kind Kind, roomName string) (*Session, error) {
 		api = e.apis.Subscribe
 	}
 	pc, err := api.NewPeerConnection(webrtc.Configuration{
-		ICEServers:   e.iceServers,
+		ICEServers:   ICEServers(e.cfg, s.ID, s.created),
 		BundlePolicy: webrtc.BundlePolicyMaxBundle,
 	})
 	if err != nil {

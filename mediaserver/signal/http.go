@@ -329,22 +329,25 @@ func (s *Server) preflight(w http.ResponseWriter, r *http.Request) {
 	// TURN credentials only to a caller the server would let publish: a
 	// browser's preflight carries no token, so it learns the STUN servers
 	// only and gets the TURN ones with the answer to its POST.
-	s.writeLinks(w, s.authorized(r, false))
+	s.writeLinks(w, s.authorized(r, false), "preflight-"+rtc.NewID())
 	w.WriteHeader(http.StatusNoContent)
 }
 
 // writeLinks announces ICE servers (RFC 9725 section 4.6); TURN servers
-// (with their credentials) only when withTURN.
-func (s *Server) writeLinks(w http.ResponseWriter, withTURN bool) {
+// (with credentials: static ones, or minted for id with a shared secret)
+// only when withTURN.
+func (s *Server) writeLinks(w http.ResponseWriter, withTURN bool, id string) {
 	for _, u := range s.cfg.STUNServers {
 		w.Header().Add("Link", fmt.Sprintf("<%s>; rel=\"ice-server\"", u))
 	}
 	if !withTURN {
 		return
 	}
+	now := time.Now()
 	for _, t := range s.cfg.TURNServers {
+		user, pass := t.Credentials(now, id)
 		for _, u := range t.URLs {
-			w.Header().Add("Link", fmt.Sprintf("<%s>; rel=\"ice-server\"; username=%q; credential=%q; credential-type=\"password\"", u, t.Username, t.Password))
+			w.Header().Add("Link", fmt.Sprintf("<%s>; rel=\"ice-server\"; username=%q; credential=%q; credential-type=\"password\"", u, user, pass))
 		}
 	}
 }
@@ -414,7 +417,7 @@ func (s *Server) offer(kind rtc.Kind) http.HandlerFunc {
 			s.sessionError(w, err)
 			return
 		}
-		s.writeLinks(w, true) // guard() checked the token
+		s.writeLinks(w, true, sess.ID) // guard() checked the token
 		w.Header().Set("Content-Type", contentTypeSDP)
 		w.Header().Set("Location", "/"+string(kind)+"/"+url.PathEscape(room)+"/"+sess.ID)
 		w.WriteHeader(http.StatusCreated)

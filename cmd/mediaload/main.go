@@ -40,10 +40,10 @@ const (
 
 type options struct {
 	url, admin, adminToken, token, room, jsonOut, interfaces, caCert string
-	publishers, viewers, ws, wsRoom                      int
-	rate                                                 float64
-	duration                                             time.Duration
-	pps, payload                                         int
+	publishers, viewers, ws, wsRoom                                  int
+	rate                                                             float64
+	duration                                                         time.Duration
+	pps, payload                                                     int
 }
 
 // Summary is the final report (also written as JSON).

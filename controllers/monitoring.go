@@ -112,7 +112,7 @@ func desiredPrometheusRule(ms *mediav1alpha1.MediaService) *monitoringv1.Prometh
 	by := "namespace, " + LabelMediaServiceSeries
 	runbook := rs.RunbookBaseURL
 	if runbook == "" {
-		runbook = "https://github.com/mediafleet/mediafleet/blob/main/README.md"
+		runbook = mediav1alpha1.DefaultRunbookBaseURL
 	}
 	type def struct {
 		name, expr, summary, description string

@@ -2,8 +2,10 @@ package controllers
 
 import (
 	"encoding/json"
+	"os"
 	"strings"
 	"testing"
+	"unicode"
 
 	mediav1alpha1 "github.com/mediafleet/mediafleet/api/v1alpha1"
 )
@@ -130,5 +132,55 @@ func TestSubsetOf(t *testing.T) {
 		if got := subsetOf(tc.want, live); got != tc.ok {
 			t.Errorf("case %d: subsetOf = %v", i, got)
 		}
+	}
+}
+
+// TestRunbookAnchorsExist: every alert's runbook_url (with the default
+// base) names a section of docs/runbooks.md, and the CRD's default is the
+// one the code falls back to.
+func TestRunbookAnchorsExist(t *testing.T) {
+	raw, err := os.ReadFile("../docs/runbooks.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	anchors := map[string]bool{}
+	for _, l := range strings.Split(string(raw), "\n") {
+		if h, ok := strings.CutPrefix(l, "## "); ok {
+			// GitHub's anchor: lower case, spaces to '-', punctuation dropped.
+			a := strings.Map(func(r rune) rune {
+				switch {
+				case r == ' ':
+					return '-'
+				case r == '-' || r == '_' || unicode.IsLetter(r) || unicode.IsDigit(r):
+					return unicode.ToLower(r)
+				}
+				return -1
+			}, h)
+			anchors[a] = true
+		}
+	}
+	ms := defaulted(nil)
+	ms.Spec.Monitoring.Rules.RunbookBaseURL = ""
+	rule := desiredPrometheusRule(ms)
+	n := 0
+	for _, g := range rule.Spec.Groups {
+		for _, r := range g.Rules {
+			url := r.Annotations["runbook_url"]
+			base, anchor, ok := strings.Cut(url, "#")
+			if !ok || base != mediav1alpha1.DefaultRunbookBaseURL || !anchors[anchor] {
+				t.Errorf("alert %s: runbook_url %q has no section in docs/runbooks.md (sections: %v)", r.Alert, url, anchors)
+			}
+			n++
+		}
+	}
+	if n < 6 {
+		t.Fatalf("%d alerts checked", n)
+	}
+	crd, err := os.ReadFile("../config/crd/bases/media.mediafleet.io_mediaservices.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(crd), "default: "+mediav1alpha1.DefaultRunbookBaseURL) {
+		t.Error("the CRD's runbookBaseURL default differs from DefaultRunbookBaseURL")
 	}
 }

@@ -117,7 +117,7 @@ func TestAlertRulesWithPromtool(t *testing.T) {
 		{"media_packet_loss_ratio_bucket" + sel("y", `le="0.05"`), "0+12x20"},
 		{"media_packet_loss_ratio_bucket" + sel("y", `le="+Inf"`), "0+12x20"},
 	}
-	runbook := "https://github.com/mediafleet/mediafleet/blob/main/README.md#runbook-"
+	runbook := mediav1alpha1.DefaultRunbookBaseURL + "#runbook-"
 	type alert struct {
 		name      string
 		before    string // an eval time before `for` elapsed: nothing fires

@@ -168,8 +168,9 @@ type RulesSpec struct {
 	// +optional
 	Labels map[string]string `json:"labels,omitempty"`
 	// RunbookBaseURL prefixes each alert's runbook_url annotation (the
-	// alert's name, lower-cased, is appended after "#runbook-").
-	// +kubebuilder:default="https://github.com/mediafleet/mediafleet/blob/main/README.md"
+	// alert's name, lower-cased, is appended after "#runbook-"). The
+	// default is the project's docs/runbooks.md.
+	// +kubebuilder:default="https://github.com/mediafleet/mediafleet/blob/main/docs/runbooks.md"
 	// +kubebuilder:validation:MaxLength=512
 	// +optional
 	RunbookBaseURL string `json:"runbookBaseURL,omitempty"`
@@ -202,6 +203,10 @@ type RulesSpec struct {
 	// +optional
 	PacketLoss AlertSpec `json:"packetLoss,omitzero"`
 }
+
+// DefaultRunbookBaseURL is RunbookBaseURL's default (the marker above must
+// say the same; a test checks the CRD against it).
+const DefaultRunbookBaseURL = "https://github.com/mediafleet/mediafleet/blob/main/docs/runbooks.md"
 
 // AlertSpec tunes one alert.
 type AlertSpec struct {

@@ -3,6 +3,10 @@
 
 IMG ?= mediafleet/manager:dev
 MEDIASERVER_IMG ?= mediafleet/mediaserver:dev
+# VERSION is stamped into the mediaserver (its /status and logs), as the
+# Dockerfile does.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+MEDIASERVER_LDFLAGS = -s -w -X github.com/mediafleet/mediafleet/mediaserver/server.Version=$(VERSION)
 GO ?= go
 SHELL := /usr/bin/env bash -o pipefail
 .SHELLFLAGS := -ec
@@ -150,15 +154,15 @@ undeploy: $(KUSTOMIZE) ## Remove the operator from the cluster.
 build-installer: manifests generate $(KUSTOMIZE) ## Write dist/install.yaml (CRD, RBAC, operator Deployment).
 	mkdir -p dist
 	cd config/manager && $(KUSTOMIZE) edit set image controller=$(IMG)
-	$(KUSTOMIZE) build config/default > dist/install.yaml
-	@echo "wrote dist/install.yaml"
+	$(KUSTOMIZE) build config/default | sed 's|mediafleet/mediaserver:latest|$(MEDIASERVER_IMG)|' > dist/install.yaml
+	@echo "wrote dist/install.yaml (operator $(IMG), media pods $(MEDIASERVER_IMG))"
 
 .PHONY: images
 images: ## Build image tarballs without Docker (manager, mediaserver, e2e mediaserver, pause) into bin/images/ for `ctr images import`.
 	mkdir -p $(LOCALBIN)/images
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(LOCALBIN)/images/manager ./cmd/manager
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(LOCALBIN)/images/mediaserver ./cmd/mediaserver
-	CGO_ENABLED=0 $(GO) build -trimpath -tags faultinject -o $(LOCALBIN)/images/mediaserver-e2e ./cmd/mediaserver
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(MEDIASERVER_LDFLAGS)" -o $(LOCALBIN)/images/mediaserver ./cmd/mediaserver
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(MEDIASERVER_LDFLAGS)" -tags faultinject -o $(LOCALBIN)/images/mediaserver-e2e ./cmd/mediaserver
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(LOCALBIN)/images/pause ./hack/pause
 	$(GO) run ./hack/image -binary $(LOCALBIN)/images/manager -path /manager -tag $(IMG) -out $(LOCALBIN)/images/manager.tar
 	$(GO) run ./hack/image -binary $(LOCALBIN)/images/mediaserver -path /mediaserver -tag $(MEDIASERVER_IMG) -out $(LOCALBIN)/images/mediaserver.tar

@@ -418,13 +418,9 @@ func kick(ns, name string) {
 
 func readStatus(t *testing.T, m mediaProc) statusapi.Report {
 	t.Helper()
-	resp := m.adminReq(t, http.MethodGet, statusapi.Path, "")
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET /status: %s", resp.Status)
-	}
-	var r statusapi.Report
-	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+	c := statusapi.Client{Token: m.token}
+	r, err := c.Report(context.Background(), m.adminURL(""))
+	if err != nil {
 		t.Fatal(err)
 	}
 	return r

@@ -1,13 +1,9 @@
 package controllers
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"net"
-	"net/http"
 	"sort"
 	"strconv"
 	"sync"
@@ -189,10 +185,6 @@ type membershipSend struct {
 	list  statusapi.Membership
 }
 
-// errHoldsNewer: the pod refused the list (409) because it holds a newer
-// generation. Not delivered: the next list goes above what the pods hold.
-var errHoldsNewer = errors.New("pod holds a newer member list")
-
 // membershipSends updates the MediaService's current list from its pods and
 // returns the deliveries still owed.
 func (o *Observer) membershipSends(key types.NamespacedName, ps []*corev1.Pod) []membershipSend {
@@ -245,7 +237,9 @@ func (o *Observer) sendMembership(ctx context.Context, sends []membershipSend) {
 			defer func() { <-sem }()
 			if err := o.putMembership(ctx, sd.addr, sd.token, sd.list); err != nil {
 				log.FromContext(ctx).V(1).Info("membership not delivered; retrying", "pod", sd.pod, "err", err)
-				if errors.Is(err, errHoldsNewer) {
+				// 409: the pod holds a newer generation. Not delivered: the
+				// next list goes above what the pods hold.
+				if errors.Is(err, statusapi.ErrHoldsNewer) {
 					m.mu.Lock()
 					m.refused[sd.ms] = true
 					m.mu.Unlock()
@@ -261,31 +255,6 @@ func (o *Observer) sendMembership(ctx context.Context, sends []membershipSend) {
 }
 
 func (o *Observer) putMembership(ctx context.Context, adminAddr, token string, list statusapi.Membership) error {
-	body, err := json.Marshal(list)
-	if err != nil {
-		return err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, "http://"+adminAddr+statusapi.MembershipPath, bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := o.HTTP.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	switch resp.StatusCode {
-	case http.StatusNoContent, http.StatusOK:
-		return nil
-	case http.StatusConflict:
-		// The pod holds a newer generation than this list: whoever sent
-		// it, the pod does not have our list.
-		return errHoldsNewer
-	default:
-		return fmt.Errorf("PUT %s: HTTP %d", statusapi.MembershipPath, resp.StatusCode)
-	}
+	c := statusapi.Client{HTTP: o.HTTP, Token: token}
+	return c.PutMembership(ctx, adminAddr, list)
 }

@@ -2,10 +2,8 @@ package controllers
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -189,34 +187,17 @@ func (o *Observer) token(ctx context.Context, namespace, msName string) string {
 
 func (o *Observer) fetch(ctx context.Context, p *corev1.Pod, token string) Observation {
 	obs := Observation{At: time.Now()}
-	url := "http://" + net.JoinHostPort(p.Status.PodIP, strconv.Itoa(int(adminPort(p)))) + statusapi.Path
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		obs.Error = err.Error()
-		return obs
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := o.HTTP.Do(req)
-	if err != nil {
+	c := statusapi.Client{HTTP: o.HTTP, Token: token}
+	r, err := c.Report(ctx, net.JoinHostPort(p.Status.PodIP, strconv.Itoa(int(adminPort(p)))))
+	var se *statusapi.StatusError
+	switch {
+	case errors.As(err, &se):
+		obs.Error = fmt.Sprintf("GET /status: HTTP %d", se.Code)
+	case err != nil:
 		obs.Error = "GET /status: " + shortNetErr(err)
-		return obs
+	default:
+		obs.Report, obs.Reachable = r, true
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		obs.Error = fmt.Sprintf("GET /status: HTTP %d", resp.StatusCode)
-		return obs
-	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&obs.Report); err != nil {
-		obs.Error = "GET /status: " + err.Error()
-		return obs
-	}
-	if obs.Report.APIVersion != statusapi.APIVersion {
-		obs.Error = fmt.Sprintf("GET /status: unknown apiVersion %q", obs.Report.APIVersion)
-		return obs
-	}
-	obs.Reachable = true
 	return obs
 }
 

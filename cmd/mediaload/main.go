@@ -432,23 +432,18 @@ func percentiles(d []time.Duration) Percentiles {
 func serverFootprint(admins []string, token string, sum *Summary, idleGoroutines int, idleHeap float64) {
 	c := &http.Client{Timeout: 5 * time.Second}
 	sum.ServerSessions, sum.ServerGoroutines, sum.ServerHeapBytes = 0, 0, 0
+	sc := statusapi.Client{HTTP: c, Token: token}
 	for _, admin := range admins {
-		req, err := http.NewRequest(http.MethodGet, admin+statusapi.Path, nil)
-		if err != nil {
-			continue
-		}
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		if resp, err := c.Do(req); err == nil {
-			var st statusapi.Report
-			if resp.StatusCode == http.StatusOK && json.NewDecoder(resp.Body).Decode(&st) == nil {
-				sum.ServerSessions += st.Sessions.Active
-				sum.ServerGoroutines += st.Goroutines.Current
-			} else if resp.StatusCode == http.StatusUnauthorized {
-				fmt.Fprintf(os.Stderr, "[mediaload] %s%s: 401: give the pods' admin token with -admin-token\n", admin, statusapi.Path)
-			}
-			resp.Body.Close()
+		st, err := sc.Report(context.Background(), admin)
+		var se *statusapi.StatusError
+		switch {
+		case err == nil:
+			sum.ServerSessions += st.Sessions.Active
+			sum.ServerGoroutines += st.Goroutines.Current
+		case errors.As(err, &se) && se.Code == http.StatusUnauthorized:
+			fmt.Fprintf(os.Stderr, "[mediaload] %s%s: 401: give the pods' admin token with -admin-token\n", admin, statusapi.Path)
+		default:
+			fmt.Fprintf(os.Stderr, "[mediaload] %v\n", err)
 		}
 		if resp, err := c.Get(admin + "/metrics"); err == nil {
 			sc := bufio.NewScanner(resp.Body)

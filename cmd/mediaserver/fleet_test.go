@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -43,10 +42,9 @@ func adminDo(t *testing.T, method, url string, body string) *http.Response {
 
 func (m member) status(t *testing.T) statusapi.Report {
 	t.Helper()
-	resp := adminDo(t, http.MethodGet, m.p.admin+statusapi.Path, "")
-	defer resp.Body.Close()
-	var r statusapi.Report
-	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+	c := statusapi.Client{Token: fleetToken}
+	r, err := c.Report(context.Background(), m.p.admin)
+	if err != nil {
 		t.Fatal(err)
 	}
 	return r
@@ -64,13 +62,11 @@ func threePods(t *testing.T) ([]member, statusapi.Membership) {
 		list.Members = append(list.Members, statusapi.Member{Name: name, Address: strings.TrimPrefix(p.base, "http://"),
 			AdminAddress: strings.TrimPrefix(p.admin, "http://"), Ready: true})
 	}
-	body, _ := json.Marshal(list)
+	c := statusapi.Client{Token: fleetToken}
 	for _, m := range ms {
-		resp := adminDo(t, "PUT", m.p.admin+statusapi.MembershipPath, string(body))
-		if resp.StatusCode != http.StatusNoContent {
-			t.Fatalf("deliver membership to %s: %v", m.name, resp.Status)
+		if err := c.PutMembership(context.Background(), m.p.admin, list); err != nil {
+			t.Fatalf("deliver membership to %s: %v", m.name, err)
 		}
-		resp.Body.Close()
 	}
 	return ms, list
 }

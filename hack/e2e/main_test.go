@@ -14,7 +14,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -339,13 +338,10 @@ func adminGet(t *testing.T, pod *corev1.Pod, adminPort int, path string) (int, [
 
 func podReport(t *testing.T, pod *corev1.Pod, adminPort int) statusapi.Report {
 	t.Helper()
-	code, body, err := adminGet(t, pod, adminPort, statusapi.Path)
-	if err != nil || code != http.StatusOK {
-		t.Fatalf("GET /status of %s: %d %v %s", pod.Name, code, err, body)
-	}
-	var r statusapi.Report
-	if err := json.Unmarshal(body, &r); err != nil {
-		t.Fatalf("decode /status of %s: %v", pod.Name, err)
+	c := statusapi.Client{HTTP: httpc, Token: adminToken(t, pod)}
+	r, err := c.Report(ctxFor(t, 10*time.Second), net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(adminPort)))
+	if err != nil {
+		t.Fatalf("GET /status of %s: %v", pod.Name, err)
 	}
 	return r
 }

@@ -9,7 +9,6 @@ package bench
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -245,14 +244,11 @@ func footprintServer(b *testing.B, bin string, iceEnv ...string) {
 // remoteFootprint reads goroutines from /status and HeapInuse from the heap
 // profile (gc=1 collects first).
 func remoteFootprint(b *testing.B, admin string) (int, int64) {
-	resp, err := http.Get(admin + statusapi.Path)
+	st, err := (&statusapi.Client{}).Report(context.Background(), admin)
 	if err != nil {
 		b.Fatal(err)
 	}
-	var st statusapi.Report
-	_ = json.NewDecoder(resp.Body).Decode(&st)
-	resp.Body.Close()
-	resp, err = http.Get(admin + "/debug/pprof/heap?gc=1&debug=1")
+	resp, err := http.Get(admin + "/debug/pprof/heap?gc=1&debug=1")
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"encoding/json"
 	"log/slog"
 	"net/http"
 	"os"
@@ -19,6 +18,10 @@ import (
 	"github.com/mediafleet/mediafleet/mediaserver/statusapi"
 )
 
+// benchAdminToken is the ADMIN_TOKEN of the benchmark's fleet: pods
+// forward rooms only with one.
+const benchAdminToken = "bench-fleet-admin-token-0123456789"
+
 // BenchmarkForwardedSignalling: the extra latency of signalling through a
 // pod that does not own the room (it asks the ranked members whether they
 // hold the room, then proxies) against the owner directly. Trickle PATCHes
@@ -29,7 +32,7 @@ func BenchmarkForwardedSignalling(b *testing.B) {
 	list := statusapi.Membership{APIVersion: statusapi.APIVersion, Generation: 1}
 	for _, name := range []string{"a", "b"} {
 		cfg := serverConfig()
-		cfg.PodName = name
+		cfg.PodName, cfg.AdminToken = name, benchAdminToken
 		s, err := server.New(cfg, log)
 		if err != nil {
 			b.Fatal(err)
@@ -42,14 +45,11 @@ func BenchmarkForwardedSignalling(b *testing.B) {
 		list.Members = append(list.Members, statusapi.Member{Name: name, Address: strings.TrimPrefix(s.PublicURL(), "http://"),
 			AdminAddress: strings.TrimPrefix(s.AdminURL(), "http://"), Ready: true})
 	}
-	raw, _ := json.Marshal(list)
+	sc := statusapi.Client{Token: benchAdminToken}
 	for _, s := range srvs {
-		req, _ := http.NewRequest("PUT", s.AdminURL()+statusapi.MembershipPath, strings.NewReader(string(raw)))
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
+		if err := sc.PutMembership(context.Background(), s.AdminURL(), list); err != nil {
 			b.Fatal(err)
 		}
-		resp.Body.Close()
 	}
 	room := ""
 	for i := 0; room == ""; i++ {

@@ -2,7 +2,7 @@ package server
 
 import (
 	"bytes"
-	"encoding/json"
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -38,11 +38,10 @@ func twoPods(t *testing.T, mut func(*config.Config)) (a, b *Server, list statusa
 		list.Members = append(list.Members, statusapi.Member{Name: name, Address: strings.TrimPrefix(strings.TrimPrefix(s.PublicURL(), "http://"), "https://"),
 			AdminAddress: strings.TrimPrefix(s.AdminURL(), "http://"), Ready: true})
 	}
-	body, _ := json.Marshal(list)
+	c := statusapi.Client{Token: testAdminToken}
 	for _, s := range []*Server{a, b} {
-		code, _, msg := do(t, http.MethodPut, s.AdminURL()+statusapi.MembershipPath, "application/json", string(body), map[string]string{"Authorization": "Bearer " + testAdminToken})
-		if code != http.StatusNoContent {
-			t.Fatalf("membership: %d %s", code, msg)
+		if err := c.PutMembership(context.Background(), s.AdminURL(), list); err != nil {
+			t.Fatalf("membership: %v", err)
 		}
 	}
 	return a, b, list

@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -102,13 +101,9 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() error) {
 
 func getStatus(t *testing.T, s *Server) statusapi.Report {
 	t.Helper()
-	resp, err := http.Get(s.AdminURL() + statusapi.Path)
+	c := statusapi.Client{Token: s.cfg.AdminToken}
+	r, err := c.Report(context.Background(), s.AdminURL())
 	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var r statusapi.Report
-	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
 		t.Fatal(err)
 	}
 	return r

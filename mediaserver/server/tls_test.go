@@ -1,20 +1,15 @@
 package server
 
 import (
-	"bytes"
 	"crypto/tls"
-	"encoding/json"
 	"fmt"
 	"net/http"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/mediafleet/mediafleet/mediaserver/client"
 	"github.com/mediafleet/mediafleet/mediaserver/config"
-	"github.com/mediafleet/mediafleet/mediaserver/fleet"
-	"github.com/mediafleet/mediafleet/mediaserver/statusapi"
 	"github.com/mediafleet/mediafleet/mediaserver/testpki"
 )
 
@@ -159,33 +154,8 @@ func TestHTTPSForwardingBetweenPods(t *testing.T) {
 	dir := t.TempDir()
 	cert, key := ca.Issue(t, "127.0.0.1", "localhost")
 	certFile, keyFile := testpki.WritePair(t, dir, cert, key)
-	mk := func(name string) *Server {
-		return testServer(t, func(c *config.Config) {
-			c.TLSCertFile, c.TLSKeyFile, c.PodName, c.AdminToken = certFile, keyFile, name, testAdminToken
-		})
-	}
-	a, b := mk("pod-a"), mk("pod-b")
-	list := statusapi.Membership{APIVersion: statusapi.APIVersion, Generation: time.Now().UnixNano()}
-	for name, s := range map[string]*Server{"pod-a": a, "pod-b": b} {
-		list.Members = append(list.Members, statusapi.Member{Name: name, Address: strings.TrimPrefix(s.PublicURL(), "https://"),
-			AdminAddress: strings.TrimPrefix(s.AdminURL(), "http://"), Ready: true})
-	}
-	body, _ := json.Marshal(list)
-	for _, s := range []*Server{a, b} {
-		req, _ := http.NewRequest(http.MethodPut, s.AdminURL()+statusapi.MembershipPath, bytes.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+testAdminToken)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil || resp.StatusCode != http.StatusNoContent {
-			t.Fatalf("membership: %v %v", err, resp)
-		}
-		resp.Body.Close()
-	}
-	room := ""
-	for i := 0; room == ""; i++ {
-		if o, _ := fleet.Owner("tls-"+strconv.Itoa(i), list.Members); o.Name == "pod-b" {
-			room = "tls-" + strconv.Itoa(i)
-		}
-	}
+	a, b, list := twoPods(t, func(c *config.Config) { c.TLSCertFile, c.TLSKeyFile = certFile, keyFile })
+	room := roomOf(list, "pod-b", "tls-")
 	opts := tlsClientOpts(t, ca)
 	ctx := ctxT(t, 30*time.Second)
 	pub, err := client.Publish(ctx, a.PublicURL(), room, opts) // signalled to A, owned by B

@@ -25,21 +25,6 @@ type member struct {
 // Secret gives it to a MediaService's pods.
 const fleetToken = "test-fleet-admin-token-0123456789abcdef"
 
-// adminDo sends an admin request with the fleet's token.
-func adminDo(t *testing.T, method, url string, body string) *http.Response {
-	t.Helper()
-	req, err := http.NewRequest(method, url, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+fleetToken)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp
-}
-
 func (m member) status(t *testing.T) statusapi.Report {
 	t.Helper()
 	c := statusapi.Client{Token: fleetToken}

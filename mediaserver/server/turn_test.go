@@ -17,20 +17,28 @@ import (
 // startTURN runs a real TURN server (pion/turn) on loopback with one user.
 func startTURN(t *testing.T, user, pass string) string {
 	t.Helper()
+	key := turn.GenerateAuthKey(user, turnRealm, pass)
+	return runTURN(t, func(u, _ string, _ net.Addr) ([]byte, bool) {
+		if u == user {
+			return key, true
+		}
+		return nil, false
+	})
+}
+
+const turnRealm = "mediafleet.test"
+
+// runTURN runs a real TURN server (pion/turn) on loopback, relaying on
+// loopback, authenticating with auth; it returns its turn: URL.
+func runTURN(t *testing.T, auth turn.AuthHandler) string {
+	t.Helper()
 	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	const realm = "mediafleet.test"
-	key := turn.GenerateAuthKey(user, realm, pass)
 	srv, err := turn.NewServer(turn.ServerConfig{
-		Realm: realm,
-		AuthHandler: func(u, r string, _ net.Addr) ([]byte, bool) {
-			if u == user {
-				return key, true
-			}
-			return nil, false
-		},
+		Realm:       turnRealm,
+		AuthHandler: auth,
 		PacketConnConfigs: []turn.PacketConnConfig{{
 			PacketConn:            conn,
 			RelayAddressGenerator: &turn.RelayAddressGeneratorStatic{RelayAddress: net.ParseIP("127.0.0.1"), Address: "127.0.0.1"},
@@ -83,23 +91,7 @@ func TestTURNRelayCandidates(t *testing.T) {
 // time-windowed credentials of the TURN REST API made with secret.
 func startRESTTURN(t *testing.T, secret string) string {
 	t.Helper()
-	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := turn.NewServer(turn.ServerConfig{
-		Realm:       "mediafleet.test",
-		AuthHandler: turn.LongTermTURNRESTAuthHandler(secret, nil),
-		PacketConnConfigs: []turn.PacketConnConfig{{
-			PacketConn:            conn,
-			RelayAddressGenerator: &turn.RelayAddressGeneratorStatic{RelayAddress: net.ParseIP("127.0.0.1"), Address: "127.0.0.1"},
-		}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = srv.Close() })
-	return fmt.Sprintf("turn:%s?transport=udp", conn.LocalAddr().String())
+	return runTURN(t, turn.LongTermTURNRESTAuthHandler(secret, nil))
 }
 
 // allocate tries a TURN allocation with the given credentials.
@@ -112,7 +104,7 @@ func allocate(t *testing.T, turnURL, user, pass string) error {
 	}
 	defer conn.Close()
 	c, err := turn.NewClient(&turn.ClientConfig{STUNServerAddr: addr, TURNServerAddr: addr, Conn: conn,
-		Username: user, Password: pass, Realm: "mediafleet.test", RTO: 100 * time.Millisecond})
+		Username: user, Password: pass, Realm: turnRealm, RTO: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,7 +10,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -28,6 +27,9 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"github.com/mediafleet/mediafleet/mediaserver/client"
 	"github.com/mediafleet/mediafleet/mediaserver/statusapi"
@@ -446,14 +448,14 @@ func serverFootprint(admins []string, token string, sum *Summary, idleGoroutines
 			fmt.Fprintf(os.Stderr, "[mediaload] %v\n", err)
 		}
 		if resp, err := c.Get(admin + "/metrics"); err == nil {
-			sc := bufio.NewScanner(resp.Body)
-			for sc.Scan() {
-				if v, ok := strings.CutPrefix(sc.Text(), "media_memory_usage_bytes "); ok {
-					h, _ := strconv.ParseFloat(v, 64)
-					sum.ServerHeapBytes += h
-				}
-			}
+			parser := expfmt.NewTextParser(model.UTF8Validation)
+			fams, err := parser.TextToMetricFamilies(resp.Body)
 			resp.Body.Close()
+			if f := fams["media_memory_usage_bytes"]; err == nil && f != nil && len(f.GetMetric()) == 1 {
+				sum.ServerHeapBytes += f.GetMetric()[0].GetGauge().GetValue()
+			} else if err != nil {
+				fmt.Fprintf(os.Stderr, "[mediaload] %s/metrics: %v\n", admin, err)
+			}
 		}
 	}
 	if sum.ServerSessions > 0 && idleGoroutines > 0 {

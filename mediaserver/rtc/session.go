@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pion/ice/v4"
 	"github.com/pion/rtcp"
 	"github.com/pion/webrtc/v4"
 )
@@ -253,12 +254,18 @@ func (s *Session) AddCandidate(c webrtc.ICECandidateInit) error {
 	if s.closed.Load() {
 		return ErrClosed
 	}
-	if !strings.HasPrefix(strings.TrimPrefix(c.Candidate, "a="), "candidate:") && c.Candidate != "" {
+	if c.Candidate == "" { // end of candidates
+		return nil
+	}
+	raw := strings.TrimPrefix(c.Candidate, "a=")
+	if !strings.HasPrefix(raw, "candidate:") {
 		s.engine.metrics.ICECandidatesAdded.WithLabelValues("invalid").Inc()
 		return fmt.Errorf("%w: %q does not start with \"candidate:\"", ErrBadCandidate, truncate(c.Candidate, 64))
 	}
-	if c.Candidate == "" { // end of candidates
-		return nil
+	// pion's own parser decides what a candidate is, before it counts.
+	if _, err := ice.UnmarshalCandidate(raw); err != nil {
+		s.engine.metrics.ICECandidatesAdded.WithLabelValues("invalid").Inc()
+		return fmt.Errorf("%w: %q: %v", ErrBadCandidate, truncate(c.Candidate, 64), err)
 	}
 	if n := s.candidates.Add(1); int(n) > s.engine.cfg.MaxICECandidates {
 		s.candidates.Add(-1)

@@ -515,13 +515,22 @@ func (s *Server) patch(kind rtc.Kind) http.HandlerFunc {
 	}
 }
 
+// remoteUfrag is the ICE username fragment of the session's remote
+// description (session level, or the first media section's).
 func remoteUfrag(sess *rtc.Session) string {
 	rd := sess.PeerConnection().RemoteDescription()
 	if rd == nil {
 		return ""
 	}
-	for _, line := range strings.Split(rd.SDP, "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "a=ice-ufrag:"); ok {
+	d, err := rd.Unmarshal()
+	if err != nil {
+		return ""
+	}
+	if v, ok := d.Attribute("ice-ufrag"); ok {
+		return v
+	}
+	for _, m := range d.MediaDescriptions {
+		if v, ok := m.Attribute("ice-ufrag"); ok {
 			return v
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/pion/webrtc/v4"
+	"go.uber.org/goleak"
 
 	"github.com/mediafleet/mediafleet/mediaserver/client"
 	"github.com/mediafleet/mediafleet/mediaserver/config"
@@ -141,11 +142,18 @@ func TestForwardedSetupsAreWhole(t *testing.T) {
 // nothing published (404), but a feed that ends while a viewer's answer is
 // being made must never turn into a 500 ("Sender Track has been removed
 // or replaced to nil").
+//
+// One goroutine is not ours to fix: pion/srtp v3.1.3 leaks a session's read
+// goroutine when a packet of a new SSRC arrives just as the PeerConnection
+// closes (decrypt blocks sending the new stream to an acceptor pion/webrtc
+// has already stopped). The churn here (a publisher that sends at once and
+// leaves 50 ms later, 3,000 times) hits it in about one run in three; it is
+// ignored by name, and everything else must end.
 func TestWHEPChurnWhileRepublishing(t *testing.T) {
 	if testing.Short() {
 		t.Skip("thousands of real session setups")
 	}
-	leakCheckFirst(t)
+	leakCheckFirst(t, goleak.IgnoreTopFunction("github.com/pion/srtp/v3.(*SessionSRTP).decrypt"))
 	s := testServer(t, func(c *config.Config) { c.MaxSessions = 200 })
 	opts := clientOpts(t)
 	ctx := ctxT(t, 3*time.Minute)

@@ -50,14 +50,14 @@ func testServer(t *testing.T, mut func(*config.Config)) *Server {
 
 // leakCheckFirst verifies that no goroutine outlives the test. Call it
 // first: its cleanup then runs last, after the servers and clients close.
-func leakCheckFirst(t *testing.T) {
+func leakCheckFirst(t *testing.T, ignore ...goleak.Option) {
 	t.Helper()
-	opt := goleak.IgnoreCurrent()
+	opts := append([]goleak.Option{goleak.IgnoreCurrent()}, ignore...)
 	t.Cleanup(func() {
 		http.DefaultClient.CloseIdleConnections()
 		var err error
 		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); {
-			if err = goleak.Find(opt); err == nil {
+			if err = goleak.Find(opts...); err == nil {
 				return
 			}
 		}

@@ -157,8 +157,7 @@ func (f *Feed) forward(m *metrics.Metrics, remote *webrtc.TrackRemote) {
 		windowStart          = time.Now()
 		frames, winBytes     uint64
 		received, lost       uint64
-		lastSeq              uint16
-		haveSeq              bool
+		seqs                 seqTracker
 		pendingPkts, pendBts uint64
 	)
 	video := f.Kind == webrtc.RTPCodecTypeVideo
@@ -180,14 +179,7 @@ func (f *Feed) forward(m *metrics.Metrics, remote *webrtc.TrackRemote) {
 		pendBts += uint64(len(pkt.Payload))
 		received++
 		winBytes += uint64(n)
-		if haveSeq {
-			if gap := pkt.SequenceNumber - lastSeq; gap > 1 && gap < 1000 {
-				lost += uint64(gap - 1)
-			}
-		}
-		if !haveSeq || int16(pkt.SequenceNumber-lastSeq) > 0 {
-			lastSeq, haveSeq = pkt.SequenceNumber, true
-		}
+		lost += seqs.add(pkt.SequenceNumber)
 		if video && pkt.Marker {
 			frames++
 		}
@@ -217,16 +209,55 @@ func (e *Engine) observeReports(reports []rtcp.ReceptionReport, clockRate uint32
 	}
 	for _, rr := range reports {
 		e.metrics.PacketLoss.Observe(float64(rr.FractionLost) / 256)
-		// Jitter is in RTP timestamp units; 90 kHz video is the common case.
-		e.metrics.Jitter.Observe(float64(rr.Jitter) * 1000 / float64(clockRate)) // RTP units to ms
-		if rr.LastSenderReport != 0 {
-			now := ntpMiddle(time.Now())
-			rtt := now - rr.LastSenderReport - rr.Delay
-			if ms := float64(rtt) / 65.536; ms >= 0 && ms < 60000 {
-				e.metrics.RTT.Observe(ms)
-			}
+		e.metrics.Jitter.Observe(jitterMillis(rr.Jitter, clockRate))
+		if ms, ok := rttMillis(ntpMiddle(time.Now()), rr.LastSenderReport, rr.Delay); ok {
+			e.metrics.RTT.Observe(ms)
 		}
 	}
+}
+
+// seqTracker counts packets missing from a stream of RTP sequence numbers:
+// a forward gap counts its missing numbers, a late (reordered) packet
+// counts nothing, and a jump of 1,000 or more is a restart, not loss.
+type seqTracker struct {
+	last uint16
+	have bool
+}
+
+// add takes the next packet's sequence number and returns how many the
+// gap before it lost.
+func (t *seqTracker) add(seq uint16) uint64 {
+	var lost uint64
+	if t.have {
+		if gap := seq - t.last; gap > 1 && gap < 1000 {
+			lost = uint64(gap - 1)
+		}
+	}
+	if !t.have || int16(seq-t.last) > 0 {
+		t.last, t.have = seq, true
+	}
+	return lost
+}
+
+// jitterMillis converts a receiver report's interarrival jitter (in RTP
+// timestamp units) to milliseconds.
+func jitterMillis(jitter, clockRate uint32) float64 {
+	if clockRate == 0 {
+		clockRate = 90000
+	}
+	return float64(jitter) * 1000 / float64(clockRate)
+}
+
+// rttMillis is the round-trip time of RFC 3550 section 6.4.1: now minus the
+// last sender report (LSR) minus the delay since it (DLSR), all in the
+// middle 32 bits of NTP time (1/65536 s). False when there was no sender
+// report yet or the result makes no sense (negative, or a minute and more).
+func rttMillis(nowMiddle, lsr, dlsr uint32) (float64, bool) {
+	if lsr == 0 {
+		return 0, false
+	}
+	ms := float64(int32(nowMiddle-lsr-dlsr)) / 65.536
+	return ms, ms >= 0 && ms < 60000
 }
 
 // ntpMiddle is the middle 32 bits of the NTP timestamp of t.

@@ -496,3 +496,27 @@ func TestDesiredNetworkPolicy(t *testing.T) {
 		t.Errorf("explicit metricsFrom still carries the default peer: %s", raw)
 	}
 }
+
+func TestSameStatusAtRest(t *testing.T) {
+	base := mediav1alpha1.MediaServiceStatus{ReadyReplicas: 2, Pods: []mediav1alpha1.PodStatus{
+		{Name: "a", Reachable: true, Sessions: 3, Goroutines: 120}, {Name: "b", Reachable: true, Goroutines: 80}}}
+	moved := *base.DeepCopy()
+	moved.Pods[0].Goroutines, moved.Pods[1].Goroutines = 131, 77
+	if !sameStatusAtRest(&base, &moved) {
+		t.Error("goroutine counts alone made a write")
+	}
+	for name, mut := range map[string]func(*mediav1alpha1.MediaServiceStatus){
+		"sessions":  func(s *mediav1alpha1.MediaServiceStatus) { s.Pods[0].Sessions = 4 },
+		"readiness": func(s *mediav1alpha1.MediaServiceStatus) { s.ReadyReplicas = 1 },
+		"a new pod": func(s *mediav1alpha1.MediaServiceStatus) { s.Pods = append(s.Pods, mediav1alpha1.PodStatus{Name: "c"}) },
+	} {
+		changed := *moved.DeepCopy()
+		mut(&changed)
+		if sameStatusAtRest(&base, &changed) {
+			t.Errorf("a change of %s was not written", name)
+		}
+	}
+	if base.Pods[0].Goroutines != 120 {
+		t.Error("the comparison changed its input")
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -51,6 +52,9 @@ type Observer struct {
 
 	mu   sync.RWMutex
 	pods map[types.NamespacedName]Observation
+	// passes counts completed observation passes (tests prove a steady
+	// window saw some).
+	passes atomic.Int64
 
 	membership membershipState
 }
@@ -99,6 +103,9 @@ func (o *Observer) Start(ctx context.Context) error {
 		}
 	}
 }
+
+// Passes is how many observation passes have completed.
+func (o *Observer) Passes() int64 { return o.passes.Load() }
 
 // NeedLeaderElection: only the leader acts on what it observes.
 func (o *Observer) NeedLeaderElection() bool { return true }
@@ -161,6 +168,7 @@ func (o *Observer) ObserveOnce(ctx context.Context) {
 	}
 	o.mu.Unlock()
 	o.deliverMembership(ctx, pods.Items)
+	o.passes.Add(1)
 	for ms := range changed {
 		obj := &mediav1alpha1.MediaService{}
 		obj.Namespace, obj.Name = ms.Namespace, ms.Name

@@ -93,7 +93,9 @@ func BenchmarkObserveFleet(b *testing.B) {
 	if assets == "" {
 		b.Skip("KUBEBUILDER_ASSETS unset: run through make bench-operator")
 	}
-	const services, podsPer, procs = 10, 100, 4
+	// One mediaserver process per MediaService: the pods of one fleet share
+	// its member list, as real pods each holding the same list would.
+	const services, podsPer, procs = 10, 100, 10
 	window := 60 * time.Second
 	if w := os.Getenv("OBSERVE_WINDOW"); w != "" {
 		window, _ = time.ParseDuration(w)
@@ -144,7 +146,7 @@ func BenchmarkObserveFleet(b *testing.B) {
 					"app.kubernetes.io/name": "mediaserver", "app.kubernetes.io/instance": ms.Name, "app.kubernetes.io/managed-by": "mediafleet",
 					"app.kubernetes.io/component": "media", controllers.LabelMediaService: ms.Name}},
 				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "mediaserver", Image: "x",
-					Ports: []corev1.ContainerPort{{Name: "admin", ContainerPort: int32(admins[(s*podsPer+p)%procs]), Protocol: corev1.ProtocolTCP}}}}},
+					Ports: []corev1.ContainerPort{{Name: "admin", ContainerPort: int32(admins[s%procs]), Protocol: corev1.ProtocolTCP}}}}},
 			}
 			if err := k8s.Create(ctx, pod); err != nil {
 				b.Fatal(err)

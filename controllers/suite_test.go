@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -70,7 +71,8 @@ func runMain(m *testing.M) int {
 	flag.Parse()
 	assets := os.Getenv("KUBEBUILDER_ASSETS")
 	if assets == "" {
-		if p, _ := filepath.Abs("../bin/controlplane/v1.37.2"); fileExists(filepath.Join(p, "kube-apiserver")) {
+		if out, err := exec.Command("../hack/controlplane.sh", "--dir").Output(); err == nil && fileExists(filepath.Join(strings.TrimSpace(string(out)), "kube-apiserver")) {
+			p := strings.TrimSpace(string(out))
 			assets = p
 			os.Setenv("KUBEBUILDER_ASSETS", p)
 		}

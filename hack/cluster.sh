@@ -600,7 +600,7 @@ up() {
 	log "cluster up in $((SECONDS - start))s; export KUBECONFIG=$KUBECONFIG_FILE"
 }
 
-BIN="$ROOT/bin/controlplane/v1.37.2"
+BIN="$("$ROOT/hack/controlplane.sh" --dir)"
 case "${1:-}" in
 up) up ;;
 down) down ;;

@@ -6,12 +6,21 @@
 #
 #   hack/controlplane.sh                 # kube-apiserver + etcd (envtest)
 #   hack/controlplane.sh kubelet ...     # extra components for a local cluster
+#   hack/controlplane.sh --dir           # only print the directory (no build)
+#
+# The versions are the ones the helper modules require (hack/controlplane/
+# kube/go.mod, hack/controlplane/etcd/go.mod): the one place to change them.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-KUBE_VERSION="v1.37.2"
-ETCD_VERSION="v3.7.3"
+required() { awk -v m="$2" '$1 == "require" && $2 == m { print $3 } $1 == m { print $2 }' "$1" | head -1; }
+KUBE_VERSION="$(required "$ROOT/hack/controlplane/kube/go.mod" k8s.io/kubernetes)"
+ETCD_VERSION="$(required "$ROOT/hack/controlplane/etcd/go.mod" go.etcd.io/etcd/server/v3)"
 OUT="${CONTROLPLANE_DIR:-$ROOT/bin/controlplane/$KUBE_VERSION}"
+if [[ "${1:-}" == "--dir" ]]; then
+	echo "$OUT"
+	exit 0
+fi
 mkdir -p "$OUT"
 
 components=(kube-apiserver kube-controller-manager "$@")
@@ -39,7 +48,9 @@ build_with_progress() {
 	log "built $name in $((SECONDS - start))s"
 }
 
-kube_ldflags="-X k8s.io/component-base/version.gitVersion=$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37"
+kube_minor="${KUBE_VERSION#v1.}"
+kube_minor="${kube_minor%%.*}"
+kube_ldflags="-X k8s.io/component-base/version.gitVersion=$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$kube_minor"
 for c in "${components[@]}"; do
 	if [[ -x "$OUT/$c" ]]; then
 		log "$c $KUBE_VERSION cached"

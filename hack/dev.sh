@@ -127,7 +127,7 @@ cat <<MSG
 
 mediafleet runs in a local cluster (node 198.18.0.1, all addresses on interfaces it created).
 
-  export KUBECONFIG=$KUBECONFIG PATH=$(dirname "$KUBECTL"):\$PATH   # kubectl v1.37.2 built here
+  export KUBECONFIG=$KUBECONFIG PATH=$(dirname "$KUBECTL"):\$PATH   # the kubectl built here
   kubectl get msvc                        # sessions and capacity of each MediaService
   kubectl describe msvc demo              # conditions and Events
   kubectl scale msvc demo --replicas 3

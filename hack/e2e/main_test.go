@@ -7,7 +7,7 @@
 // created). Run it with `make test-e2e`.
 //
 // Environment: KUBECONFIG (default bin/dev/kubeconfig), KUBECTL (default
-// the v1.37.2 kubectl under bin/controlplane), E2E_INTERFACES (where the
+// the kubectl hack/controlplane.sh built), E2E_INTERFACES (where the
 // clients gather ICE candidates, default mfdev0,mfbr0).
 package e2e
 
@@ -69,7 +69,15 @@ var (
 func TestMain(m *testing.M) {
 	root, _ := filepath.Abs("../..")
 	kubeconfig = envOr("KUBECONFIG", filepath.Join(root, "bin/dev/kubeconfig"))
-	kubectlBin = envOr("KUBECTL", filepath.Join(root, "bin/controlplane/v1.37.2/kubectl"))
+	kubectlBin = os.Getenv("KUBECTL")
+	if kubectlBin == "" {
+		dir, err := exec.Command(filepath.Join(root, "hack/controlplane.sh"), "--dir").Output()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "e2e: hack/controlplane.sh --dir: %v\n", err)
+			os.Exit(1)
+		}
+		kubectlBin = filepath.Join(strings.TrimSpace(string(dir)), "kubectl")
+	}
 	if err := setup(strings.Split(envOr("E2E_INTERFACES", "mfdev0,mfbr0"), ",")); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: %v\n(start the cluster with `make dev`, or run `make test-e2e`)\n", err)
 		os.Exit(1)

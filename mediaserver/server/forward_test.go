@@ -178,28 +178,7 @@ func TestWHEPChurnWhileRepublishing(t *testing.T) {
 			_ = pub.Close()
 		}
 	}()
-	offer := func() string { // a WHEP viewer's offer: receive audio and video
-		pc, err := opts.API.NewPeerConnection(webrtc.Configuration{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer pc.Close()
-		for _, k := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeAudio, webrtc.RTPCodecTypeVideo} {
-			if _, err := pc.AddTransceiverFromKind(k, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
-				t.Fatal(err)
-			}
-		}
-		o, err := pc.CreateOffer(nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		done := webrtc.GatheringCompletePromise(pc)
-		if err := pc.SetLocalDescription(o); err != nil {
-			t.Fatal(err)
-		}
-		<-done
-		return pc.LocalDescription().SDP
-	}()
+	offer := pionOfferOf(t, webrtc.RTPTransceiverDirectionRecvonly) // a WHEP viewer's
 	const total, clients = 3000, 6
 	var next, created, notPublished atomic.Int32
 	var mu sync.Mutex

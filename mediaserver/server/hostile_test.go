@@ -135,9 +135,15 @@ func TestTURNCredentialsNeedTheToken(t *testing.T) {
 	}
 }
 
-// pionOffer is a real offer from a pion client with loopback candidates
-// (gathering complete), closed afterwards.
+// pionOffer is a real offer from a pion client sending audio and video,
+// with loopback candidates (gathering complete), closed afterwards.
 func pionOffer(t *testing.T) string {
+	return pionOfferOf(t, webrtc.RTPTransceiverDirectionSendonly)
+}
+
+// pionOfferOf is a real offer of a client whose audio and video go in the
+// given direction.
+func pionOfferOf(t *testing.T, dir webrtc.RTPTransceiverDirection) string {
 	t.Helper()
 	pc, err := clientOpts(t).API.NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
@@ -145,7 +151,7 @@ func pionOffer(t *testing.T) string {
 	}
 	defer pc.Close()
 	for _, k := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeAudio, webrtc.RTPCodecTypeVideo} {
-		if _, err := pc.AddTransceiverFromKind(k, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly}); err != nil {
+		if _, err := pc.AddTransceiverFromKind(k, webrtc.RTPTransceiverInit{Direction: dir}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -3,7 +3,6 @@ package web_test
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -41,17 +40,7 @@ func chromiumPath(t *testing.T) string {
 
 func startServer(t *testing.T) *server.Server {
 	t.Helper()
-	cfg := config.Loopback()
-	cfg.DrainTimeout = time.Second
-	s, err := server.New(cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Close)
-	return s
+	return startServerWith(t, func(*config.Config) {})
 }
 
 // browser starts one headless Chromium; tabs are contexts derived from it.

@@ -98,16 +98,16 @@ func (r *MediaServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		if monitoringCond != nil {
 			meta.SetStatusCondition(&ms.Status.Conditions, *monitoringCond)
 		}
-		notServing, err := r.writeStatus(ctx, ms, before, pods, reports, retErr)
+		undelivered, err := r.writeStatus(ctx, ms, before, pods, reports, retErr)
 		if err != nil {
 			logger.Error(err, "write status")
 			if retErr == nil {
 				retErr = err
 			}
 		}
-		if notServing && retErr == nil {
-			// EndpointSlice changes arrive by watch; an undelivered member
-			// list is retried here.
+		if undelivered && retErr == nil {
+			// EndpointSlice and pod changes arrive by watch; an undelivered
+			// member list is retried here.
 			result = requeueSooner(result, servingRetry)
 		}
 	}()
@@ -237,10 +237,10 @@ func (r *MediaServiceReconciler) deleteOwned(ctx context.Context, ms *mediav1alp
 }
 
 // writeStatus computes status from the cached Deployment and the pods this
-// reconcile listed, and writes it only when it changed. notServing: ready
-// pods cannot all take sessions yet (look again soon).
+// reconcile listed, and writes it only when it changed. undelivered: a
+// ready pod does not hold its member list yet (try again soon).
 func (r *MediaServiceReconciler) writeStatus(ctx context.Context, ms *mediav1alpha1.MediaService, before *mediav1alpha1.MediaServiceStatus,
-	pods []corev1.Pod, reports []podReport, reconcileErr error) (notServing bool, err error) {
+	pods []corev1.Pod, reports []podReport, reconcileErr error) (undelivered bool, err error) {
 	dep := &appsv1.Deployment{}
 	if err := r.Get(ctx, types.NamespacedName{Namespace: ms.Namespace, Name: deploymentName(ms)}, dep); err != nil {
 		if !apierrors.IsNotFound(err) {
@@ -248,7 +248,7 @@ func (r *MediaServiceReconciler) writeStatus(ctx context.Context, ms *mediav1alp
 		}
 		dep = nil
 	}
-	gaps, err := r.servingGaps(ctx, ms, dep, pods)
+	gaps, undelivered, err := r.servingGaps(ctx, ms, dep, pods)
 	if err != nil {
 		return false, err
 	}
@@ -257,7 +257,7 @@ func (r *MediaServiceReconciler) writeStatus(ctx context.Context, ms *mediav1alp
 		computeFleetStatus(ms, reports)
 	}
 	if sameStatusAtRest(before, &ms.Status) {
-		return len(gaps) > 0, nil
+		return undelivered, nil
 	}
 	r.recordTransitions(ms, before)
 	r.recordLeakTransitions(ms, before.LeakingPods)
@@ -268,7 +268,7 @@ func (r *MediaServiceReconciler) writeStatus(ctx context.Context, ms *mediav1alp
 		}
 		return false, fmt.Errorf("patch status: %w", err)
 	}
-	return len(gaps) > 0, nil
+	return undelivered, nil
 }
 
 // sameStatusAtRest says whether a status write would change nothing but

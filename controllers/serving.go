@@ -19,8 +19,8 @@ import (
 // ReasonNotServingYet: pods are ready but clients could still be refused.
 const ReasonNotServingYet = "NotServingYet"
 
-// servingRetry is how soon a reconcile looks again at pods that are ready
-// but not serving yet.
+// servingRetry is how soon a reconcile tries again to deliver a member list
+// to a ready pod that does not hold it.
 const servingRetry = time.Second
 
 // servingGaps names, for each ready media pod, what still stops it from
@@ -30,24 +30,27 @@ const servingRetry = time.Second
 // other pods do. It also notices when the Deployment counts more ready pods
 // than the cache shows (the pod watch is behind): those are not judged yet.
 // Empty means every ready pod serves.
-func (r *MediaServiceReconciler) servingGaps(ctx context.Context, ms *mediav1alpha1.MediaService, dep *appsv1.Deployment, pods []corev1.Pod) ([]string, error) {
+//
+// undelivered says a member list could not be delivered: the only gap no
+// watch event closes (EndpointSlice and pod changes come by watch), so the
+// only one worth a timed retry.
+func (r *MediaServiceReconciler) servingGaps(ctx context.Context, ms *mediav1alpha1.MediaService, dep *appsv1.Deployment, pods []corev1.Pod) (gaps []string, undelivered bool, err error) {
 	var ready []*corev1.Pod
 	for i := range pods {
 		if p := &pods[i]; podReady(p) && p.DeletionTimestamp == nil {
 			ready = append(ready, p)
 		}
 	}
-	var gaps []string
 	if dep != nil && len(pods) > 0 && int(dep.Status.ReadyReplicas) > len(ready) {
 		gaps = append(gaps, fmt.Sprintf("the Deployment counts %d ready pods, %d seen ready so far", dep.Status.ReadyReplicas, len(ready)))
 	}
 	if len(ready) == 0 {
-		return gaps, nil
+		return gaps, false, nil
 	}
 	slices := &discoveryv1.EndpointSliceList{}
 	if err := r.List(ctx, slices, client.InNamespace(ms.Namespace),
 		client.MatchingLabels{discoveryv1.LabelServiceName: signalingServiceName(ms)}); err != nil {
-		return nil, fmt.Errorf("list endpointslices: %w", err)
+		return nil, false, fmt.Errorf("list endpointslices: %w", err)
 	}
 	inEndpoints := readyEndpointPods(slices.Items)
 	for _, p := range ready {
@@ -57,13 +60,14 @@ func (r *MediaServiceReconciler) servingGaps(ctx context.Context, ms *mediav1alp
 		}
 		if r.Observer != nil && !r.Observer.HoldsCurrentMembership(types.NamespacedName{Namespace: ms.Namespace, Name: ms.Name}, p.Name) {
 			missing = append(missing, "member list not delivered yet")
+			undelivered = true
 		}
 		if len(missing) > 0 {
 			gaps = append(gaps, "pod "+p.Name+": "+strings.Join(missing, ", "))
 		}
 	}
 	sort.Strings(gaps)
-	return gaps, nil
+	return gaps, undelivered, nil
 }
 
 // readyEndpointPods are the pods listed as ready endpoints (a nil ready

@@ -7,14 +7,9 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -29,49 +24,17 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	mediav1alpha1 "github.com/mediafleet/mediafleet/api/v1alpha1"
+	"github.com/mediafleet/mediafleet/hack/mediaproc"
 	"github.com/mediafleet/mediafleet/mediaserver/statusapi"
 )
 
 // Real mediaserver processes stand behind Pod objects: each test pod's
 // status points at 127.0.0.1 and its "admin" container port at a process.
 
-var (
-	msBuild    sync.Once
-	msBin      string
-	msBuildErr error
-)
+func freeTCPPort(t *testing.T) int { return mediaproc.FreePort(t) }
 
-// mediaserverBinary builds cmd/mediaserver with the faultinject tag once.
-func mediaserverBinary(t *testing.T) string {
-	t.Helper()
-	msBuild.Do(func() {
-		dir, err := os.MkdirTemp("", "mediaserver-envtest")
-		if err != nil {
-			msBuildErr = err
-			return
-		}
-		msBin = filepath.Join(dir, "mediaserver")
-		out, err := exec.Command("go", "build", "-tags", "faultinject", "-o", msBin, "../cmd/mediaserver").CombinedOutput()
-		if err != nil {
-			msBuildErr = fmt.Errorf("build mediaserver: %v\n%s", err, out)
-		}
-	})
-	if msBuildErr != nil {
-		t.Fatal(msBuildErr)
-	}
-	return msBin
-}
-
-func freeTCPPort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
+// mediaProc is a real mediaserver process (built with the faultinject tag)
+// standing behind a Pod object.
 type mediaProc struct {
 	port, admin int
 	token       string // ADMIN_TOKEN, "" for an unauthenticated (loopback) admin port
@@ -107,26 +70,9 @@ func startMediaserver(t *testing.T) mediaProc { return startMediaserverWithToken
 // configures its pods.
 func startMediaserverWithToken(t *testing.T, token string) mediaProc {
 	t.Helper()
-	m := mediaProc{port: freeTCPPort(t), admin: freeTCPPort(t), token: token}
-	cmd := exec.Command(mediaserverBinary(t), "-listen-host=127.0.0.1", "-ice-loopback", "-ice-interfaces=lo")
-	cmd.Env = append(os.Environ(), "PORT="+strconv.Itoa(m.port), "ADMIN_PORT="+strconv.Itoa(m.admin), "ADMIN_TOKEN="+token,
-		"SAMPLE_INTERVAL=200ms", "LEAK_BASELINE_WINDOW=1s", "LOG_LEVEL=warn", "DRAIN_TIMEOUT=1s", "MAX_SESSIONS=50")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _, _ = cmd.Process.Wait() })
-	eventually(t, 30*time.Second, "mediaserver ready", func() error {
-		resp, err := http.Get(m.adminURL("/readyz"))
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			return fmt.Errorf("readyz %d", resp.StatusCode)
-		}
-		return nil
-	})
-	return m
+	p := mediaproc.Start(t, mediaproc.Binary(t, mediaproc.Build{Tags: []string{"faultinject"}}), mediaproc.Options{Token: token,
+		Env: []string{"SAMPLE_INTERVAL=200ms", "LEAK_BASELINE_WINDOW=1s", "LOG_LEVEL=warn", "DRAIN_TIMEOUT=1s", "MAX_SESSIONS=50"}})
+	return mediaProc{port: p.Port, admin: p.AdminPort, token: token}
 }
 
 // mediaPod creates a Pod of ms whose status points at a local process.

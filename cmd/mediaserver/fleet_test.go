@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mediafleet/mediafleet/hack/mediaproc"
 	"github.com/mediafleet/mediafleet/mediaserver/client"
 	"github.com/mediafleet/mediafleet/mediaserver/fleet"
 	"github.com/mediafleet/mediafleet/mediaserver/signal"
@@ -18,7 +19,7 @@ import (
 
 type member struct {
 	name string
-	p    *proc
+	p    *mediaproc.Proc
 }
 
 // fleetToken is the admin token the three pods share, as the operator's
@@ -28,7 +29,7 @@ const fleetToken = "test-fleet-admin-token-0123456789abcdef"
 func (m member) status(t *testing.T) statusapi.Report {
 	t.Helper()
 	c := statusapi.Client{Token: fleetToken}
-	r, err := c.Report(context.Background(), m.p.admin)
+	r, err := c.Report(context.Background(), m.p.AdminURL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,12 +45,12 @@ func threePods(t *testing.T) ([]member, statusapi.Membership) {
 	for _, name := range []string{"pod-a", "pod-b", "pod-c"} {
 		p := start(t, "POD_NAME="+name, "ADMIN_TOKEN="+fleetToken)
 		ms = append(ms, member{name, p})
-		list.Members = append(list.Members, statusapi.Member{Name: name, Address: strings.TrimPrefix(p.base, "http://"),
-			AdminAddress: strings.TrimPrefix(p.admin, "http://"), Ready: true})
+		list.Members = append(list.Members, statusapi.Member{Name: name, Address: strings.TrimPrefix(p.URL, "http://"),
+			AdminAddress: strings.TrimPrefix(p.AdminURL, "http://"), Ready: true})
 	}
 	c := statusapi.Client{Token: fleetToken}
 	for _, m := range ms {
-		if err := c.PutMembership(context.Background(), m.p.admin, list); err != nil {
+		if err := c.PutMembership(context.Background(), m.p.AdminURL, list); err != nil {
 			t.Fatalf("deliver membership to %s: %v", m.name, err)
 		}
 	}
@@ -84,7 +85,7 @@ func TestFleetRoomMeetsOnItsOwner(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 
-	pub, err := client.Publish(ctx, a.p.base, room, opts)
+	pub, err := client.Publish(ctx, a.p.URL, room, opts)
 	if err != nil {
 		t.Fatalf("publish through pod A: %v", err)
 	}
@@ -93,7 +94,7 @@ func TestFleetRoomMeetsOnItsOwner(t *testing.T) {
 		t.Fatal(err)
 	}
 	pub.SendRTP(200, 500)
-	view, err := client.Play(ctx, b.p.base, room, opts)
+	view, err := client.Play(ctx, b.p.URL, room, opts)
 	if err != nil {
 		t.Fatalf("play through pod B: %v", err)
 	}
@@ -118,7 +119,7 @@ func TestFleetRoomMeetsOnItsOwner(t *testing.T) {
 		t.Errorf("PATCH through the publisher's URL: %d %s %v", code, body, err)
 	}
 	// DELETE through pod B's URL for the resource created through pod A.
-	res := strings.Replace(pub.Resource, a.p.base, b.p.base, 1)
+	res := strings.Replace(pub.Resource, a.p.URL, b.p.URL, 1)
 	req, _ := http.NewRequest("DELETE", res, nil)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil || resp.StatusCode != http.StatusOK {
@@ -131,7 +132,7 @@ func TestFleetRoomMeetsOnItsOwner(t *testing.T) {
 	wsRoom := roomOwnedBy(list, b.name, "party-")
 	var parts []*client.Participant
 	for _, m := range pods {
-		p, err := client.Join(ctx, "ws"+strings.TrimPrefix(m.p.base, "http")+"/ws", wsRoom, true, opts)
+		p, err := client.Join(ctx, "ws"+strings.TrimPrefix(m.p.URL, "http")+"/ws", wsRoom, true, opts)
 		if err != nil {
 			t.Fatalf("join through %s: %v", m.name, err)
 		}
@@ -161,7 +162,7 @@ func TestFleetRoomMeetsOnItsOwner(t *testing.T) {
 	before, beforeB := a.status(t).Sessions.Active, b.status(t).Sessions.Active
 	forged := opts
 	forged.Header = http.Header{statusapi.ForwardedByHeader: {"pod-x"}, statusapi.PodTokenHeader: {"guess"}}
-	f, err := client.Publish(ctx, a.p.base, roomOwnedBy(list, b.name, "forged-"), forged)
+	f, err := client.Publish(ctx, a.p.URL, roomOwnedBy(list, b.name, "forged-"), forged)
 	if err != nil {
 		t.Fatalf("publish with a forged forwarding header: %v", err)
 	}
@@ -173,7 +174,7 @@ func TestFleetRoomMeetsOnItsOwner(t *testing.T) {
 	// again (no loop can form): pod A serves it even though B owns the room.
 	loopOpts := opts
 	loopOpts.Header = http.Header{statusapi.ForwardedByHeader: {"pod-x"}, statusapi.PodTokenHeader: {fleetToken}}
-	guarded, err := client.Publish(ctx, a.p.base, roomOwnedBy(list, b.name, "loop-"), loopOpts)
+	guarded, err := client.Publish(ctx, a.p.URL, roomOwnedBy(list, b.name, "loop-"), loopOpts)
 	if err != nil {
 		t.Fatalf("forwarded-marked publish: %v", err)
 	}
@@ -184,9 +185,9 @@ func TestFleetRoomMeetsOnItsOwner(t *testing.T) {
 
 	// The owner of a room dies: pods answer 503 + Retry-After instead of
 	// opening the room elsewhere.
-	_ = c.p.cmd.Process.Kill()
-	<-c.p.exited
-	_, err = client.Publish(ctx, a.p.base, room, opts)
+	_ = c.p.Cmd.Process.Kill()
+	<-c.p.Exited()
+	_, err = client.Publish(ctx, a.p.URL, room, opts)
 	var he *client.HTTPError
 	if !errors.As(err, &he) || he.Status != http.StatusServiceUnavailable || he.RetryAfter == "" {
 		t.Fatalf("publish to a room whose owner is gone: %v, want 503 with Retry-After", err)

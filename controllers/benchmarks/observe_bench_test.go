@@ -6,13 +6,8 @@ package benchmarks
 import (
 	"context"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"runtime"
-	"strconv"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -27,6 +22,7 @@ import (
 
 	mediav1alpha1 "github.com/mediafleet/mediafleet/api/v1alpha1"
 	"github.com/mediafleet/mediafleet/controllers"
+	"github.com/mediafleet/mediafleet/hack/mediaproc"
 )
 
 // writeCounter counts the reconciler's writes.
@@ -75,17 +71,8 @@ func cpuTime() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-func freePort(b *testing.B) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // BenchmarkObserveFleet: 1,000 media pods (10 MediaServices × 100) backed by
-// 4 real mediaserver processes, observed at the default 10s interval for a
+// 10 real mediaserver processes (one per MediaService), observed at the default 10s interval for a
 // minute. Reports the operator process's CPU share of one core, its heap,
 // the cost of one observation pass and the API writes in the steady minute.
 func BenchmarkObserveFleet(b *testing.B) {
@@ -104,32 +91,10 @@ func BenchmarkObserveFleet(b *testing.B) {
 	k8s, _ := client.New(cfg, client.Options{Scheme: scheme})
 
 	// Real mediaservers.
-	bin := filepath.Join(b.TempDir(), "mediaserver")
-	if out, err := exec.Command("go", "build", "-o", bin, "../../cmd/mediaserver").CombinedOutput(); err != nil {
-		b.Fatalf("%v\n%s", err, out)
-	}
+	bin := mediaproc.Binary(b, mediaproc.Build{})
 	var admins []int
 	for i := 0; i < procs; i++ {
-		port, admin := freePort(b), freePort(b)
-		cmd := exec.Command(bin, "-listen-host=127.0.0.1", "-ice-loopback", "-ice-interfaces=lo")
-		cmd.Env = append(os.Environ(), "PORT="+strconv.Itoa(port), "ADMIN_PORT="+strconv.Itoa(admin), "LOG_LEVEL=error")
-		if err := cmd.Start(); err != nil {
-			b.Fatal(err)
-		}
-		defer func() { _ = cmd.Process.Kill(); _, _ = cmd.Process.Wait() }()
-		admins = append(admins, admin)
-	}
-	for _, a := range admins {
-		for i := 0; ; i++ {
-			if resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/healthz", a)); err == nil {
-				resp.Body.Close()
-				break
-			}
-			if i > 200 {
-				b.Fatal("mediaserver did not start")
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		admins = append(admins, mediaproc.Start(b, bin, mediaproc.Options{Env: []string{"LOG_LEVEL=error"}}).AdminPort)
 	}
 
 	ctx := context.Background()

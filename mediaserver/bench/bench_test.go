@@ -11,10 +11,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"runtime"
 	"sort"
 	"strconv"
@@ -24,6 +23,7 @@ import (
 
 	"github.com/pion/webrtc/v4"
 
+	"github.com/mediafleet/mediafleet/hack/mediaproc"
 	"github.com/mediafleet/mediafleet/mediaserver/client"
 	"github.com/mediafleet/mediafleet/mediaserver/config"
 	"github.com/mediafleet/mediafleet/mediaserver/rtc"
@@ -189,34 +189,27 @@ func heapInuse() int64 {
 // in a separate mediaserver process (so client goroutines do not count),
 // read from its /status and its heap profile after a GC.
 func BenchmarkFootprintServer(b *testing.B) {
-	bin := filepath.Join(b.TempDir(), "mediaserver")
-	if out, err := exec.Command("go", "build", "-o", bin, "../../cmd/mediaserver").CombinedOutput(); err != nil {
-		b.Fatalf("build mediaserver: %v\n%s", err, out)
-	}
+	bin := mediaproc.Binary(b, mediaproc.Build{})
 	// The operator's default is one UDP mux port; a port range gives every
-	// session its own socket (and socket reader).
-	b.Run("udp-mux", func(b *testing.B) { footprintServer(b, bin, "ICE_UDP_MUX_PORT=18500") })
+	// session its own socket (and socket reader). Both are picked free.
+	mux := freeUDPPort(b)
+	b.Run("udp-mux", func(b *testing.B) { footprintServer(b, bin, "ICE_UDP_MUX_PORT="+strconv.Itoa(mux)) })
 	b.Run("port-range", func(b *testing.B) { footprintServer(b, bin, "ICE_PORT_MIN=40000", "ICE_PORT_MAX=44999") })
 }
 
-func footprintServer(b *testing.B, bin string, iceEnv ...string) {
-	cmd := exec.Command(bin, "-listen-host=127.0.0.1", "-port=18080", "-admin-port=19090", "-ice-loopback", "-ice-interfaces=lo", "-log-level=error")
-	cmd.Env = append(append(os.Environ(), "MAX_SESSIONS=100000"), iceEnv...)
-	if err := cmd.Start(); err != nil {
+// freeUDPPort is a UDP port free on loopback now.
+func freeUDPPort(b *testing.B) int {
+	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
 		b.Fatal(err)
 	}
-	defer func() { _ = cmd.Process.Kill(); _, _ = cmd.Process.Wait() }()
-	base, admin := "http://127.0.0.1:18080", "http://127.0.0.1:19090"
-	for i := 0; ; i++ {
-		if resp, err := http.Get(admin + "/healthz"); err == nil {
-			resp.Body.Close()
-			break
-		}
-		if i > 100 {
-			b.Fatal("mediaserver did not start")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).Port
+}
+
+func footprintServer(b *testing.B, bin string, iceEnv ...string) {
+	p := mediaproc.Start(b, bin, mediaproc.Options{Env: append([]string{"MAX_SESSIONS=100000", "LOG_LEVEL=error"}, iceEnv...)})
+	base, admin := p.URL, p.AdminURL
 	g0, h0 := remoteFootprint(b, admin)
 	api, _ := client.NewAPI()
 	opts := client.Options{API: api}

@@ -12,6 +12,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
@@ -38,7 +39,12 @@ var errForeignSecret = errors.New("not controlled by this MediaService")
 // exists with a usable token. The token is random and made once: it is
 // created, never applied (an apply would need the value in every
 // reconcile), and never logged.
-func (r *MediaServiceReconciler) reconcileAdminToken(ctx context.Context, ms *mediav1alpha1.MediaService) error {
+func (r *MediaServiceReconciler) reconcileAdminToken(ctx context.Context, sc *scope) (ctrl.Result, error) {
+	return result(r.ensureAdminToken(ctx, sc))
+}
+
+func (r *MediaServiceReconciler) ensureAdminToken(ctx context.Context, sc *scope) error {
+	ms := sc.ms
 	sec := &corev1.Secret{}
 	err := r.Get(ctx, types.NamespacedName{Namespace: ms.Namespace, Name: adminTokenSecretName(ms)}, sec)
 	switch {
@@ -63,7 +69,7 @@ func (r *MediaServiceReconciler) reconcileAdminToken(ctx context.Context, ms *me
 			}
 			return fmt.Errorf("create admin token Secret %s: %w", sec.Name, err)
 		}
-		recordApplied(ctx, r, ms, false, "Secret", sec.Name)
+		sc.applied.record(false, "Secret", sec.Name)
 		return nil
 	case err != nil:
 		return fmt.Errorf("get admin token Secret: %w", err)
@@ -86,7 +92,7 @@ func (r *MediaServiceReconciler) reconcileAdminToken(ctx context.Context, ms *me
 	if err := r.Update(ctx, sec, client.FieldOwner(FieldOwner)); err != nil {
 		return fmt.Errorf("renew admin token Secret %s: %w", sec.Name, err)
 	}
-	recordApplied(ctx, r, ms, true, "Secret", sec.Name)
+	sc.applied.record(true, "Secret", sec.Name)
 	return nil
 }
 

@@ -41,7 +41,7 @@ type namedApply interface {
 // our managed fields (instead of comparing whole objects) ignores what other
 // managers and the API server's defaulting own, and still notices drift: a
 // field someone else overwrote leaves our field set, so it differs.
-func applyChild[T client.Object](ctx context.Context, r *MediaServiceReconciler, ms *mediav1alpha1.MediaService,
+func applyChild[T client.Object](ctx context.Context, r *MediaServiceReconciler, sc *scope,
 	kind string, existing T, desired namedApply, extract func(T) (runtime.ApplyConfiguration, error)) error {
 	key := types.NamespacedName{Namespace: *desired.GetNamespace(), Name: *desired.GetName()}
 	found := true
@@ -72,7 +72,7 @@ func applyChild[T client.Object](ctx context.Context, r *MediaServiceReconciler,
 	if err := r.Apply(ctx, desired, client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
 		return fmt.Errorf("apply %s %s: %w", kind, key.Name, err)
 	}
-	recordApplied(ctx, r, ms, found, kind, key.Name)
+	sc.applied.record(found, kind, key.Name)
 	return nil
 }
 
@@ -82,27 +82,11 @@ type appliedLog struct {
 	created, updated []string
 }
 
-type appliedLogKey struct{}
-
-func withAppliedLog(ctx context.Context) (context.Context, *appliedLog) {
-	l := &appliedLog{}
-	return context.WithValue(ctx, appliedLogKey{}, l), l
-}
-
-func recordApplied(ctx context.Context, r *MediaServiceReconciler, ms *mediav1alpha1.MediaService, existed bool, kind, name string) {
-	what := kind + " " + name
-	if l, ok := ctx.Value(appliedLogKey{}).(*appliedLog); ok {
-		if existed {
-			l.updated = append(l.updated, what)
-		} else {
-			l.created = append(l.created, what)
-		}
-		return
-	}
+func (l *appliedLog) record(existed bool, kind, name string) {
 	if existed {
-		r.Recorder.Eventf(ms, nil, corev1.EventTypeNormal, ReasonUpdated, "Update", "Updated %s", what)
+		l.updated = append(l.updated, kind+" "+name)
 	} else {
-		r.Recorder.Eventf(ms, nil, corev1.EventTypeNormal, ReasonCreated, "Create", "Created %s", what)
+		l.created = append(l.created, kind+" "+name)
 	}
 }
 

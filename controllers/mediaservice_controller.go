@@ -70,97 +70,66 @@ func (r *MediaServiceReconciler) clock() clock.PassiveClock {
 // +kubebuilder:rbac:groups=monitoring.coreos.com,resources=podmonitors;prometheusrules,verbs=get;list;watch;create;update;patch;delete
 
 // Reconcile is a thin shell: fetch, run the phases, write status once.
-func (r *MediaServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
-	logger := log.FromContext(ctx)
-	ms := &mediav1alpha1.MediaService{}
-	if err := r.Get(ctx, req.NamespacedName, ms); err != nil {
-		if apierrors.IsNotFound(err) {
-			r.fleet.forget(req.NamespacedName)
-		}
-		return ctrl.Result{}, client.IgnoreNotFound(err)
-	}
-	if !ms.DeletionTimestamp.IsZero() {
-		r.fleet.forget(req.NamespacedName)
-		return ctrl.Result{}, nil // owner references garbage-collect the children
-	}
-	// One listing of the pods serves the phases and the status write.
-	pods, err := r.mediaPods(ctx, ms)
-	if err != nil {
+func (r *MediaServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, retErr error) {
+	sc, err := r.newScope(ctx, req.NamespacedName)
+	if sc == nil || err != nil {
 		return ctrl.Result{}, err
 	}
-	reports := r.fleetReports(pods)
-	before := ms.Status.DeepCopy()
-	var monitoringCond *metav1.Condition
-	ctx, applied := withAppliedLog(ctx)
-
-	defer func() {
-		applied.emit(r, ms)
-		if monitoringCond != nil {
-			meta.SetStatusCondition(&ms.Status.Conditions, *monitoringCond)
-		}
-		undelivered, err := r.writeStatus(ctx, ms, before, pods, reports, retErr)
+	defer func() { res, retErr = r.finish(ctx, sc, res, retErr) }()
+	for _, p := range r.phases() {
+		next, err := p.run(ctx, sc)
 		if err != nil {
-			logger.Error(err, "write status")
-			if retErr == nil {
-				retErr = err
-			}
-		}
-		if undelivered && retErr == nil {
-			// EndpointSlice and pod changes arrive by watch; an undelivered
-			// member list is retried here.
-			result = requeueSooner(result, servingRetry)
-		}
-	}()
-
-	if r.Observer != nil {
-		// Pods learn their member list as soon as their readiness changes,
-		// not at the next observation pass.
-		r.Observer.DeliverMembershipFor(ctx, req.NamespacedName, pods)
-	}
-	if r.Observer != nil {
-		next, err := r.autoscale(ctx, ms, reports)
-		if err != nil {
-			return ctrl.Result{}, err
-		}
-		result = requeueSooner(result, next)
-	}
-
-	phases := []struct {
-		name string
-		fn   func(context.Context, *mediav1alpha1.MediaService) error
-	}{
-		{"serviceaccount", r.reconcileServiceAccount},
-		{"admin-token", r.reconcileAdminToken},
-		{"node-addresses", r.reconcileNodeAddresses},
-		{"deployment", r.reconcileDeployment},
-		{"services", r.reconcileServices},
-		{"poddisruptionbudget", r.reconcilePDB},
-		{"networkpolicy", r.reconcileNetworkPolicy},
-	}
-	for _, p := range phases {
-		if err := p.fn(ctx, ms); err != nil {
-			r.Recorder.Eventf(ms, nil, corev1.EventTypeWarning, ReasonApplyFailed, "Reconcile", "%s: %v", p.name, err)
+			r.Recorder.Eventf(sc.ms, nil, corev1.EventTypeWarning, ReasonApplyFailed, "Reconcile", "%s: %v", p.name, err)
 			return ctrl.Result{}, fmt.Errorf("%s: %w", p.name, err)
 		}
+		res = requeueSooner(res, next.RequeueAfter)
 	}
-	next, monCond, err := r.reconcileMonitoring(ctx, ms)
+	return res, nil
+}
+
+// newScope reads the MediaService and lists its pods once for every phase
+// and the status write; nil when there is nothing to reconcile (gone, or
+// being deleted: owner references garbage-collect the children).
+func (r *MediaServiceReconciler) newScope(ctx context.Context, key types.NamespacedName) (*scope, error) {
+	ms := &mediav1alpha1.MediaService{}
+	if err := r.Get(ctx, key, ms); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.fleet.forget(key)
+		}
+		return nil, client.IgnoreNotFound(err)
+	}
+	if !ms.DeletionTimestamp.IsZero() {
+		r.fleet.forget(key)
+		return nil, nil
+	}
+	pods, err := r.mediaPods(ctx, ms)
 	if err != nil {
-		r.Recorder.Eventf(ms, nil, corev1.EventTypeWarning, ReasonApplyFailed, "Reconcile", "monitoring: %v", err)
-		return ctrl.Result{}, fmt.Errorf("monitoring: %w", err)
+		return nil, err
 	}
-	result = requeueSooner(result, next)
-	monitoringCond = &monCond
-	if r.Observer != nil {
-		next, err := r.reconcileDeletionCost(ctx, ms, reports)
-		if err != nil {
-			return ctrl.Result{}, err
-		}
-		result = requeueSooner(result, next)
-		if err := r.restartIdleLeakingPod(ctx, ms, reports); err != nil {
-			return ctrl.Result{}, err
+	return &scope{ms: ms, before: ms.Status.DeepCopy(), pods: pods, reports: r.fleetReports(pods)}, nil
+}
+
+// finish emits what the phases applied as one Event and writes status once
+// (whatever the phases returned); a member list not yet delivered asks for
+// a retry.
+func (r *MediaServiceReconciler) finish(ctx context.Context, sc *scope, res ctrl.Result, retErr error) (ctrl.Result, error) {
+	sc.applied.emit(r, sc.ms)
+	if sc.monitoring != nil {
+		meta.SetStatusCondition(&sc.ms.Status.Conditions, *sc.monitoring)
+	}
+	undelivered, err := r.writeStatus(ctx, sc.ms, sc.before, sc.pods, sc.reports, retErr)
+	if err != nil {
+		log.FromContext(ctx).Error(err, "write status")
+		if retErr == nil {
+			retErr = err
 		}
 	}
-	return result, nil
+	if undelivered && retErr == nil {
+		// EndpointSlice and pod changes arrive by watch; an undelivered
+		// member list is retried here.
+		res = requeueSooner(res, servingRetry)
+	}
+	return res, retErr
 }
 
 func (r *MediaServiceReconciler) concurrency() int {
@@ -186,40 +155,41 @@ func (r *MediaServiceReconciler) mediaPods(ctx context.Context, ms *mediav1alpha
 	return pods.Items, nil
 }
 
-func (r *MediaServiceReconciler) reconcileServiceAccount(ctx context.Context, ms *mediav1alpha1.MediaService) error {
-	return applyChild(ctx, r, ms, "ServiceAccount", &corev1.ServiceAccount{}, desiredServiceAccount(ms), extractServiceAccount)
+func (r *MediaServiceReconciler) reconcileServiceAccount(ctx context.Context, sc *scope) (ctrl.Result, error) {
+	return result(applyChild(ctx, r, sc, "ServiceAccount", &corev1.ServiceAccount{}, desiredServiceAccount(sc.ms), extractServiceAccount))
 }
 
-func (r *MediaServiceReconciler) reconcileDeployment(ctx context.Context, ms *mediav1alpha1.MediaService) error {
-	hash, err := r.adminTokenHash(ctx, ms)
+func (r *MediaServiceReconciler) reconcileDeployment(ctx context.Context, sc *scope) (ctrl.Result, error) {
+	hash, err := r.adminTokenHash(ctx, sc.ms)
 	if err != nil {
-		return err
+		return done, err
 	}
-	return applyChild(ctx, r, ms, "Deployment", &appsv1.Deployment{}, desiredDeployment(ms, r.Options, hash), extractDeployment)
+	return result(applyChild(ctx, r, sc, "Deployment", &appsv1.Deployment{}, desiredDeployment(sc.ms, r.Options, hash), extractDeployment))
 }
 
-func (r *MediaServiceReconciler) reconcileServices(ctx context.Context, ms *mediav1alpha1.MediaService) error {
-	if err := applyChild(ctx, r, ms, "Service", &corev1.Service{}, desiredSignalingService(ms), extractService); err != nil {
-		return err
+func (r *MediaServiceReconciler) reconcileServices(ctx context.Context, sc *scope) (ctrl.Result, error) {
+	if err := applyChild(ctx, r, sc, "Service", &corev1.Service{}, desiredSignalingService(sc.ms), extractService); err != nil {
+		return done, err
 	}
-	return applyChild(ctx, r, ms, "Service", &corev1.Service{}, desiredHeadlessService(ms), extractService)
+	return result(applyChild(ctx, r, sc, "Service", &corev1.Service{}, desiredHeadlessService(sc.ms), extractService))
 }
 
-func (r *MediaServiceReconciler) reconcilePDB(ctx context.Context, ms *mediav1alpha1.MediaService) error {
-	return applyChild(ctx, r, ms, "PodDisruptionBudget", &policyv1.PodDisruptionBudget{}, desiredPDB(ms), extractPDB)
+func (r *MediaServiceReconciler) reconcilePDB(ctx context.Context, sc *scope) (ctrl.Result, error) {
+	return result(applyChild(ctx, r, sc, "PodDisruptionBudget", &policyv1.PodDisruptionBudget{}, desiredPDB(sc.ms), extractPDB))
 }
 
 // reconcileNodeAddresses publishes node ExternalIPs for
 // publicAddress.source NodeExternalIP, and removes the ConfigMap otherwise.
-func (r *MediaServiceReconciler) reconcileNodeAddresses(ctx context.Context, ms *mediav1alpha1.MediaService) error {
+func (r *MediaServiceReconciler) reconcileNodeAddresses(ctx context.Context, sc *scope) (ctrl.Result, error) {
+	ms := sc.ms
 	if !usesNodeExternalIP(ms) {
-		return r.deleteOwned(ctx, ms, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: nodeAddressesConfigMapName(ms), Namespace: ms.Namespace}})
+		return result(r.deleteOwned(ctx, ms, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: nodeAddressesConfigMapName(ms), Namespace: ms.Namespace}}))
 	}
 	nodes := &corev1.NodeList{}
 	if err := r.List(ctx, nodes); err != nil {
-		return fmt.Errorf("list nodes: %w", err)
+		return done, fmt.Errorf("list nodes: %w", err)
 	}
-	return applyChild(ctx, r, ms, "ConfigMap", &corev1.ConfigMap{}, desiredNodeAddresses(ms, nodes.Items), extractConfigMap)
+	return result(applyChild(ctx, r, sc, "ConfigMap", &corev1.ConfigMap{}, desiredNodeAddresses(ms, nodes.Items), extractConfigMap))
 }
 
 // deleteOwned deletes a child this MediaService controls, if it exists.

@@ -101,7 +101,8 @@ func (r *MediaServiceReconciler) ensureMonitoringWatches() error {
 // reconcileMonitoring applies or removes the dashboard ConfigMap, the
 // PodMonitor and the PrometheusRule, and says how that went as the
 // MonitoringReady condition. It returns when to look again for missing CRDs.
-func (r *MediaServiceReconciler) reconcileMonitoring(ctx context.Context, ms *mediav1alpha1.MediaService) (time.Duration, metav1.Condition, error) {
+func (r *MediaServiceReconciler) reconcileMonitoring(ctx context.Context, sc *scope) (time.Duration, metav1.Condition, error) {
+	ms := sc.ms
 	mon := ms.Spec.Monitoring
 	cond := metav1.Condition{Type: mediav1alpha1.ConditionMonitoringReady, ObservedGeneration: ms.Generation}
 	var done []string
@@ -111,7 +112,7 @@ func (r *MediaServiceReconciler) reconcileMonitoring(ctx context.Context, ms *me
 		if err != nil {
 			return 0, cond, err
 		}
-		if err := applyChild(ctx, r, ms, "ConfigMap", &corev1.ConfigMap{}, cm, extractConfigMap); err != nil {
+		if err := applyChild(ctx, r, sc, "ConfigMap", &corev1.ConfigMap{}, cm, extractConfigMap); err != nil {
 			return 0, cond, err
 		}
 		done = append(done, "dashboard ConfigMap "+dashboardConfigMapName(ms))
@@ -135,7 +136,7 @@ func (r *MediaServiceReconciler) reconcileMonitoring(ctx context.Context, ms *me
 		return 0, cond, err
 	}
 	if pmOn {
-		if err := r.applyTyped(ctx, ms, &monitoringv1.PodMonitor{}, desiredPodMonitor(ms)); err != nil {
+		if err := r.applyTyped(ctx, sc, &monitoringv1.PodMonitor{}, desiredPodMonitor(ms)); err != nil {
 			return 0, cond, err
 		}
 		done = append(done, "PodMonitor "+podMonitorName(ms))
@@ -143,7 +144,7 @@ func (r *MediaServiceReconciler) reconcileMonitoring(ctx context.Context, ms *me
 		return 0, cond, err
 	}
 	if rulesOn {
-		if err := r.applyTyped(ctx, ms, &monitoringv1.PrometheusRule{}, desiredPrometheusRule(ms)); err != nil {
+		if err := r.applyTyped(ctx, sc, &monitoringv1.PrometheusRule{}, desiredPrometheusRule(ms)); err != nil {
 			return 0, cond, err
 		}
 		done = append(done, "PrometheusRule "+prometheusRuleName(ms))
@@ -162,7 +163,7 @@ func (r *MediaServiceReconciler) reconcileMonitoring(ctx context.Context, ms *me
 // applyTyped applies a typed object (one without apply configurations)
 // with server-side apply unless everything it sets already holds on the
 // cached object.
-func (r *MediaServiceReconciler) applyTyped(ctx context.Context, ms *mediav1alpha1.MediaService, existing, desired client.Object) error {
+func (r *MediaServiceReconciler) applyTyped(ctx context.Context, sc *scope, existing, desired client.Object) error {
 	kind := desired.GetObjectKind().GroupVersionKind().Kind
 	want, err := runtime.DefaultUnstructuredConverter.ToUnstructured(desired)
 	if err != nil {
@@ -192,7 +193,7 @@ func (r *MediaServiceReconciler) applyTyped(ctx context.Context, ms *mediav1alph
 	if err := r.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
 		return fmt.Errorf("apply %s %s: %w", kind, desired.GetName(), err)
 	}
-	recordApplied(ctx, r, ms, found, kind, desired.GetName())
+	sc.applied.record(found, kind, desired.GetName())
 	return nil
 }
 

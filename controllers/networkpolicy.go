@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
 	networkingv1ac "k8s.io/client-go/applyconfigurations/networking/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
 
 	mediav1alpha1 "github.com/mediafleet/mediafleet/api/v1alpha1"
 )
@@ -66,11 +67,12 @@ func desiredNetworkPolicy(ms *mediav1alpha1.MediaService, opts Options) *network
 			WithIngress(media, admin))
 }
 
-func (r *MediaServiceReconciler) reconcileNetworkPolicy(ctx context.Context, ms *mediav1alpha1.MediaService) error {
+func (r *MediaServiceReconciler) reconcileNetworkPolicy(ctx context.Context, sc *scope) (ctrl.Result, error) {
+	ms := sc.ms
 	if !networkPolicyEnabled(ms) {
-		return r.deleteOwned(ctx, ms, &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: networkPolicyName(ms), Namespace: ms.Namespace}})
+		return result(r.deleteOwned(ctx, ms, &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: networkPolicyName(ms), Namespace: ms.Namespace}}))
 	}
-	return applyChild(ctx, r, ms, "NetworkPolicy", &networkingv1.NetworkPolicy{}, desiredNetworkPolicy(ms, r.Options), extractNetworkPolicy)
+	return result(applyChild(ctx, r, sc, "NetworkPolicy", &networkingv1.NetworkPolicy{}, desiredNetworkPolicy(ms, r.Options), extractNetworkPolicy))
 }
 
 func extractNetworkPolicy(o *networkingv1.NetworkPolicy) (runtime.ApplyConfiguration, error) {

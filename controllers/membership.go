@@ -114,13 +114,9 @@ func (o *Observer) deliverMembership(ctx context.Context, pods []corev1.Pod) {
 		}
 	}
 	m.mu.Unlock()
-	sends := map[types.NamespacedName][]membershipSend{}
-	for key, ps := range byMS {
-		sends[key] = o.membershipSends(key, ps)
-	}
 	var all []membershipSend
-	for _, s := range sends {
-		all = append(all, s...)
+	for key, ps := range byMS {
+		all = append(all, o.membershipSends(ctx, key, ps)...)
 	}
 	o.sendMembership(ctx, all)
 }
@@ -134,10 +130,7 @@ func (o *Observer) DeliverMembershipFor(ctx context.Context, key types.Namespace
 	for i := range pods {
 		ps = append(ps, &pods[i])
 	}
-	o.membership.mu.Lock()
-	o.membership.init()
-	o.membership.mu.Unlock()
-	o.sendMembership(ctx, o.membershipSends(key, ps))
+	o.sendMembership(ctx, o.membershipSends(ctx, key, ps))
 }
 
 // noteHeldMembership compares the generation a pod reports holding with
@@ -187,7 +180,7 @@ type membershipSend struct {
 
 // membershipSends updates the MediaService's current list from its pods and
 // returns the deliveries still owed.
-func (o *Observer) membershipSends(key types.NamespacedName, ps []*corev1.Pod) []membershipSend {
+func (o *Observer) membershipSends(ctx context.Context, key types.NamespacedName, ps []*corev1.Pod) []membershipSend {
 	members := o.members(ps)
 	// The highest generation a pod said it holds (its /status): a list
 	// that must win over a refused one starts above it. Pods refuse
@@ -199,10 +192,11 @@ func (o *Observer) membershipSends(key types.NamespacedName, ps []*corev1.Pod) [
 			held = max(held, obs.Report.MembershipGeneration)
 		}
 	}
-	token := o.token(context.Background(), key.Namespace, key.Name)
+	token := o.token(ctx, key.Namespace, key.Name)
 	m := &o.membership
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.init()
 	cur := m.lists[key]
 	if cur.Generation == 0 || !sameMembers(cur.Members, members) || m.refused[key] {
 		next := max(cur.Generation+1, time.Now().UnixNano())

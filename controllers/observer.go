@@ -124,7 +124,8 @@ func (o *Observer) ObserveOnce(ctx context.Context) {
 		return
 	}
 	seen := make(map[types.NamespacedName]bool, len(pods.Items))
-	changed := map[types.NamespacedName]bool{} // MediaServices to reconcile
+	changed := map[types.NamespacedName]bool{}  // MediaServices to reconcile
+	tokens := map[types.NamespacedName]string{} // one Secret read per MediaService and pass
 	var mu sync.Mutex
 	sem := make(chan struct{}, o.Opts.Concurrency)
 	var wg sync.WaitGroup
@@ -139,14 +140,20 @@ func (o *Observer) ObserveOnce(ctx context.Context) {
 		if !observable(p) {
 			continue
 		}
+		msKey := types.NamespacedName{Namespace: p.Namespace, Name: msName}
+		token, ok := tokens[msKey]
+		if !ok {
+			token = o.token(ctx, p.Namespace, msName)
+			tokens[msKey] = token
+		}
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			obs := o.fetch(ctx, p, o.token(ctx, p.Namespace, msName))
+			obs := o.fetch(ctx, p, token)
 			if obs.Reachable {
-				o.noteHeldMembership(types.NamespacedName{Namespace: p.Namespace, Name: msName}, key, obs.Report.MembershipGeneration)
+				o.noteHeldMembership(msKey, key, obs.Report.MembershipGeneration)
 			}
 			o.mu.Lock()
 			old, had := o.pods[key]
@@ -154,7 +161,7 @@ func (o *Observer) ObserveOnce(ctx context.Context) {
 			o.mu.Unlock()
 			if !had || signature(old) != signature(obs) {
 				mu.Lock()
-				changed[types.NamespacedName{Namespace: p.Namespace, Name: msName}] = true
+				changed[msKey] = true
 				mu.Unlock()
 			}
 		}()

@@ -32,6 +32,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/mediafleet/mediafleet/mediaserver/client"
+	"github.com/mediafleet/mediafleet/mediaserver/config"
 	"github.com/mediafleet/mediafleet/mediaserver/statusapi"
 )
 
@@ -232,7 +233,7 @@ func run(ctx context.Context, o options) (Summary, error) {
 	defer close(progressDone)
 
 	var idle Summary
-	admins := splitList(o.admin)
+	admins := config.SplitList(o.admin)
 	if len(admins) > 0 {
 		serverFootprint(admins, o.adminToken, &idle, 0, 0) // before any session of ours
 	}
@@ -373,16 +374,6 @@ func run(ctx context.Context, o options) (Summary, error) {
 		serverFootprint(admins, o.adminToken, &sum, idle.ServerGoroutines, idle.ServerHeapBytes)
 	}
 	return sum, nil
-}
-
-func splitList(v string) []string {
-	var out []string
-	for _, s := range strings.Split(v, ",") {
-		if s = strings.TrimSpace(s); s != "" {
-			out = append(out, s)
-		}
-	}
-	return out
 }
 
 // tlsConfig trusts the CA in caFile (empty: the system's CAs).

@@ -42,16 +42,7 @@ func TestValidate(t *testing.T) {
 // mediaserver connects everything, carries media and reads the server's
 // footprint.
 func TestRunAgainstARealServer(t *testing.T) {
-	cfg := config.Loopback()
-	cfg.DrainTimeout = time.Second
-	s, err := server.New(cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := startServer(t, nil)
 	o := options{url: s.PublicURL(), admin: s.AdminURL(), room: "t", publishers: 2, viewers: 2, ws: 3, wsRoom: 3,
 		rate: 50, duration: 3 * time.Second, pps: 100, payload: 400}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -102,20 +93,13 @@ func TestRunOverHTTPSWithFailures(t *testing.T) {
 	if err := os.WriteFile(caFile, ca.CertPEM, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg := config.Loopback()
-	cfg.DrainTimeout = time.Second
-	cfg.MaxSessions = 2
-	cfg.TLSCertFile, cfg.TLSKeyFile = certFile, keyFile
-	cfg.AdminToken = "mediaload-test-admin-token-0123"
-	s, err := server.New(cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	o := options{url: s.PublicURL(), admin: s.AdminURL(), adminToken: cfg.AdminToken, caCert: caFile, room: "t", publishers: 1, viewers: 2,
+	const adminToken = "mediaload-test-admin-token-0123"
+	s := startServer(t, func(c *config.Config) {
+		c.MaxSessions = 2
+		c.TLSCertFile, c.TLSKeyFile = certFile, keyFile
+		c.AdminToken = adminToken
+	})
+	o := options{url: s.PublicURL(), admin: s.AdminURL(), adminToken: adminToken, caCert: caFile, room: "t", publishers: 1, viewers: 2,
 		rate: 50, duration: time.Second, pps: 100, payload: 400, wsRoom: 3}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -135,4 +119,23 @@ func TestRunOverHTTPSWithFailures(t *testing.T) {
 			t.Errorf("failure reason %q", r)
 		}
 	}
+}
+
+// startServer runs an in-process loopback mediaserver for the test.
+func startServer(t *testing.T, mut func(*config.Config)) *server.Server {
+	t.Helper()
+	cfg := config.Loopback()
+	cfg.DrainTimeout = time.Second
+	if mut != nil {
+		mut(&cfg)
+	}
+	s, err := server.New(cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return s
 }

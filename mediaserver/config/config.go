@@ -175,7 +175,7 @@ func FromEnv(lookup func(string) (string, bool)) (Config, error) {
 	}
 	list := func(name string, dst *[]string) {
 		if v, ok := lookup(name); ok {
-			*dst = splitList(v)
+			*dst = SplitList(v)
 		}
 	}
 	num(podenv.Port, &c.Port)
@@ -233,7 +233,9 @@ func FromEnv(lookup func(string) (string, bool)) (Config, error) {
 // Load reads the process environment.
 func Load() (Config, error) { return FromEnv(os.LookupEnv) }
 
-func splitList(v string) []string {
+// SplitList splits a comma-separated list, trimming blanks and dropping
+// empty entries (the form of every list variable of podenv).
+func SplitList(v string) []string {
 	var out []string
 	for _, s := range strings.Split(v, ",") {
 		if s = strings.TrimSpace(s); s != "" {

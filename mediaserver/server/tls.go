@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -24,6 +25,9 @@ type certSource struct {
 	prevLeaf []byte // the certificate before the last reload
 	certPEM  []byte
 	keyPEM   []byte
+	// refused counts reload attempts that found a broken pair (the old
+	// certificate stays); only the first of a run is logged.
+	refused atomic.Int64
 }
 
 func newCertSource(certFile, keyFile string, log *slog.Logger) (*certSource, error) {
@@ -82,8 +86,11 @@ func (c *certSource) watch(interval time.Duration, stop <-chan struct{}) {
 		changed, err := c.reload()
 		switch {
 		case err != nil:
-			c.log.Warn("TLS certificate not reloaded; keeping the current one", "err", err)
+			if c.refused.Add(1) == 1 {
+				c.log.Warn("TLS certificate not reloaded; keeping the current one", "err", err)
+			}
 		case changed:
+			c.refused.Store(0)
 			c.log.Info("TLS certificate reloaded", "subject", c.leaf().Subject.String(), "notAfter", c.leaf().NotAfter.UTC())
 		}
 	}

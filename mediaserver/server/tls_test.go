@@ -134,11 +134,14 @@ func TestHTTPSSignalling(t *testing.T) {
 	// A broken pair (key of another certificate) is not taken.
 	_, otherKey := ca.Issue(t, "127.0.0.1")
 	testpki.WritePair(t, dir, cert, otherKey)
-	for i := 0; i < 5; i++ {
-		time.Sleep(60 * time.Millisecond) // several reload intervals pass
-		if got, err := servedSerial(t, s, ca); err != nil || got != renewed {
-			t.Fatalf("after a broken pair: serial %s err %v, want the renewed %s kept", got, err, renewed)
+	waitFor(t, 10*time.Second, "the broken pair seen and refused twice", func() error {
+		if n := s.certs.refused.Load(); n < 2 {
+			return fmt.Errorf("%d refused reloads", n)
 		}
+		return nil
+	})
+	if got, err := servedSerial(t, s, ca); err != nil || got != renewed {
+		t.Fatalf("after a broken pair: serial %s err %v, want the renewed %s kept", got, err, renewed)
 	}
 	if view.PC.ConnectionState().String() != "connected" {
 		t.Errorf("viewer state %s after the renewal", view.PC.ConnectionState())

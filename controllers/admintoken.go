@@ -17,19 +17,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	mediav1alpha1 "github.com/mediafleet/mediafleet/api/v1alpha1"
+	"github.com/mediafleet/mediafleet/controllers/desired"
 )
-
-// adminTokenKey is the Secret key holding the admin token.
-const adminTokenKey = "token"
 
 // adminTokenBytes is the token's entropy (hex-encoded in the Secret).
 const adminTokenBytes = 32
-
-// annotationAdminTokenHash on the pod template changes with the token, so
-// that a rotated token (the Secret deleted; the operator makes a new one)
-// rolls the pods onto it. A SHA-256 prefix of 32 random bytes reveals
-// nothing of them.
-const annotationAdminTokenHash = "media.mediafleet.io/admin-token-hash"
 
 // errForeignSecret: a Secret of the admin token's name exists but this
 // MediaService does not control it; it is never used or overwritten.
@@ -46,7 +38,7 @@ func (r *MediaServiceReconciler) reconcileAdminToken(ctx context.Context, sc *sc
 func (r *MediaServiceReconciler) ensureAdminToken(ctx context.Context, sc *scope) error {
 	ms := sc.ms
 	sec := &corev1.Secret{}
-	err := r.Get(ctx, types.NamespacedName{Namespace: ms.Namespace, Name: adminTokenSecretName(ms)}, sec)
+	err := r.Get(ctx, types.NamespacedName{Namespace: ms.Namespace, Name: desired.AdminTokenSecretName(ms)}, sec)
 	switch {
 	case apierrors.IsNotFound(err):
 		tok, err := newAdminToken()
@@ -54,9 +46,9 @@ func (r *MediaServiceReconciler) ensureAdminToken(ctx context.Context, sc *scope
 			return err
 		}
 		sec = &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Name: adminTokenSecretName(ms), Namespace: ms.Namespace, Labels: commonLabels(ms)},
+			ObjectMeta: metav1.ObjectMeta{Name: desired.AdminTokenSecretName(ms), Namespace: ms.Namespace, Labels: desired.CommonLabels(ms)},
 			Type:       corev1.SecretTypeOpaque,
-			Data:       map[string][]byte{adminTokenKey: []byte(tok)},
+			Data:       map[string][]byte{desired.AdminTokenKey: []byte(tok)},
 		}
 		if err := controllerutil.SetControllerReference(ms, sec, r.Scheme()); err != nil {
 			return err
@@ -77,7 +69,7 @@ func (r *MediaServiceReconciler) ensureAdminToken(ctx context.Context, sc *scope
 	if !metav1.IsControlledBy(sec, ms) {
 		return fmt.Errorf("admin token Secret %s: %w", sec.Name, errForeignSecret)
 	}
-	if len(sec.Data[adminTokenKey]) >= 2*adminTokenBytes {
+	if len(sec.Data[desired.AdminTokenKey]) >= 2*adminTokenBytes {
 		return nil
 	}
 	// Emptied or cut short by someone: a new token, and the pods roll.
@@ -88,7 +80,7 @@ func (r *MediaServiceReconciler) ensureAdminToken(ctx context.Context, sc *scope
 	if sec.Data == nil {
 		sec.Data = map[string][]byte{}
 	}
-	sec.Data[adminTokenKey] = []byte(tok)
+	sec.Data[desired.AdminTokenKey] = []byte(tok)
 	if err := r.Update(ctx, sec, client.FieldOwner(FieldOwner)); err != nil {
 		return fmt.Errorf("renew admin token Secret %s: %w", sec.Name, err)
 	}
@@ -123,15 +115,15 @@ func tokenHash(tok string) string {
 // the Secret does not exist yet).
 func readAdminToken(ctx context.Context, c client.Reader, namespace, msName string) (string, error) {
 	sec := &corev1.Secret{}
-	err := c.Get(ctx, types.NamespacedName{Namespace: namespace, Name: msName + adminTokenSecretSuffix}, sec)
+	err := c.Get(ctx, types.NamespacedName{Namespace: namespace, Name: msName + desired.AdminTokenSecretSuffix}, sec)
 	if apierrors.IsNotFound(err) {
 		return "", nil
 	}
 	if err != nil {
 		return "", fmt.Errorf("get admin token Secret: %w", err)
 	}
-	if sec.Labels[labelManagedBy] != managedByValue {
+	if sec.Labels[desired.LabelManagedBy] != desired.ManagedByValue {
 		return "", fmt.Errorf("admin token Secret %s: %w", sec.Name, errForeignSecret)
 	}
-	return string(sec.Data[adminTokenKey]), nil
+	return string(sec.Data[desired.AdminTokenKey]), nil
 }

@@ -23,6 +23,10 @@ import (
 )
 
 // Event reasons.
+// FieldOwner is the server-side apply field manager of every object the
+// operator writes.
+const FieldOwner = "mediafleet"
+
 const (
 	ReasonCreated     = "Created"
 	ReasonUpdated     = "Updated"

@@ -11,6 +11,8 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/mediafleet/mediafleet/controllers/desired"
 )
 
 // CacheOptions limits the manager's cache to the objects the operator
@@ -22,8 +24,8 @@ import (
 // their CRDs are served at start (the cache resolves every ByObject type
 // then); installed later, they are watched unfiltered.
 func CacheOptions(monitoringServed bool) cache.Options {
-	managed := cache.ByObject{Label: ManagedBySelector()}
-	stripped := cache.ByObject{Label: ManagedBySelector(), Transform: cache.TransformStripManagedFields()}
+	managed := cache.ByObject{Label: desired.ManagedBySelector()}
+	stripped := cache.ByObject{Label: desired.ManagedBySelector(), Transform: cache.TransformStripManagedFields()}
 	opts := cache.Options{
 		ByObject: map[client.Object]cache.ByObject{
 			&appsv1.Deployment{}:     managed,

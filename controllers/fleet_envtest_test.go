@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	mediav1alpha1 "github.com/mediafleet/mediafleet/api/v1alpha1"
+	"github.com/mediafleet/mediafleet/controllers/desired"
 	"github.com/mediafleet/mediafleet/hack/mediaproc"
 	"github.com/mediafleet/mediafleet/mediaserver/statusapi"
 )
@@ -80,9 +81,9 @@ func mediaPod(t *testing.T, ms *mediav1alpha1.MediaService, name string, adminPo
 	t.Helper()
 	ctx := context.Background()
 	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ms.Namespace, Name: name, Labels: commonLabels(ms)},
-		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: containerName, Image: testImage,
-			Ports: []corev1.ContainerPort{{Name: portNameAdmin, ContainerPort: int32(adminPort), Protocol: corev1.ProtocolTCP}}}}},
+		ObjectMeta: metav1.ObjectMeta{Namespace: ms.Namespace, Name: name, Labels: desired.CommonLabels(ms)},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: desired.ContainerName, Image: testImage,
+			Ports: []corev1.ContainerPort{{Name: desired.PortNameAdmin, ContainerPort: int32(adminPort), Protocol: corev1.ProtocolTCP}}}}},
 	}
 	if err := k8s.Create(ctx, pod); err != nil {
 		t.Fatal(err)
@@ -509,7 +510,7 @@ func TestEnvtestAdminTokenAndWedgedMembership(t *testing.T) {
 	ms.Spec.Replicas = ptrTo(int32(1))
 	createMS(t, ms)
 	token, sec := adminToken(t, ns, "guard")
-	if !metav1.IsControlledBy(sec, getMS(t, ns, "guard")) || sec.Labels[labelManagedBy] != managedByValue {
+	if !metav1.IsControlledBy(sec, getMS(t, ns, "guard")) || sec.Labels[desired.LabelManagedBy] != desired.ManagedByValue {
 		t.Errorf("admin token Secret not owned by the MediaService: %+v %v", sec.OwnerReferences, sec.Labels)
 	}
 	eventually(t, waitFor, "pods get the token by reference and its hash", func() error {
@@ -517,7 +518,7 @@ func TestEnvtestAdminTokenAndWedgedMembership(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if d.Spec.Template.Annotations[annotationAdminTokenHash] != tokenHash(token) {
+		if d.Spec.Template.Annotations[desired.AnnotationAdminTokenHash] != tokenHash(token) {
 			return fmt.Errorf("annotations %v", d.Spec.Template.Annotations)
 		}
 		for _, e := range d.Spec.Template.Spec.Containers[0].Env {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 
+	"time"
+
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -26,9 +28,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
-	"time"
 
 	mediav1alpha1 "github.com/mediafleet/mediafleet/api/v1alpha1"
+	"github.com/mediafleet/mediafleet/controllers/desired"
 )
 
 // MediaServiceReconciler keeps each MediaService's children converged and
@@ -149,14 +151,14 @@ func requeueSooner(res ctrl.Result, d time.Duration) ctrl.Result {
 // mediaPods lists the MediaService's pods from the cache.
 func (r *MediaServiceReconciler) mediaPods(ctx context.Context, ms *mediav1alpha1.MediaService) ([]corev1.Pod, error) {
 	pods := &corev1.PodList{}
-	if err := r.List(ctx, pods, client.InNamespace(ms.Namespace), client.MatchingLabels(selectorLabels(ms))); err != nil {
+	if err := r.List(ctx, pods, client.InNamespace(ms.Namespace), client.MatchingLabels(desired.SelectorLabels(ms))); err != nil {
 		return nil, fmt.Errorf("list pods: %w", err)
 	}
 	return pods.Items, nil
 }
 
 func (r *MediaServiceReconciler) reconcileServiceAccount(ctx context.Context, sc *scope) (ctrl.Result, error) {
-	return result(applyChild(ctx, r, sc, "ServiceAccount", &corev1.ServiceAccount{}, desiredServiceAccount(sc.ms), extractServiceAccount))
+	return result(applyChild(ctx, r, sc, "ServiceAccount", &corev1.ServiceAccount{}, desired.ServiceAccount(sc.ms), extractServiceAccount))
 }
 
 func (r *MediaServiceReconciler) reconcileDeployment(ctx context.Context, sc *scope) (ctrl.Result, error) {
@@ -164,32 +166,32 @@ func (r *MediaServiceReconciler) reconcileDeployment(ctx context.Context, sc *sc
 	if err != nil {
 		return done, err
 	}
-	return result(applyChild(ctx, r, sc, "Deployment", &appsv1.Deployment{}, desiredDeployment(sc.ms, r.Options, hash), extractDeployment))
+	return result(applyChild(ctx, r, sc, "Deployment", &appsv1.Deployment{}, desired.Deployment(sc.ms, r.Options.builders(), hash), extractDeployment))
 }
 
 func (r *MediaServiceReconciler) reconcileServices(ctx context.Context, sc *scope) (ctrl.Result, error) {
-	if err := applyChild(ctx, r, sc, "Service", &corev1.Service{}, desiredSignalingService(sc.ms), extractService); err != nil {
+	if err := applyChild(ctx, r, sc, "Service", &corev1.Service{}, desired.SignalingService(sc.ms), extractService); err != nil {
 		return done, err
 	}
-	return result(applyChild(ctx, r, sc, "Service", &corev1.Service{}, desiredHeadlessService(sc.ms), extractService))
+	return result(applyChild(ctx, r, sc, "Service", &corev1.Service{}, desired.HeadlessService(sc.ms), extractService))
 }
 
 func (r *MediaServiceReconciler) reconcilePDB(ctx context.Context, sc *scope) (ctrl.Result, error) {
-	return result(applyChild(ctx, r, sc, "PodDisruptionBudget", &policyv1.PodDisruptionBudget{}, desiredPDB(sc.ms), extractPDB))
+	return result(applyChild(ctx, r, sc, "PodDisruptionBudget", &policyv1.PodDisruptionBudget{}, desired.PDB(sc.ms), extractPDB))
 }
 
 // reconcileNodeAddresses publishes node ExternalIPs for
 // publicAddress.source NodeExternalIP, and removes the ConfigMap otherwise.
 func (r *MediaServiceReconciler) reconcileNodeAddresses(ctx context.Context, sc *scope) (ctrl.Result, error) {
 	ms := sc.ms
-	if !usesNodeExternalIP(ms) {
-		return result(r.deleteOwned(ctx, ms, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: nodeAddressesConfigMapName(ms), Namespace: ms.Namespace}}))
+	if !desired.UsesNodeExternalIP(ms) {
+		return result(r.deleteOwned(ctx, ms, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: desired.NodeAddressesConfigMapName(ms), Namespace: ms.Namespace}}))
 	}
 	nodes := &corev1.NodeList{}
 	if err := r.List(ctx, nodes); err != nil {
 		return done, fmt.Errorf("list nodes: %w", err)
 	}
-	return result(applyChild(ctx, r, sc, "ConfigMap", &corev1.ConfigMap{}, desiredNodeAddresses(ms, nodes.Items), extractConfigMap))
+	return result(applyChild(ctx, r, sc, "ConfigMap", &corev1.ConfigMap{}, desired.NodeAddresses(ms, nodes.Items), extractConfigMap))
 }
 
 // deleteOwned deletes a child this MediaService controls, if it exists.
@@ -212,7 +214,7 @@ func (r *MediaServiceReconciler) deleteOwned(ctx context.Context, ms *mediav1alp
 func (r *MediaServiceReconciler) writeStatus(ctx context.Context, ms *mediav1alpha1.MediaService, before *mediav1alpha1.MediaServiceStatus,
 	pods []corev1.Pod, reports []podReport, reconcileErr error) (undelivered bool, err error) {
 	dep := &appsv1.Deployment{}
-	if err := r.Get(ctx, types.NamespacedName{Namespace: ms.Namespace, Name: deploymentName(ms)}, dep); err != nil {
+	if err := r.Get(ctx, types.NamespacedName{Namespace: ms.Namespace, Name: desired.DeploymentName(ms)}, dep); err != nil {
 		if !apierrors.IsNotFound(err) {
 			return false, fmt.Errorf("get deployment: %w", err)
 		}
@@ -312,8 +314,8 @@ func (r *MediaServiceReconciler) SetupWithManager(mgr ctrl.Manager) error {
 // podToMediaService maps a media pod (or an EndpointSlice of a media
 // Service, which carries the Service's labels) to its MediaService by label.
 func podToMediaService(_ context.Context, obj client.Object) []reconcile.Request {
-	name := obj.GetLabels()[LabelMediaService]
-	if name == "" || obj.GetLabels()[labelManagedBy] != managedByValue {
+	name := obj.GetLabels()[desired.LabelMediaService]
+	if name == "" || obj.GetLabels()[desired.LabelManagedBy] != desired.ManagedByValue {
 		return nil
 	}
 	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: obj.GetNamespace(), Name: name}}}
@@ -329,7 +331,7 @@ func (r *MediaServiceReconciler) nodeToMediaServices(ctx context.Context, _ clie
 	}
 	var reqs []reconcile.Request
 	for i := range list.Items {
-		if usesNodeExternalIP(&list.Items[i]) {
+		if desired.UsesNodeExternalIP(&list.Items[i]) {
 			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
 		}
 	}
@@ -342,7 +344,7 @@ func nodeAddressesChanged() predicate.Predicate {
 		UpdateFunc: func(e event.UpdateEvent) bool {
 			o, ok1 := e.ObjectOld.(*corev1.Node)
 			n, ok2 := e.ObjectNew.(*corev1.Node)
-			return ok1 && ok2 && nodeAddress(o) != nodeAddress(n)
+			return ok1 && ok2 && desired.NodeAddress(o) != desired.NodeAddress(n)
 		},
 		GenericFunc: func(event.GenericEvent) bool { return false },
 	}

@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	mediav1alpha1 "github.com/mediafleet/mediafleet/api/v1alpha1"
+	"github.com/mediafleet/mediafleet/controllers/desired"
 )
 
 const waitFor = 20 * time.Second
@@ -330,7 +331,7 @@ func TestEnvtestStatusConditions(t *testing.T) {
 
 	// A crash-looping media pod degrades the MediaService, with its reason.
 	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "cond-abc", Labels: commonLabels(getMS(t, ns, "cond"))},
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "cond-abc", Labels: desired.CommonLabels(getMS(t, ns, "cond"))},
 		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "mediaserver", Image: testImage}}},
 	}
 	if err := k8s.Create(ctx, pod); err != nil {

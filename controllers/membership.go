@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
+	"github.com/mediafleet/mediafleet/controllers/desired"
 	"github.com/mediafleet/mediafleet/mediaserver/statusapi"
 )
 
@@ -60,7 +61,7 @@ func (o *Observer) members(pods []*corev1.Pod) []statusapi.Member {
 		}
 		out = append(out, statusapi.Member{
 			Name:         p.Name,
-			Address:      net.JoinHostPort(p.Status.PodIP, strconv.Itoa(int(containerPort(p, portNameSignal, 8080)))),
+			Address:      net.JoinHostPort(p.Status.PodIP, strconv.Itoa(int(containerPort(p, desired.PortNameSignal, 8080)))),
 			AdminAddress: net.JoinHostPort(p.Status.PodIP, strconv.Itoa(int(adminPort(p)))),
 			Ready:        podReady(p) && !draining,
 			Draining:     draining,
@@ -91,7 +92,7 @@ func (o *Observer) deliverMembership(ctx context.Context, pods []corev1.Pod) {
 	alive := map[types.NamespacedName]bool{}
 	for i := range pods {
 		p := &pods[i]
-		ms := p.Labels[LabelMediaService]
+		ms := p.Labels[desired.LabelMediaService]
 		if ms == "" {
 			continue
 		}

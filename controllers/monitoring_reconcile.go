@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	mediav1alpha1 "github.com/mediafleet/mediafleet/api/v1alpha1"
+	"github.com/mediafleet/mediafleet/controllers/desired"
 )
 
 // Monitoring condition reasons.
@@ -107,20 +108,20 @@ func (r *MediaServiceReconciler) reconcileMonitoring(ctx context.Context, sc *sc
 	cond := metav1.Condition{Type: mediav1alpha1.ConditionMonitoringReady, ObservedGeneration: ms.Generation}
 	var done []string
 
-	if enabled(mon.Dashboard.Enabled) {
-		cm, err := desiredDashboard(ms)
+	if desired.Enabled(mon.Dashboard.Enabled) {
+		cm, err := desired.Dashboard(ms)
 		if err != nil {
 			return 0, cond, err
 		}
 		if err := applyChild(ctx, r, sc, "ConfigMap", &corev1.ConfigMap{}, cm, extractConfigMap); err != nil {
 			return 0, cond, err
 		}
-		done = append(done, "dashboard ConfigMap "+dashboardConfigMapName(ms))
-	} else if err := r.deleteOwned(ctx, ms, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: dashboardConfigMapName(ms), Namespace: ms.Namespace}}); err != nil {
+		done = append(done, "dashboard ConfigMap "+desired.DashboardConfigMapName(ms))
+	} else if err := r.deleteOwned(ctx, ms, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: desired.DashboardConfigMapName(ms), Namespace: ms.Namespace}}); err != nil {
 		return 0, cond, err
 	}
 
-	pmOn, rulesOn := enabled(mon.PodMonitor.Enabled), enabled(mon.Rules.Enabled)
+	pmOn, rulesOn := desired.Enabled(mon.PodMonitor.Enabled), desired.Enabled(mon.Rules.Enabled)
 	if !r.monitoringServed() {
 		if !pmOn && !rulesOn {
 			cond.Status, cond.Reason = metav1.ConditionTrue, ReasonMonitoringDisabled
@@ -136,19 +137,19 @@ func (r *MediaServiceReconciler) reconcileMonitoring(ctx context.Context, sc *sc
 		return 0, cond, err
 	}
 	if pmOn {
-		if err := r.applyTyped(ctx, sc, &monitoringv1.PodMonitor{}, desiredPodMonitor(ms)); err != nil {
+		if err := r.applyTyped(ctx, sc, &monitoringv1.PodMonitor{}, desired.PodMonitor(ms)); err != nil {
 			return 0, cond, err
 		}
-		done = append(done, "PodMonitor "+podMonitorName(ms))
-	} else if err := r.deleteOwned(ctx, ms, &monitoringv1.PodMonitor{ObjectMeta: metav1.ObjectMeta{Name: podMonitorName(ms), Namespace: ms.Namespace}}); err != nil {
+		done = append(done, "PodMonitor "+desired.PodMonitorName(ms))
+	} else if err := r.deleteOwned(ctx, ms, &monitoringv1.PodMonitor{ObjectMeta: metav1.ObjectMeta{Name: desired.PodMonitorName(ms), Namespace: ms.Namespace}}); err != nil {
 		return 0, cond, err
 	}
 	if rulesOn {
-		if err := r.applyTyped(ctx, sc, &monitoringv1.PrometheusRule{}, desiredPrometheusRule(ms)); err != nil {
+		if err := r.applyTyped(ctx, sc, &monitoringv1.PrometheusRule{}, desired.PrometheusRule(ms)); err != nil {
 			return 0, cond, err
 		}
-		done = append(done, "PrometheusRule "+prometheusRuleName(ms))
-	} else if err := r.deleteOwned(ctx, ms, &monitoringv1.PrometheusRule{ObjectMeta: metav1.ObjectMeta{Name: prometheusRuleName(ms), Namespace: ms.Namespace}}); err != nil {
+		done = append(done, "PrometheusRule "+desired.PrometheusRuleName(ms))
+	} else if err := r.deleteOwned(ctx, ms, &monitoringv1.PrometheusRule{ObjectMeta: metav1.ObjectMeta{Name: desired.PrometheusRuleName(ms), Namespace: ms.Namespace}}); err != nil {
 		return 0, cond, err
 	}
 	cond.Status, cond.Reason = metav1.ConditionTrue, ReasonMonitoringApplied

@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	mediav1alpha1 "github.com/mediafleet/mediafleet/api/v1alpha1"
+	"github.com/mediafleet/mediafleet/controllers/desired"
 	"github.com/mediafleet/mediafleet/mediaserver/statusapi"
 )
 
@@ -119,7 +120,7 @@ func observable(p *corev1.Pod) bool {
 // concurrency, and signals the MediaServices whose pods changed.
 func (o *Observer) ObserveOnce(ctx context.Context) {
 	pods := &corev1.PodList{}
-	if err := o.Reader.List(ctx, pods, client.MatchingLabels{labelManagedBy: managedByValue}); err != nil {
+	if err := o.Reader.List(ctx, pods, client.MatchingLabels{desired.LabelManagedBy: desired.ManagedByValue}); err != nil {
 		log.FromContext(ctx).Error(err, "observer: list pods")
 		return
 	}
@@ -132,7 +133,7 @@ func (o *Observer) ObserveOnce(ctx context.Context) {
 	for i := range pods.Items {
 		p := &pods.Items[i]
 		key := client.ObjectKeyFromObject(p)
-		msName := p.Labels[LabelMediaService]
+		msName := p.Labels[desired.LabelMediaService]
 		if msName == "" {
 			continue
 		}
@@ -188,7 +189,7 @@ func (o *Observer) ObserveOnce(ctx context.Context) {
 }
 
 // adminPort is the pod's container port named "admin".
-func adminPort(p *corev1.Pod) int32 { return containerPort(p, portNameAdmin, 9090) }
+func adminPort(p *corev1.Pod) int32 { return containerPort(p, desired.PortNameAdmin, 9090) }
 
 // token is the admin token of a MediaService's pods ("" when its Secret
 // is not there yet; the pod then answers 401 and is reported so).

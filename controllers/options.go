@@ -1,6 +1,10 @@
 package controllers
 
-import "time"
+import (
+	"time"
+
+	"github.com/mediafleet/mediafleet/controllers/desired"
+)
 
 // Options are the operator-wide settings the builders need. They come from
 // manager flags; builders never read the environment.
@@ -19,4 +23,9 @@ type Options struct {
 	// OperatorNamespace is where the operator runs: its pods may reach the
 	// media pods' admin port through the generated NetworkPolicy.
 	OperatorNamespace string
+}
+
+// builders returns what the pure builders need of the options.
+func (o Options) builders() desired.Options {
+	return desired.Options{MediaserverImage: o.MediaserverImage, OperatorNamespace: o.OperatorNamespace}
 }

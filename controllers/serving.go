@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	mediav1alpha1 "github.com/mediafleet/mediafleet/api/v1alpha1"
+	"github.com/mediafleet/mediafleet/controllers/desired"
 )
 
 // ReasonNotServingYet: pods are ready but clients could still be refused.
@@ -49,14 +50,14 @@ func (r *MediaServiceReconciler) servingGaps(ctx context.Context, ms *mediav1alp
 	}
 	slices := &discoveryv1.EndpointSliceList{}
 	if err := r.List(ctx, slices, client.InNamespace(ms.Namespace),
-		client.MatchingLabels{discoveryv1.LabelServiceName: signalingServiceName(ms)}); err != nil {
+		client.MatchingLabels{discoveryv1.LabelServiceName: desired.SignalingServiceName(ms)}); err != nil {
 		return nil, false, fmt.Errorf("list endpointslices: %w", err)
 	}
 	inEndpoints := readyEndpointPods(slices.Items)
 	for _, p := range ready {
 		var missing []string
 		if !inEndpoints[p.Name] {
-			missing = append(missing, "not a ready endpoint of Service "+signalingServiceName(ms)+" yet")
+			missing = append(missing, "not a ready endpoint of Service "+desired.SignalingServiceName(ms)+" yet")
 		}
 		if r.Observer != nil && !r.Observer.HoldsCurrentMembership(types.NamespacedName{Namespace: ms.Namespace, Name: ms.Name}, p.Name) {
 			missing = append(missing, "member list not delivered yet")

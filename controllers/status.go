@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	mediav1alpha1 "github.com/mediafleet/mediafleet/api/v1alpha1"
+	"github.com/mediafleet/mediafleet/controllers/desired"
 )
 
 // Condition reasons.
@@ -58,11 +59,11 @@ func minReady(desired int32) int32 {
 // short gap (a scale-up) does not flip it back.
 func computeStatus(ms *mediav1alpha1.MediaService, dep *appsv1.Deployment, pods []corev1.Pod, gaps []string, reconcileErr error) {
 	st := &ms.Status
-	desired := int32(1)
+	want := int32(1)
 	if ms.Spec.Replicas != nil {
-		desired = *ms.Spec.Replicas
+		want = *ms.Spec.Replicas
 	}
-	st.Selector = labels.SelectorFromSet(selectorLabels(ms)).String()
+	st.Selector = labels.SelectorFromSet(desired.SelectorLabels(ms)).String()
 	gen := ms.Generation
 	set := func(t string, s metav1.ConditionStatus, reason, msg string) {
 		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: t, Status: s, Reason: reason, Message: msg, ObservedGeneration: gen})
@@ -77,9 +78,9 @@ func computeStatus(ms *mediav1alpha1.MediaService, dep *appsv1.Deployment, pods 
 		st.ReadyReplicas = dep.Status.ReadyReplicas
 		st.UpdatedReplicas = dep.Status.UpdatedReplicas
 
-		need := minReady(desired)
+		need := minReady(want)
 		switch {
-		case desired == 0:
+		case want == 0:
 			set(mediav1alpha1.ConditionAvailable, metav1.ConditionTrue, ReasonScaledToZero, "scaled to zero replicas")
 		case dep.Status.ReadyReplicas >= need && len(gaps) > 0 && !availableWithReady(st.Conditions):
 			msg := strings.Join(gaps, "; ")
@@ -87,29 +88,29 @@ func computeStatus(ms *mediav1alpha1.MediaService, dep *appsv1.Deployment, pods 
 				msg = strings.Join(gaps[:3], "; ") + fmt.Sprintf("; and %d more", len(gaps)-3)
 			}
 			set(mediav1alpha1.ConditionAvailable, metav1.ConditionFalse, ReasonNotServingYet,
-				fmt.Sprintf("%d/%d media pods ready, not all serving yet: %s", dep.Status.ReadyReplicas, desired, truncate(msg, 512)))
+				fmt.Sprintf("%d/%d media pods ready, not all serving yet: %s", dep.Status.ReadyReplicas, want, truncate(msg, 512)))
 		case dep.Status.ReadyReplicas >= need:
 			set(mediav1alpha1.ConditionAvailable, metav1.ConditionTrue, ReasonMinimumReplicasReady,
-				fmt.Sprintf("%d/%d media pods ready (at least %d needed)", dep.Status.ReadyReplicas, desired, need))
+				fmt.Sprintf("%d/%d media pods ready (at least %d needed)", dep.Status.ReadyReplicas, want, need))
 		default:
 			set(mediav1alpha1.ConditionAvailable, metav1.ConditionFalse, ReasonNotEnoughReady,
-				fmt.Sprintf("%d/%d media pods ready (at least %d needed)", dep.Status.ReadyReplicas, desired, need))
+				fmt.Sprintf("%d/%d media pods ready (at least %d needed)", dep.Status.ReadyReplicas, want, need))
 		}
 
 		depProgressing := deploymentCondition(dep, appsv1.DeploymentProgressing)
 		rolledOut := dep.Status.ObservedGeneration >= dep.Generation &&
-			dep.Status.UpdatedReplicas == desired && dep.Status.Replicas == desired &&
-			dep.Status.AvailableReplicas == desired
+			dep.Status.UpdatedReplicas == want && dep.Status.Replicas == want &&
+			dep.Status.AvailableReplicas == want
 		switch {
 		case depProgressing != nil && depProgressing.Reason == "ProgressDeadlineExceeded":
 			set(mediav1alpha1.ConditionProgressing, metav1.ConditionFalse, ReasonDeadlineExceeded, depProgressing.Message)
 		case rolledOut:
 			set(mediav1alpha1.ConditionProgressing, metav1.ConditionFalse, ReasonRolloutComplete,
-				fmt.Sprintf("%d/%d media pods updated and available", dep.Status.UpdatedReplicas, desired))
+				fmt.Sprintf("%d/%d media pods updated and available", dep.Status.UpdatedReplicas, want))
 		default:
 			set(mediav1alpha1.ConditionProgressing, metav1.ConditionTrue, ReasonRollingOut,
-				fmt.Sprintf("%d/%d updated, %d/%d available, %d total", dep.Status.UpdatedReplicas, desired,
-					dep.Status.AvailableReplicas, desired, dep.Status.Replicas))
+				fmt.Sprintf("%d/%d updated, %d/%d available, %d total", dep.Status.UpdatedReplicas, want,
+					dep.Status.AvailableReplicas, want, dep.Status.Replicas))
 		}
 	}
 

@@ -22,6 +22,7 @@ import (
 
 	mediav1alpha1 "github.com/mediafleet/mediafleet/api/v1alpha1"
 	"github.com/mediafleet/mediafleet/controllers"
+	"github.com/mediafleet/mediafleet/controllers/desired"
 	"github.com/mediafleet/mediafleet/hack/mediaproc"
 )
 
@@ -109,7 +110,7 @@ func BenchmarkObserveFleet(b *testing.B) {
 			pod := &corev1.Pod{
 				ObjectMeta: metav1.ObjectMeta{Namespace: "fleet", Name: fmt.Sprintf("ms-%d-%03d", s, p), Labels: map[string]string{
 					"app.kubernetes.io/name": "mediaserver", "app.kubernetes.io/instance": ms.Name, "app.kubernetes.io/managed-by": "mediafleet",
-					"app.kubernetes.io/component": "media", controllers.LabelMediaService: ms.Name}},
+					"app.kubernetes.io/component": "media", desired.LabelMediaService: ms.Name}},
 				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "mediaserver", Image: "x",
 					Ports: []corev1.ContainerPort{{Name: "admin", ContainerPort: int32(admins[s%procs]), Protocol: corev1.ProtocolTCP}}}}},
 			}

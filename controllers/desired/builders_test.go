@@ -1,4 +1,4 @@
-package controllers
+package desired
 
 import (
 	"encoding/json"
@@ -6,12 +6,11 @@ import (
 	"testing"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
+	"k8s.io/utils/ptr"
 
 	mediav1alpha1 "github.com/mediafleet/mediafleet/api/v1alpha1"
 )
@@ -21,10 +20,10 @@ func defaulted(mut func(*mediav1alpha1.MediaService)) *mediav1alpha1.MediaServic
 	ms := &mediav1alpha1.MediaService{
 		ObjectMeta: metav1.ObjectMeta{Name: "demo", Namespace: "media", UID: "uid-1"},
 		Spec: mediav1alpha1.MediaServiceSpec{
-			Replicas:  ptrTo(int32(2)),
+			Replicas:  ptr.To(int32(2)),
 			Signaling: mediav1alpha1.SignalingSpec{Port: 8080, ServiceType: mediav1alpha1.ServiceTypeClusterIP},
 			AdminPort: 9090,
-			ICE:       mediav1alpha1.ICESpec{UDPMuxPort: ptrTo(int32(50000))},
+			ICE:       mediav1alpha1.ICESpec{UDPMuxPort: ptr.To(int32(50000))},
 			Limits: mediav1alpha1.LimitsSpec{MaxSessionsPerPod: 500, MaxICECandidatesPerSession: 50, WebsocketSendBuffer: 256,
 				WebsocketSendTimeout: metav1.Duration{Duration: time.Second}, DrainTimeout: metav1.Duration{Duration: 30 * time.Second}},
 			LeakDetection: mediav1alpha1.LeakDetectionSpec{BaselineWindow: metav1.Duration{Duration: 5 * time.Minute}, ThresholdRatio: 3, Remediation: mediav1alpha1.RemediationNone},
@@ -151,7 +150,7 @@ func TestDesiredDeployment(t *testing.T) {
 			if *ps.AutomountServiceAccountToken || *ps.ServiceAccountName != "demo-media" {
 				t.Errorf("service account token mounted or wrong account")
 			}
-			if *c.ReadinessProbe.HTTPGet.Path != "/readyz" || c.ReadinessProbe.HTTPGet.Port.StrVal != portNameAdmin ||
+			if *c.ReadinessProbe.HTTPGet.Path != "/readyz" || c.ReadinessProbe.HTTPGet.Port.StrVal != PortNameAdmin ||
 				*c.LivenessProbe.HTTPGet.Path != "/healthz" {
 				t.Errorf("probes %+v %+v", c.ReadinessProbe, c.LivenessProbe)
 			}
@@ -247,7 +246,7 @@ func TestDesiredDeployment(t *testing.T) {
 				t.Errorf("image %s policy %s", *c.Image, *c.ImagePullPolicy)
 			}
 		}},
-		{"scaled to zero", func(ms *mediav1alpha1.MediaService) { ms.Spec.Replicas = ptrTo(int32(0)) },
+		{"scaled to zero", func(ms *mediav1alpha1.MediaService) { ms.Spec.Replicas = ptr.To(int32(0)) },
 			func(t *testing.T, d *appsv1ac.DeploymentApplyConfiguration) {
 				if *d.Spec.Replicas != 0 {
 					t.Errorf("replicas %d", *d.Spec.Replicas)
@@ -256,11 +255,11 @@ func TestDesiredDeployment(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			d := desiredDeployment(defaulted(tc.mut), opts, "0123abcd")
+			d := Deployment(defaulted(tc.mut), opts, "0123abcd")
 			if *d.Name != "demo" || *d.Namespace != "media" || len(d.OwnerReferences) != 1 || !*d.OwnerReferences[0].Controller {
 				t.Fatalf("metadata %+v", d.ObjectMetaApplyConfiguration)
 			}
-			if d.Spec.Selector.MatchLabels[labelInstance] != "demo" || d.Spec.Template.Labels[labelManagedBy] != managedByValue {
+			if d.Spec.Selector.MatchLabels[labelInstance] != "demo" || d.Spec.Template.Labels[LabelManagedBy] != ManagedByValue {
 				t.Fatalf("selector/labels")
 			}
 			tc.check(t, d)
@@ -274,12 +273,12 @@ func TestDesiredServices(t *testing.T) {
 			ms.Spec.Signaling.ServiceType = st
 			ms.Spec.Signaling.Port = 8443
 		})
-		svc := desiredSignalingService(ms)
+		svc := SignalingService(ms)
 		if string(*svc.Spec.Type) != string(st) || len(svc.Spec.Ports) != 1 || *svc.Spec.Ports[0].Port != 8443 {
 			t.Errorf("%s: signalling service %+v", st, svc.Spec)
 		}
 	}
-	h := desiredHeadlessService(defaulted(nil))
+	h := HeadlessService(defaulted(nil))
 	if *h.Name != "demo-pods" || *h.Spec.ClusterIP != corev1.ClusterIPNone || !*h.Spec.PublishNotReadyAddresses || len(h.Spec.Ports) != 2 {
 		t.Errorf("headless service %+v", h.Spec)
 	}
@@ -287,11 +286,11 @@ func TestDesiredServices(t *testing.T) {
 
 func TestDesiredServiceAccountAndPDB(t *testing.T) {
 	ms := defaulted(nil)
-	sa := desiredServiceAccount(ms)
+	sa := ServiceAccount(ms)
 	if *sa.Name != "demo-media" || *sa.AutomountServiceAccountToken {
 		t.Errorf("service account %+v", sa)
 	}
-	pdb := desiredPDB(ms)
+	pdb := PDB(ms)
 	if pdb.Spec.MaxUnavailable.IntValue() != 1 || pdb.Spec.Selector.MatchLabels[labelInstance] != "demo" {
 		t.Errorf("pdb %+v", pdb.Spec)
 	}
@@ -305,102 +304,17 @@ func TestDesiredNodeAddresses(t *testing.T) {
 			{Type: corev1.NodeHostName, Address: "n2"}, {Type: corev1.NodeInternalIP, Address: "198.18.0.2"}}}},
 		{ObjectMeta: metav1.ObjectMeta{Name: "n3"}, Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeHostName, Address: "n3"}}}},
 	}
-	if cm := desiredNodeAddresses(defaulted(nil), nodes); cm != nil {
+	if cm := NodeAddresses(defaulted(nil), nodes); cm != nil {
 		t.Fatalf("config map built without NodeExternalIP")
 	}
 	ms := defaulted(func(ms *mediav1alpha1.MediaService) {
 		ms.Spec.ICE.PublicAddress = &mediav1alpha1.PublicAddress{Source: mediav1alpha1.PublicAddressNodeExternalIP}
 	})
-	cm := desiredNodeAddresses(ms, nodes)
+	cm := NodeAddresses(ms, nodes)
 	want := map[string]string{"n1": "198.19.0.1", "n2": "198.18.0.2"}
 	if len(cm.Data) != 2 || cm.Data["n1"] != want["n1"] || cm.Data["n2"] != want["n2"] {
 		t.Errorf("data %v, want %v", cm.Data, want)
 	}
-}
-
-func TestComputeStatus(t *testing.T) {
-	ms := defaulted(func(ms *mediav1alpha1.MediaService) { ms.Spec.Replicas = ptrTo(int32(3)); ms.Generation = 4 })
-	cases := []struct {
-		name                       string
-		dep                        *appsv1.Deployment
-		avail, progressing, degrad metav1.ConditionStatus
-	}{
-		{"no deployment", nil, metav1.ConditionFalse, metav1.ConditionTrue, metav1.ConditionFalse},
-		{"one of three ready", &appsv1.Deployment{Status: appsv1.DeploymentStatus{Replicas: 3, ReadyReplicas: 1, UpdatedReplicas: 3, AvailableReplicas: 1}},
-			metav1.ConditionFalse, metav1.ConditionTrue, metav1.ConditionFalse},
-		{"all ready", &appsv1.Deployment{Status: appsv1.DeploymentStatus{Replicas: 3, ReadyReplicas: 3, UpdatedReplicas: 3, AvailableReplicas: 3}},
-			metav1.ConditionTrue, metav1.ConditionFalse, metav1.ConditionFalse},
-		{"replica failure", &appsv1.Deployment{Status: appsv1.DeploymentStatus{Replicas: 2, ReadyReplicas: 2, UpdatedReplicas: 2, AvailableReplicas: 2,
-			Conditions: []appsv1.DeploymentCondition{{Type: appsv1.DeploymentReplicaFailure, Status: corev1.ConditionTrue, Message: "pods forbidden"}}}},
-			metav1.ConditionTrue, metav1.ConditionTrue, metav1.ConditionTrue},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			m := ms.DeepCopy()
-			computeStatus(m, tc.dep, nil, nil, nil)
-			for typ, want := range map[string]metav1.ConditionStatus{mediav1alpha1.ConditionAvailable: tc.avail,
-				mediav1alpha1.ConditionProgressing: tc.progressing, mediav1alpha1.ConditionDegraded: tc.degrad} {
-				if c := findCond(m.Status.Conditions, typ); c == nil || c.Status != want {
-					t.Errorf("%s = %+v, want %s", typ, c, want)
-				}
-			}
-			if m.Status.ObservedGeneration != 4 || m.Status.Selector != "app.kubernetes.io/instance=demo,app.kubernetes.io/name=mediaserver" {
-				t.Errorf("status %+v", m.Status)
-			}
-		})
-	}
-}
-
-// TestAvailableMeansServing: enough ready pods are not enough to become
-// Available while a ready pod is missing from the Service's endpoints or
-// its member list; once Available, a new pod's short gap (a scale-up) does
-// not flip it back.
-func TestAvailableMeansServing(t *testing.T) {
-	ms := defaulted(func(ms *mediav1alpha1.MediaService) { ms.Spec.Replicas = ptrTo(int32(2)) })
-	dep := &appsv1.Deployment{Status: appsv1.DeploymentStatus{Replicas: 2, ReadyReplicas: 2, UpdatedReplicas: 2, AvailableReplicas: 2}}
-	gaps := []string{"pod demo-a: not a ready endpoint of Service demo yet"}
-
-	computeStatus(ms, dep, nil, gaps, nil)
-	c := findCond(ms.Status.Conditions, mediav1alpha1.ConditionAvailable)
-	if c.Status != metav1.ConditionFalse || c.Reason != ReasonNotServingYet || !strings.Contains(c.Message, "demo-a") {
-		t.Fatalf("with a gap: %+v", c)
-	}
-	computeStatus(ms, dep, nil, nil, nil)
-	if c := findCond(ms.Status.Conditions, mediav1alpha1.ConditionAvailable); c.Status != metav1.ConditionTrue || c.Reason != ReasonMinimumReplicasReady {
-		t.Fatalf("without gaps: %+v", c)
-	}
-	computeStatus(ms, dep, nil, gaps, nil)
-	if c := findCond(ms.Status.Conditions, mediav1alpha1.ConditionAvailable); c.Status != metav1.ConditionTrue {
-		t.Fatalf("a gap after Available flipped it: %+v", c)
-	}
-	// Not enough ready pods: the gap check does not matter.
-	computeStatus(ms, &appsv1.Deployment{Status: appsv1.DeploymentStatus{Replicas: 2}}, nil, nil, nil)
-	if c := findCond(ms.Status.Conditions, mediav1alpha1.ConditionAvailable); c.Status != metav1.ConditionFalse || c.Reason != ReasonNotEnoughReady {
-		t.Fatalf("nothing ready: %+v", c)
-	}
-}
-
-func TestReadyEndpointPods(t *testing.T) {
-	f, tr := false, true
-	slices := []discoveryv1.EndpointSlice{{Endpoints: []discoveryv1.Endpoint{
-		{TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: "a"}, Conditions: discoveryv1.EndpointConditions{Ready: &tr}},
-		{TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: "b"}, Conditions: discoveryv1.EndpointConditions{Ready: &f}},
-		{TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: "c"}}, // nil means ready
-		{Addresses: []string{"198.18.1.9"}}, // no pod
-	}}}
-	got := readyEndpointPods(slices)
-	if !got["a"] || got["b"] || !got["c"] || len(got) != 2 {
-		t.Fatalf("ready endpoint pods %v", got)
-	}
-}
-
-func findCond(cs []metav1.Condition, typ string) *metav1.Condition {
-	for i := range cs {
-		if cs[i].Type == typ {
-			return &cs[i]
-		}
-	}
-	return nil
 }
 
 // TestPodTemplateFieldsSurviveTheBuilder (hostile review item 11): every
@@ -432,7 +346,7 @@ func TestPodTemplateFieldsSurviveTheBuilder(t *testing.T) {
 	}
 	tols := []corev1.Toleration{{Key: "media", Operator: corev1.TolerationOpEqual, Value: "yes", Effect: corev1.TaintEffectNoExecute, TolerationSeconds: &secs},
 		{Operator: corev1.TolerationOpExists}}
-	d := desiredDeployment(defaulted(func(ms *mediav1alpha1.MediaService) {
+	d := Deployment(defaulted(func(ms *mediav1alpha1.MediaService) {
 		ms.Spec.PodTemplate.Affinity = aff
 		ms.Spec.PodTemplate.Tolerations = tols
 	}), Options{}, "")
@@ -451,9 +365,9 @@ func TestPodTemplateFieldsSurviveTheBuilder(t *testing.T) {
 	}
 	// With hostNetwork the operator's anti-affinity comes on top of the
 	// user's, which stays whole.
-	d = desiredDeployment(defaulted(func(ms *mediav1alpha1.MediaService) {
+	d = Deployment(defaulted(func(ms *mediav1alpha1.MediaService) {
 		ms.Spec.PodTemplate.Affinity = aff.DeepCopy()
-		ms.Spec.ICE = mediav1alpha1.ICESpec{HostNetwork: true, UDPMuxPort: ptrTo(int32(50000))}
+		ms.Spec.ICE = mediav1alpha1.ICESpec{HostNetwork: true, UDPMuxPort: ptr.To(int32(50000))}
 	}), Options{}, "")
 	anti := d.Spec.Template.Spec.Affinity.PodAntiAffinity
 	if len(anti.PreferredDuringSchedulingIgnoredDuringExecution) != 1 || len(anti.RequiredDuringSchedulingIgnoredDuringExecution) != 1 ||
@@ -470,7 +384,7 @@ func TestPodTemplateFieldsSurviveTheBuilder(t *testing.T) {
 
 func TestDesiredNetworkPolicy(t *testing.T) {
 	ms := defaulted(nil)
-	np := desiredNetworkPolicy(ms, Options{OperatorNamespace: "mediafleet-system"})
+	np := NetworkPolicy(ms, Options{OperatorNamespace: "mediafleet-system"})
 	raw, _ := json.Marshal(np.Spec)
 	for _, want := range []string{`"policyTypes":["Ingress"]`, `{"protocol":"TCP","port":8080}`, `{"protocol":"UDP","port":50000}`,
 		`{"protocol":"TCP","port":9090}`, `"kubernetes.io/metadata.name":"mediafleet-system"`, `"kubernetes.io/metadata.name":"monitoring"`,
@@ -486,7 +400,7 @@ func TestDesiredNetworkPolicy(t *testing.T) {
 		ms.Spec.ICE = mediav1alpha1.ICESpec{PortRange: &mediav1alpha1.PortRange{Min: 40000, Max: 40999}}
 		ms.Spec.NetworkPolicy.MetricsFrom = []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: "10.8.0.0/16", Except: []string{"10.8.1.0/24"}}}}
 	})
-	raw, _ = json.Marshal(desiredNetworkPolicy(ms, Options{}).Spec)
+	raw, _ = json.Marshal(NetworkPolicy(ms, Options{}).Spec)
 	for _, want := range []string{`{"protocol":"UDP","port":40000,"endPort":40999}`, `"cidr":"10.8.0.0/16","except":["10.8.1.0/24"]`} {
 		if !strings.Contains(string(raw), want) {
 			t.Errorf("NetworkPolicy lacks %s:\n%s", want, raw)
@@ -494,29 +408,5 @@ func TestDesiredNetworkPolicy(t *testing.T) {
 	}
 	if strings.Contains(string(raw), "prometheus") {
 		t.Errorf("explicit metricsFrom still carries the default peer: %s", raw)
-	}
-}
-
-func TestSameStatusAtRest(t *testing.T) {
-	base := mediav1alpha1.MediaServiceStatus{ReadyReplicas: 2, Pods: []mediav1alpha1.PodStatus{
-		{Name: "a", Reachable: true, Sessions: 3, Goroutines: 120}, {Name: "b", Reachable: true, Goroutines: 80}}}
-	moved := *base.DeepCopy()
-	moved.Pods[0].Goroutines, moved.Pods[1].Goroutines = 131, 77
-	if !sameStatusAtRest(&base, &moved) {
-		t.Error("goroutine counts alone made a write")
-	}
-	for name, mut := range map[string]func(*mediav1alpha1.MediaServiceStatus){
-		"sessions":  func(s *mediav1alpha1.MediaServiceStatus) { s.Pods[0].Sessions = 4 },
-		"readiness": func(s *mediav1alpha1.MediaServiceStatus) { s.ReadyReplicas = 1 },
-		"a new pod": func(s *mediav1alpha1.MediaServiceStatus) { s.Pods = append(s.Pods, mediav1alpha1.PodStatus{Name: "c"}) },
-	} {
-		changed := *moved.DeepCopy()
-		mut(&changed)
-		if sameStatusAtRest(&base, &changed) {
-			t.Errorf("a change of %s was not written", name)
-		}
-	}
-	if base.Pods[0].Goroutines != 120 {
-		t.Error("the comparison changed its input")
 	}
 }

@@ -1,4 +1,4 @@
-package controllers
+package desired
 
 import (
 	"fmt"
@@ -16,11 +16,11 @@ import (
 // and dashboards can tell fleets apart.
 const LabelMediaServiceSeries = "mediaservice"
 
-func podMonitorName(ms *mediav1alpha1.MediaService) string         { return ms.Name }
-func prometheusRuleName(ms *mediav1alpha1.MediaService) string     { return ms.Name }
-func dashboardConfigMapName(ms *mediav1alpha1.MediaService) string { return ms.Name + "-dashboard" }
+func PodMonitorName(ms *mediav1alpha1.MediaService) string         { return ms.Name }
+func PrometheusRuleName(ms *mediav1alpha1.MediaService) string     { return ms.Name }
+func DashboardConfigMapName(ms *mediav1alpha1.MediaService) string { return ms.Name + "-dashboard" }
 
-func enabled(b *bool) bool { return b == nil || *b }
+func Enabled(b *bool) bool { return b == nil || *b }
 
 func ownerRefTyped(ms *mediav1alpha1.MediaService) metav1.OwnerReference {
 	t := true
@@ -39,21 +39,21 @@ func withLabels(base, extra map[string]string) map[string]string {
 	return out
 }
 
-// desiredPodMonitor scrapes /metrics on every media pod's admin port and
+// PodMonitor scrapes /metrics on every media pod's admin port and
 // puts the MediaService's name on every series as "mediaservice".
-func desiredPodMonitor(ms *mediav1alpha1.MediaService) *monitoringv1.PodMonitor {
+func PodMonitor(ms *mediav1alpha1.MediaService) *monitoringv1.PodMonitor {
 	pm := ms.Spec.Monitoring.PodMonitor
 	interval := pm.Interval
 	if interval == "" {
 		interval = "30s"
 	}
-	port := portNameAdmin
+	port := PortNameAdmin
 	return &monitoringv1.PodMonitor{
 		TypeMeta: metav1.TypeMeta{APIVersion: monitoringv1.SchemeGroupVersion.String(), Kind: monitoringv1.PodMonitorsKind},
-		ObjectMeta: metav1.ObjectMeta{Name: podMonitorName(ms), Namespace: ms.Namespace,
-			Labels: withLabels(commonLabels(ms), pm.Labels), OwnerReferences: []metav1.OwnerReference{ownerRefTyped(ms)}},
+		ObjectMeta: metav1.ObjectMeta{Name: PodMonitorName(ms), Namespace: ms.Namespace,
+			Labels: withLabels(CommonLabels(ms), pm.Labels), OwnerReferences: []metav1.OwnerReference{ownerRefTyped(ms)}},
 		Spec: monitoringv1.PodMonitorSpec{
-			Selector: metav1.LabelSelector{MatchLabels: selectorLabels(ms)},
+			Selector: metav1.LabelSelector{MatchLabels: SelectorLabels(ms)},
 			PodMetricsEndpoints: []monitoringv1.PodMetricsEndpoint{{
 				Port:     &port,
 				Path:     "/metrics",
@@ -104,9 +104,9 @@ func alertSpec(name string, a mediav1alpha1.AlertSpec) mediav1alpha1.AlertSpec {
 	return a
 }
 
-// desiredPrometheusRule renders the fleet's alerts, each scoped to this
+// PrometheusRule renders the fleet's alerts, each scoped to this
 // MediaService by namespace and name.
-func desiredPrometheusRule(ms *mediav1alpha1.MediaService) *monitoringv1.PrometheusRule {
+func PrometheusRule(ms *mediav1alpha1.MediaService) *monitoringv1.PrometheusRule {
 	rs := ms.Spec.Monitoring.Rules
 	sel := fmt.Sprintf(`namespace=%q,%s=%q`, ms.Namespace, LabelMediaServiceSeries, ms.Name)
 	by := "namespace, " + LabelMediaServiceSeries
@@ -167,8 +167,8 @@ func desiredPrometheusRule(ms *mediav1alpha1.MediaService) *monitoringv1.Prometh
 	}
 	return &monitoringv1.PrometheusRule{
 		TypeMeta: metav1.TypeMeta{APIVersion: monitoringv1.SchemeGroupVersion.String(), Kind: monitoringv1.PrometheusRuleKind},
-		ObjectMeta: metav1.ObjectMeta{Name: prometheusRuleName(ms), Namespace: ms.Namespace,
-			Labels: withLabels(commonLabels(ms), rs.Labels), OwnerReferences: []metav1.OwnerReference{ownerRefTyped(ms)}},
+		ObjectMeta: metav1.ObjectMeta{Name: PrometheusRuleName(ms), Namespace: ms.Namespace,
+			Labels: withLabels(CommonLabels(ms), rs.Labels), OwnerReferences: []metav1.OwnerReference{ownerRefTyped(ms)}},
 		Spec: monitoringv1.PrometheusRuleSpec{Groups: []monitoringv1.RuleGroup{{
 			Name:  "mediafleet." + ms.Namespace + "." + ms.Name,
 			Rules: rules,

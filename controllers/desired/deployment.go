@@ -1,4 +1,4 @@
-package controllers
+package desired
 
 import (
 	"encoding/json"
@@ -37,10 +37,10 @@ func ownerRef(ms *mediav1alpha1.MediaService) *metav1ac.OwnerReferenceApplyConfi
 		WithBlockOwnerDeletion(true)
 }
 
-// desiredDeployment builds the media Deployment of a MediaService.
+// Deployment builds the media Deployment of a MediaService.
 // adminTokenHash (of the admin token Secret, "" before it exists) goes on
 // the pod template so that a new token rolls the pods.
-func desiredDeployment(ms *mediav1alpha1.MediaService, opts Options, adminTokenHash string) *appsv1ac.DeploymentApplyConfiguration {
+func Deployment(ms *mediav1alpha1.MediaService, opts Options, adminTokenHash string) *appsv1ac.DeploymentApplyConfiguration {
 	spec := ms.Spec
 	replicas := int32(1)
 	if spec.Replicas != nil {
@@ -55,20 +55,20 @@ func desiredDeployment(ms *mediav1alpha1.MediaService, opts Options, adminTokenH
 	for k, v := range spec.PodTemplate.Labels {
 		podLabels[k] = v
 	}
-	for k, v := range commonLabels(ms) { // ours win
+	for k, v := range CommonLabels(ms) { // ours win
 		podLabels[k] = v
 	}
 
 	container := corev1ac.Container().
-		WithName(containerName).
+		WithName(ContainerName).
 		WithImage(image).
 		WithPorts(containerPorts(ms)...).
 		WithEnv(podEnv(ms)...).
 		WithReadinessProbe(corev1ac.Probe().
-			WithHTTPGet(corev1ac.HTTPGetAction().WithPath("/readyz").WithPort(intstr.FromString(portNameAdmin)).WithScheme(corev1.URISchemeHTTP)).
+			WithHTTPGet(corev1ac.HTTPGetAction().WithPath("/readyz").WithPort(intstr.FromString(PortNameAdmin)).WithScheme(corev1.URISchemeHTTP)).
 			WithPeriodSeconds(2).WithTimeoutSeconds(1).WithSuccessThreshold(1).WithFailureThreshold(2)).
 		WithLivenessProbe(corev1ac.Probe().
-			WithHTTPGet(corev1ac.HTTPGetAction().WithPath("/healthz").WithPort(intstr.FromString(portNameAdmin)).WithScheme(corev1.URISchemeHTTP)).
+			WithHTTPGet(corev1ac.HTTPGetAction().WithPath("/healthz").WithPort(intstr.FromString(PortNameAdmin)).WithScheme(corev1.URISchemeHTTP)).
 			WithInitialDelaySeconds(5).WithPeriodSeconds(10).WithTimeoutSeconds(2).WithSuccessThreshold(1).WithFailureThreshold(3)).
 		WithSecurityContext(corev1ac.SecurityContext().
 			WithAllowPrivilegeEscalation(false).
@@ -92,7 +92,7 @@ func desiredDeployment(ms *mediav1alpha1.MediaService, opts Options, adminTokenH
 	}
 
 	podSpec := corev1ac.PodSpec().
-		WithServiceAccountName(serviceAccountName(ms)).
+		WithServiceAccountName(ServiceAccountName(ms)).
 		WithAutomountServiceAccountToken(false).
 		WithEnableServiceLinks(false).
 		WithTerminationGracePeriodSeconds(terminationGracePeriod(ms)).
@@ -128,18 +128,18 @@ func desiredDeployment(ms *mediav1alpha1.MediaService, opts Options, adminTokenH
 		annotations[k] = v
 	}
 	if adminTokenHash != "" {
-		annotations[annotationAdminTokenHash] = adminTokenHash // ours wins
+		annotations[AnnotationAdminTokenHash] = adminTokenHash // ours wins
 	}
 	if len(annotations) > 0 {
 		template.WithAnnotations(annotations)
 	}
 
-	return appsv1ac.Deployment(deploymentName(ms), ms.Namespace).
-		WithLabels(commonLabels(ms)).
+	return appsv1ac.Deployment(DeploymentName(ms), ms.Namespace).
+		WithLabels(CommonLabels(ms)).
 		WithOwnerReferences(ownerRef(ms)).
 		WithSpec(appsv1ac.DeploymentSpec().
 			WithReplicas(replicas).
-			WithSelector(metav1ac.LabelSelector().WithMatchLabels(selectorLabels(ms))).
+			WithSelector(metav1ac.LabelSelector().WithMatchLabels(SelectorLabels(ms))).
 			WithStrategy(rolloutStrategy(ms)).
 			WithRevisionHistoryLimit(5).
 			WithTemplate(template))
@@ -167,8 +167,8 @@ func terminationGracePeriod(ms *mediav1alpha1.MediaService) int64 {
 
 func containerPorts(ms *mediav1alpha1.MediaService) []*corev1ac.ContainerPortApplyConfiguration {
 	ports := []*corev1ac.ContainerPortApplyConfiguration{
-		corev1ac.ContainerPort().WithName(portNameSignal).WithContainerPort(ms.Spec.Signaling.Port).WithProtocol(corev1.ProtocolTCP),
-		corev1ac.ContainerPort().WithName(portNameAdmin).WithContainerPort(ms.Spec.AdminPort).WithProtocol(corev1.ProtocolTCP),
+		corev1ac.ContainerPort().WithName(PortNameSignal).WithContainerPort(ms.Spec.Signaling.Port).WithProtocol(corev1.ProtocolTCP),
+		corev1ac.ContainerPort().WithName(PortNameAdmin).WithContainerPort(ms.Spec.AdminPort).WithProtocol(corev1.ProtocolTCP),
 	}
 	if p, ok := iceMuxPort(ms); ok {
 		ports = append(ports, corev1ac.ContainerPort().WithName(portNameICEMux).WithContainerPort(p).WithProtocol(corev1.ProtocolUDP))
@@ -222,7 +222,7 @@ func podEnv(ms *mediav1alpha1.MediaService) []*corev1ac.EnvVarApplyConfiguration
 		// The admin port on the pod's own address (the node's with
 		// hostNetwork), never on every interface; the token guards it.
 		valueEnv(podenv.AdminListenHost, "$("+podenv.PodIP+")"),
-		secretEnv(podenv.AdminToken, adminTokenSecretName(ms), adminTokenKey),
+		secretEnv(podenv.AdminToken, AdminTokenSecretName(ms), AdminTokenKey),
 	}
 	if len(spec.Signaling.AllowedOrigins) > 0 {
 		env = append(env, valueEnv(podenv.AllowedOrigins, strings.Join(spec.Signaling.AllowedOrigins, ",")))
@@ -308,7 +308,7 @@ func podEnv(ms *mediav1alpha1.MediaService) []*corev1ac.EnvVarApplyConfiguration
 	return env
 }
 
-func usesNodeExternalIP(ms *mediav1alpha1.MediaService) bool {
+func UsesNodeExternalIP(ms *mediav1alpha1.MediaService) bool {
 	pa := ms.Spec.ICE.PublicAddress
 	return pa != nil && pa.Source == mediav1alpha1.PublicAddressNodeExternalIP
 }
@@ -317,9 +317,9 @@ func volumes(ms *mediav1alpha1.MediaService) []*corev1ac.VolumeApplyConfiguratio
 	v := []*corev1ac.VolumeApplyConfiguration{
 		corev1ac.Volume().WithName(tmpVolumeName).WithEmptyDir(corev1ac.EmptyDirVolumeSource().WithSizeLimit(resource.MustParse("64Mi"))),
 	}
-	if usesNodeExternalIP(ms) {
+	if UsesNodeExternalIP(ms) {
 		v = append(v, corev1ac.Volume().WithName(nodeAddrVolume).WithConfigMap(
-			corev1ac.ConfigMapVolumeSource().WithName(nodeAddressesConfigMapName(ms))))
+			corev1ac.ConfigMapVolumeSource().WithName(NodeAddressesConfigMapName(ms))))
 	}
 	if t := ms.Spec.Signaling.TLS; t != nil {
 		// A Secret volume, not env: the kubelet updates the files when the
@@ -336,7 +336,7 @@ func volumeMounts(ms *mediav1alpha1.MediaService) []*corev1ac.VolumeMountApplyCo
 	m := []*corev1ac.VolumeMountApplyConfiguration{
 		corev1ac.VolumeMount().WithName(tmpVolumeName).WithMountPath("/tmp"),
 	}
-	if usesNodeExternalIP(ms) {
+	if UsesNodeExternalIP(ms) {
 		m = append(m, corev1ac.VolumeMount().WithName(nodeAddrVolume).WithMountPath(nodeAddrMountAt).WithReadOnly(true))
 	}
 	if ms.Spec.Signaling.TLS != nil {
@@ -363,7 +363,7 @@ func affinityApply(ms *mediav1alpha1.MediaService) *corev1ac.AffinityApplyConfig
 		}
 		aff.PodAntiAffinity.WithRequiredDuringSchedulingIgnoredDuringExecution(corev1ac.PodAffinityTerm().
 			WithTopologyKey(corev1.LabelHostname).
-			WithLabelSelector(metav1ac.LabelSelector().WithMatchLabels(selectorLabels(ms))))
+			WithLabelSelector(metav1ac.LabelSelector().WithMatchLabels(SelectorLabels(ms))))
 	}
 	return aff
 }

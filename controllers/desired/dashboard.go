@@ -1,4 +1,4 @@
-package controllers
+package desired
 
 import (
 	"encoding/json"
@@ -132,8 +132,8 @@ func shortHash(s string) string {
 	return fmt.Sprintf("%08x", h.Sum32())
 }
 
-// desiredDashboard is the dashboard ConfigMap for the Grafana sidecar.
-func desiredDashboard(ms *mediav1alpha1.MediaService) (*corev1ac.ConfigMapApplyConfiguration, error) {
+// Dashboard is the dashboard ConfigMap for the Grafana sidecar.
+func Dashboard(ms *mediav1alpha1.MediaService) (*corev1ac.ConfigMapApplyConfiguration, error) {
 	raw, err := dashboardJSON(ms)
 	if err != nil {
 		return nil, err
@@ -142,8 +142,8 @@ func desiredDashboard(ms *mediav1alpha1.MediaService) (*corev1ac.ConfigMapApplyC
 	if labels == nil {
 		labels = map[string]string{"grafana_dashboard": "1"}
 	}
-	return corev1ac.ConfigMap(dashboardConfigMapName(ms), ms.Namespace).
-		WithLabels(withLabels(commonLabels(ms), labels)).
+	return corev1ac.ConfigMap(DashboardConfigMapName(ms), ms.Namespace).
+		WithLabels(withLabels(CommonLabels(ms), labels)).
 		WithOwnerReferences(ownerRef(ms)).
 		WithData(map[string]string{"mediafleet-" + ms.Namespace + "-" + ms.Name + ".json": raw}), nil
 }

@@ -1,4 +1,4 @@
-package controllers
+package desired
 
 import (
 	"bytes"
@@ -22,7 +22,7 @@ func promtool(t *testing.T) string {
 	if p := os.Getenv("PROMTOOL"); p != "" {
 		return p
 	}
-	matches, _ := filepath.Glob("../bin/promtool-*")
+	matches, _ := filepath.Glob("../../bin/promtool-*")
 	for _, m := range matches {
 		if !strings.HasSuffix(m, ".tmp") {
 			return m
@@ -70,7 +70,7 @@ func TestAlertRulesWithPromtool(t *testing.T) {
 	dir := t.TempDir()
 	x := defaulted(func(ms *mediav1alpha1.MediaService) { ms.Namespace, ms.Name = "media", "x" })
 	y := defaulted(func(ms *mediav1alpha1.MediaService) { ms.Namespace, ms.Name = "media", "y" })
-	writeRules(t, filepath.Join(dir, "rules.yaml"), desiredPrometheusRule(x), desiredPrometheusRule(y))
+	writeRules(t, filepath.Join(dir, "rules.yaml"), PrometheusRule(x), PrometheusRule(y))
 
 	// x misbehaves in every way, y is healthy; the series differ only by
 	// the mediaservice label.
@@ -171,7 +171,7 @@ func TestAlertRulesWithPromtool(t *testing.T) {
 // for every sample MediaService.
 func TestSampleRulesCheck(t *testing.T) {
 	promtool(t)
-	files, _ := filepath.Glob("../config/samples/media_*.yaml")
+	files, _ := filepath.Glob("../../config/samples/media_*.yaml")
 	dir := t.TempDir()
 	n := 0
 	for _, f := range files {
@@ -186,7 +186,7 @@ func TestSampleRulesCheck(t *testing.T) {
 			}
 			ms.Namespace = "default"
 			out := filepath.Join(dir, ms.Name+".rules.yaml")
-			writeRules(t, out, desiredPrometheusRule(ms))
+			writeRules(t, out, PrometheusRule(ms))
 			runPromtool(t, "check", "rules", out)
 			n++
 		}

@@ -39,15 +39,16 @@ type MediaServiceReconciler struct {
 	client.Client
 	Recorder events.EventRecorder
 	Options  Options
-	// Observer reads the media pods' /status; nil disables fleet status,
+	// Observer reads the media pods' /status; nil disables the observed pod status,
 	// deletion cost, autoscaling and leak remediation.
 	Observer *Observer
 	// Clock times the autoscaler's stabilization window; tests inject a
 	// fake one. Nil is the real clock.
 	Clock clock.PassiveClock
 
-	fleet      fleetState
-	monitoring monitoringState
+	recommendations recommendationStore
+	costs           costLedger
+	monitoring      monitoringState
 }
 
 func (r *MediaServiceReconciler) clock() clock.PassiveClock {
@@ -89,6 +90,25 @@ func (r *MediaServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	return res, nil
 }
 
+// forget drops what the reconciler remembers of a MediaService that is
+// gone (or going).
+func (r *MediaServiceReconciler) forget(key types.NamespacedName) {
+	r.recommendations.forget(key)
+	r.costs.forget(key)
+}
+
+// heldIn is how many MediaServices of a namespace the reconciler holds
+// state for (tests prove it is pruned).
+func (r *MediaServiceReconciler) heldIn(namespace string) int {
+	held := map[types.NamespacedName]bool{}
+	for _, k := range append(r.recommendations.keys(), r.costs.keys()...) {
+		if k.Namespace == namespace {
+			held[k] = true
+		}
+	}
+	return len(held)
+}
+
 // newScope reads the MediaService and lists its pods once for every phase
 // and the status write; nil when there is nothing to reconcile (gone, or
 // being deleted: owner references garbage-collect the children).
@@ -96,19 +116,19 @@ func (r *MediaServiceReconciler) newScope(ctx context.Context, key types.Namespa
 	ms := &mediav1alpha1.MediaService{}
 	if err := r.Get(ctx, key, ms); err != nil {
 		if apierrors.IsNotFound(err) {
-			r.fleet.forget(key)
+			r.forget(key)
 		}
 		return nil, client.IgnoreNotFound(err)
 	}
 	if !ms.DeletionTimestamp.IsZero() {
-		r.fleet.forget(key)
+		r.forget(key)
 		return nil, nil
 	}
 	pods, err := r.mediaPods(ctx, ms)
 	if err != nil {
 		return nil, err
 	}
-	return &scope{ms: ms, before: ms.Status.DeepCopy(), pods: pods, reports: r.fleetReports(pods)}, nil
+	return &scope{ms: ms, before: ms.Status.DeepCopy(), pods: pods, reports: r.podReports(pods)}, nil
 }
 
 // finish emits what the phases applied as one Event and writes status once
@@ -226,7 +246,7 @@ func (r *MediaServiceReconciler) writeStatus(ctx context.Context, ms *mediav1alp
 	}
 	computeStatus(ms, dep, pods, gaps, reconcileErr)
 	if r.Observer != nil {
-		computeFleetStatus(ms, reports)
+		computeObservedStatus(ms, reports)
 	}
 	if sameStatusAtRest(before, &ms.Status) {
 		return undelivered, nil

@@ -379,7 +379,7 @@ func TestEnvtestNoOpReconcileWritesNothing(t *testing.T) {
 	eventually(t, waitFor, "deployment", func() error { _, err := getDeployment(ns, "steady"); return err })
 	setDeploymentStatus(t, ns, "steady", 2, 2, 2)
 	eventually(t, waitFor, "available", conditionIs(ns, "steady", mediav1alpha1.ConditionAvailable, metav1.ConditionTrue, ""))
-	time.Sleep(time.Second) // let the last status write settle
+	settle(t, ns, "steady", 0)
 
 	before := writes.writesIn(ns)
 	reconcilesBefore := reconciles.Load()
@@ -396,7 +396,7 @@ func TestEnvtestNoOpReconcileWritesNothing(t *testing.T) {
 		}
 		return nil
 	})
-	time.Sleep(2 * time.Second)
+	reconcileFully(t, ns, "steady")
 	if n := writes.writesIn(ns) - before; n != 0 {
 		t.Fatalf("steady reconcile made %d writes, want 0", n)
 	}
@@ -482,7 +482,7 @@ func TestEnvtestStateIsPrunedWhenMediaServicesGo(t *testing.T) {
 		made = append(made, ms)
 	}
 	eventually(t, 90*time.Second, "state held for the MediaServices", func() error {
-		if got := testReconciler.fleet.sizeIn(ns); got < n {
+		if got := testReconciler.heldIn(ns); got < n {
 			return fmt.Errorf("state for %d MediaServices", got)
 		}
 		return nil
@@ -493,7 +493,7 @@ func TestEnvtestStateIsPrunedWhenMediaServicesGo(t *testing.T) {
 		}
 	}
 	eventually(t, 90*time.Second, "state pruned", func() error {
-		if got := testReconciler.fleet.sizeIn(ns); got != 0 {
+		if got := testReconciler.heldIn(ns); got != 0 {
 			return fmt.Errorf("state still held for %d MediaServices", got)
 		}
 		return nil

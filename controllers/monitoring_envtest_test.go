@@ -151,10 +151,9 @@ func TestEnvtestMonitoring(t *testing.T) {
 	})
 
 	// Steady: no writes.
-	time.Sleep(2 * time.Second)
+	settle(t, ns, "mon", 0)
 	before := writes.writesIn(ns)
-	kick(ns, "mon")
-	time.Sleep(2 * time.Second)
+	reconcileFully(t, ns, "mon")
 	if n := writes.writesIn(ns) - before; n != 0 {
 		t.Errorf("steady reconcile with monitoring made %d writes", n)
 	}

@@ -20,7 +20,9 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -227,21 +229,71 @@ func newNamespace(t *testing.T) string {
 // eventually polls cond until it returns nil or the timeout passes.
 func eventually(t *testing.T, timeout time.Duration, what string, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var err error
-	for {
-		if err = cond(); err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s: %v", timeout, what, err)
-		}
-		time.Sleep(100 * time.Millisecond)
+	var last error
+	if err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, timeout, true, func(context.Context) (bool, error) {
+		last = cond()
+		return last == nil, nil
+	}); err != nil {
+		t.Fatalf("timed out after %s waiting for %s: %v", timeout, what, last)
 	}
+}
+
+// reconcileFully makes one whole reconcile of ns/name happen: it asks for
+// one, waits for it to start, asks again and waits for that one to start.
+// One key never reconciles twice at once, so the first has then finished,
+// writes and all.
+func reconcileFully(t *testing.T, ns, name string) {
+	t.Helper()
+	key := types.NamespacedName{Namespace: ns, Name: name}
+	for range 2 {
+		before := reconcilesOf(key)
+		kick(ns, name)
+		eventually(t, waitFor, "a reconcile of "+key.String(), func() error {
+			if reconcilesOf(key) <= before {
+				return fmt.Errorf("no reconcile of %s started", key)
+			}
+			return nil
+		})
+	}
+}
+
+// settle waits until a whole reconcile of ns/name (and, with passes > 0,
+// that many observation passes) writes nothing in the namespace: what a
+// steady-window test measures from.
+func settle(t *testing.T, ns, name string, passes int64) {
+	t.Helper()
+	eventually(t, 30*time.Second, "no writes in "+ns, func() error {
+		w, p := writes.writesIn(ns), testObserver.Passes()
+		if passes > 0 {
+			eventually(t, waitFor, "observation passes", func() error {
+				if testObserver.Passes() < p+passes {
+					return fmt.Errorf("%d passes", testObserver.Passes()-p)
+				}
+				return nil
+			})
+		}
+		reconcileFully(t, ns, name)
+		if n := writes.writesIn(ns) - w; n != 0 {
+			return fmt.Errorf("%d writes", n)
+		}
+		return nil
+	})
 }
 
 // writeCounter counts every write the reconciler sends to the API server,
 // per namespace, so that tests running beside each other do not mix counts.
+// started counts reconciles per MediaService.
+var (
+	startedMu sync.Mutex
+	started   = map[types.NamespacedName]int{}
+)
+
+func reconcilesOf(key types.NamespacedName) int {
+	startedMu.Lock()
+	defer startedMu.Unlock()
+	return started[key]
+}
+
 type writeCounter struct {
 	client.Client
 	mu   sync.Mutex
@@ -291,6 +343,9 @@ func (w *writeCounter) Apply(ctx context.Context, obj runtime.ApplyConfiguration
 func (w *writeCounter) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
 	if _, ok := obj.(*mediav1alpha1.MediaService); ok {
 		reconciles.Add(1) // every reconcile starts with this Get
+		startedMu.Lock()
+		started[key]++
+		startedMu.Unlock()
 	}
 	return w.Client.Get(ctx, key, obj, opts...)
 }

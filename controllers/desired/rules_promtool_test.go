@@ -2,7 +2,6 @@ package desired
 
 import (
 	"bytes"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -66,7 +65,7 @@ func runPromtool(t *testing.T, args ...string) {
 // alert fires on series that should fire it, stays quiet on series that
 // should not, and fires for one MediaService without touching the other.
 func TestAlertRulesWithPromtool(t *testing.T) {
-	tool := promtool(t)
+	promtool(t)
 	dir := t.TempDir()
 	x := defaulted(func(ms *mediav1alpha1.MediaService) { ms.Namespace, ms.Name = "media", "x" })
 	y := defaulted(func(ms *mediav1alpha1.MediaService) { ms.Namespace, ms.Name = "media", "y" })
@@ -140,29 +139,46 @@ func TestAlertRulesWithPromtool(t *testing.T) {
 		{"HighPacketLoss", "5m", "7m", map[string]string{"severity": "warning"},
 			"Median packet loss is 7.5%.", "Sustained packet loss in media/x"},
 	}
-	var b strings.Builder
-	b.WriteString("rule_files: [rules.yaml]\nevaluation_interval: 1m\ntests:\n- interval: 1m\n  input_series:\n")
-	for _, s := range series {
-		fmt.Fprintf(&b, "  - series: '%s'\n    values: '%s'\n", s.name, s.values)
+	// promtool's unit-test file format, marshalled rather than printed.
+	type expAlert struct {
+		Labels      map[string]string `json:"exp_labels"`
+		Annotations map[string]string `json:"exp_annotations"`
 	}
-	b.WriteString("  alert_rule_test:\n")
+	type alertTest struct {
+		EvalTime  string     `json:"eval_time"`
+		AlertName string     `json:"alertname"`
+		ExpAlerts []expAlert `json:"exp_alerts"`
+	}
+	type inputSeries struct {
+		Series string `json:"series"`
+		Values string `json:"values"`
+	}
+	type testGroup struct {
+		Interval    string        `json:"interval"`
+		InputSeries []inputSeries `json:"input_series"`
+		AlertTests  []alertTest   `json:"alert_rule_test"`
+	}
+	group := testGroup{Interval: "1m"}
+	for _, s := range series {
+		group.InputSeries = append(group.InputSeries, inputSeries{s.name, s.values})
+	}
 	for _, a := range alerts {
-		fmt.Fprintf(&b, "  - eval_time: %s\n    alertname: %s\n    exp_alerts: []\n", a.before, a.name)
-		fmt.Fprintf(&b, "  - eval_time: %s\n    alertname: %s\n    exp_alerts:\n    - exp_labels:\n", a.at, a.name)
 		labels := map[string]string{"namespace": "media", "mediaservice": "x"}
 		for k, v := range a.labels {
 			labels[k] = v
 		}
-		for k, v := range labels {
-			fmt.Fprintf(&b, "        %s: %q\n", k, v)
-		}
-		fmt.Fprintf(&b, "      exp_annotations:\n        summary: %q\n        description: %q\n        runbook_url: %q\n",
-			a.summaryOf, a.desc, runbook+strings.ToLower(a.name))
+		group.AlertTests = append(group.AlertTests,
+			alertTest{EvalTime: a.before, AlertName: a.name, ExpAlerts: []expAlert{}},
+			alertTest{EvalTime: a.at, AlertName: a.name, ExpAlerts: []expAlert{{Labels: labels, Annotations: map[string]string{
+				"summary": a.summaryOf, "description": a.desc, "runbook_url": runbook + strings.ToLower(a.name)}}}})
 	}
-	if err := os.WriteFile(filepath.Join(dir, "tests.yaml"), []byte(b.String()), 0o644); err != nil {
+	raw, err := yaml.Marshal(map[string]any{"rule_files": []string{"rules.yaml"}, "evaluation_interval": "1m", "tests": []testGroup{group}})
+	if err != nil {
 		t.Fatal(err)
 	}
-	_ = tool
+	if err := os.WriteFile(filepath.Join(dir, "tests.yaml"), raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	runPromtool(t, "check", "rules", filepath.Join(dir, "rules.yaml"))
 	runPromtool(t, "test", "rules", filepath.Join(dir, "tests.yaml"))
 }

@@ -4,8 +4,10 @@
 // only the rooms it must. It also keeps the latest member list, refusing a
 // stale one.
 //
-// Forwarding signalling to the owner is not wired in yet: pods hold the
-// list and report its generation, and serve every room themselves.
+// Router says where a room is served (probing the members that may already
+// hold it); Forwarder carries signalling for a room another pod owns to
+// that pod (a reverse proxy for WHIP/WHEP, a relay for WebSockets), so
+// that clients keep one public URL.
 package fleet
 
 import (

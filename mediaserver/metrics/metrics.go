@@ -6,6 +6,7 @@ package metrics
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 )
 
 // Metrics is the set of collectors of one process.
@@ -59,8 +60,6 @@ var CloseReasons = []string{"client-delete", "client-leave", "client-disconnect"
 // ICE connection states, the values of the state label.
 var ICEStates = []string{"new", "checking", "connected", "completed", "disconnected", "failed", "closed"}
 
-// New registers every collector on a fresh registry, with the Go and
-// process collectors.
 // WSInTypes and WSOutTypes are the values of media_websocket_messages_total's
 // type label (the protocol's message types; "invalid" and "relayed" for
 // what was not decoded here).
@@ -69,59 +68,53 @@ var (
 	WSOutTypes = []string{"joined", "offer", "candidate", "draining", "error", "closed"}
 )
 
+// New registers every collector on a fresh registry (promauto: each is
+// registered where it is made), with the Go and process collectors.
 func New() *Metrics {
 	reg := prometheus.NewRegistry()
 	m := &Metrics{Registry: reg}
-	f := func(c prometheus.Collector) { reg.MustRegister(c) }
-	f(collectors.NewGoCollector())
-	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	m.ActiveSessions = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "media_active_sessions", Help: "Sessions (PeerConnections) currently open, by kind."}, []string{"kind"})
-	m.SessionCapacity = prometheus.NewGauge(prometheus.GaugeOpts{Name: "media_session_capacity", Help: "Sessions this pod accepts (MAX_SESSIONS); 0 while draining."})
-	m.SessionsCreated = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "media_sessions_created_total", Help: "Sessions created, by kind."}, []string{"kind"})
-	m.SessionsClosed = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "media_sessions_closed_total", Help: "Sessions closed, by kind and reason."}, []string{"kind", "reason"})
-	m.SessionDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "media_session_duration_seconds", Help: "Lifetime of closed sessions.",
+	auto := promauto.With(reg)
+	m.ActiveSessions = auto.NewGaugeVec(prometheus.GaugeOpts{Name: "media_active_sessions", Help: "Sessions (PeerConnections) currently open, by kind."}, []string{"kind"})
+	m.SessionCapacity = auto.NewGauge(prometheus.GaugeOpts{Name: "media_session_capacity", Help: "Sessions this pod accepts (MAX_SESSIONS); 0 while draining."})
+	m.SessionsCreated = auto.NewCounterVec(prometheus.CounterOpts{Name: "media_sessions_created_total", Help: "Sessions created, by kind."}, []string{"kind"})
+	m.SessionsClosed = auto.NewCounterVec(prometheus.CounterOpts{Name: "media_sessions_closed_total", Help: "Sessions closed, by kind and reason."}, []string{"kind", "reason"})
+	m.SessionDuration = auto.NewHistogramVec(prometheus.HistogramOpts{Name: "media_session_duration_seconds", Help: "Lifetime of closed sessions.",
 		Buckets: []float64{1, 5, 15, 30, 60, 300, 900, 1800, 3600, 4 * 3600}}, []string{"kind"})
-	m.ICEConnectionState = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "media_ice_connection_state", Help: "Sessions in each ICE connection state."}, []string{"state"})
-	m.ICECandidatesAdded = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "media_ice_candidates_added_total", Help: "Remote ICE candidates added, by result."}, []string{"result"})
-	m.ICEConnectionTime = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "media_ice_connection_time_milliseconds", Help: "Time from session creation to ICE connected.",
+	m.ICEConnectionState = auto.NewGaugeVec(prometheus.GaugeOpts{Name: "media_ice_connection_state", Help: "Sessions in each ICE connection state."}, []string{"state"})
+	m.ICECandidatesAdded = auto.NewCounterVec(prometheus.CounterOpts{Name: "media_ice_candidates_added_total", Help: "Remote ICE candidates added, by result."}, []string{"result"})
+	m.ICEConnectionTime = auto.NewHistogram(prometheus.HistogramOpts{Name: "media_ice_connection_time_milliseconds", Help: "Time from session creation to ICE connected.",
 		Buckets: []float64{10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000}})
-	m.VideoFrameRate = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "media_video_frame_rate", Help: "Frame rate of published video tracks, sampled every 5s per track.",
+	m.VideoFrameRate = auto.NewHistogram(prometheus.HistogramOpts{Name: "media_video_frame_rate", Help: "Frame rate of published video tracks, sampled every 5s per track.",
 		Buckets: []float64{1, 5, 10, 15, 20, 25, 30, 45, 60}})
-	m.VideoBitrate = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "media_video_bitrate_bps", Help: "Bitrate of published video tracks, sampled every 5s per track.",
+	m.VideoBitrate = auto.NewHistogram(prometheus.HistogramOpts{Name: "media_video_bitrate_bps", Help: "Bitrate of published video tracks, sampled every 5s per track.",
 		Buckets: prometheus.ExponentialBuckets(32_000, 2, 10)})
-	m.PacketLoss = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "media_packet_loss_ratio", Help: "Fraction of packets lost, from receiver reports of viewers and from publisher sequence gaps.",
+	m.PacketLoss = auto.NewHistogram(prometheus.HistogramOpts{Name: "media_packet_loss_ratio", Help: "Fraction of packets lost, from receiver reports of viewers and from publisher sequence gaps.",
 		Buckets: []float64{0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1}})
-	m.RTT = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "media_rtt_milliseconds", Help: "Round-trip time to viewers, from RTCP receiver reports.",
+	m.RTT = auto.NewHistogram(prometheus.HistogramOpts{Name: "media_rtt_milliseconds", Help: "Round-trip time to viewers, from RTCP receiver reports.",
 		Buckets: []float64{1, 5, 10, 25, 50, 100, 200, 400, 800, 1600}})
-	m.Jitter = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "media_jitter_milliseconds", Help: "Interarrival jitter reported by viewers.",
+	m.Jitter = auto.NewHistogram(prometheus.HistogramOpts{Name: "media_jitter_milliseconds", Help: "Interarrival jitter reported by viewers.",
 		Buckets: []float64{0.5, 1, 2, 5, 10, 20, 50, 100, 200}})
-	m.ForwardedPackets = prometheus.NewCounter(prometheus.CounterOpts{Name: "media_forwarded_packets_total", Help: "RTP packets read from publishers and forwarded."})
-	m.ForwardedBytes = prometheus.NewCounter(prometheus.CounterOpts{Name: "media_forwarded_bytes_total", Help: "RTP payload bytes read from publishers and forwarded."})
-	m.HTTPRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "media_http_requests_total", Help: "HTTP requests by method, route pattern and status."}, []string{"method", "route", "status"})
-	m.HTTPDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "media_http_duration_seconds", Help: "HTTP request latency by method and route pattern.",
+	m.ForwardedPackets = auto.NewCounter(prometheus.CounterOpts{Name: "media_forwarded_packets_total", Help: "RTP packets read from publishers and forwarded."})
+	m.ForwardedBytes = auto.NewCounter(prometheus.CounterOpts{Name: "media_forwarded_bytes_total", Help: "RTP payload bytes read from publishers and forwarded."})
+	m.HTTPRequests = auto.NewCounterVec(prometheus.CounterOpts{Name: "media_http_requests_total", Help: "HTTP requests by method, route pattern and status."}, []string{"method", "route", "status"})
+	m.HTTPDuration = auto.NewHistogramVec(prometheus.HistogramOpts{Name: "media_http_duration_seconds", Help: "HTTP request latency by method and route pattern.",
 		Buckets: []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5}}, []string{"method", "route"})
-	m.HTTPInFlight = prometheus.NewGauge(prometheus.GaugeOpts{Name: "media_http_requests_in_flight", Help: "HTTP requests being served."})
-	m.WSConnections = prometheus.NewGauge(prometheus.GaugeOpts{Name: "media_websocket_connections", Help: "Open WebSocket connections."})
-	m.WSMessages = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "media_websocket_messages_total", Help: "WebSocket messages by direction and type."}, []string{"direction", "type"})
-	m.WSMessageSize = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "media_websocket_message_size_bytes", Help: "WebSocket message sizes by direction.",
+	m.HTTPInFlight = auto.NewGauge(prometheus.GaugeOpts{Name: "media_http_requests_in_flight", Help: "HTTP requests being served."})
+	m.WSConnections = auto.NewGauge(prometheus.GaugeOpts{Name: "media_websocket_connections", Help: "Open WebSocket connections."})
+	m.WSMessages = auto.NewCounterVec(prometheus.CounterOpts{Name: "media_websocket_messages_total", Help: "WebSocket messages by direction and type."}, []string{"direction", "type"})
+	m.WSMessageSize = auto.NewHistogramVec(prometheus.HistogramOpts{Name: "media_websocket_message_size_bytes", Help: "WebSocket message sizes by direction.",
 		Buckets: prometheus.ExponentialBuckets(64, 2, 11)}, []string{"direction"})
-	m.MemoryUsage = prometheus.NewGauge(prometheus.GaugeOpts{Name: "media_memory_usage_bytes", Help: "Heap in use by the process."})
-	m.Goroutines = prometheus.NewGauge(prometheus.GaugeOpts{Name: "media_goroutine_count", Help: "Goroutines at the last sample."})
-	m.GoroutinesMax = prometheus.NewGauge(prometheus.GaugeOpts{Name: "media_goroutine_count_max", Help: "Most goroutines seen since start."})
-	m.PotentialLeak = prometheus.NewGauge(prometheus.GaugeOpts{Name: "media_potential_goroutine_leak", Help: "1 while the leak detector suspects a goroutine leak."})
-	m.GoroutineBaseline = prometheus.NewGauge(prometheus.GaugeOpts{Name: "media_goroutine_baseline", Help: "Goroutine baseline learnt by the leak detector (0 while learning)."})
-	m.Draining = prometheus.NewGauge(prometheus.GaugeOpts{Name: "media_draining", Help: "1 once the process is draining."})
-	m.OpenConnections = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "media_open_connections", Help: "TCP connections open on each listener."}, []string{"listener"})
-	m.ConnectionsRefused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "media_connections_refused_total", Help: "Connections closed at accept because the listener was at its cap."}, []string{"listener"})
+	m.MemoryUsage = auto.NewGauge(prometheus.GaugeOpts{Name: "media_memory_usage_bytes", Help: "Heap in use by the process."})
+	m.Goroutines = auto.NewGauge(prometheus.GaugeOpts{Name: "media_goroutine_count", Help: "Goroutines at the last sample."})
+	m.GoroutinesMax = auto.NewGauge(prometheus.GaugeOpts{Name: "media_goroutine_count_max", Help: "Most goroutines seen since start."})
+	m.PotentialLeak = auto.NewGauge(prometheus.GaugeOpts{Name: "media_potential_goroutine_leak", Help: "1 while the leak detector suspects a goroutine leak."})
+	m.GoroutineBaseline = auto.NewGauge(prometheus.GaugeOpts{Name: "media_goroutine_baseline", Help: "Goroutine baseline learnt by the leak detector (0 while learning)."})
+	m.Draining = auto.NewGauge(prometheus.GaugeOpts{Name: "media_draining", Help: "1 once the process is draining."})
+	m.OpenConnections = auto.NewGaugeVec(prometheus.GaugeOpts{Name: "media_open_connections", Help: "TCP connections open on each listener."}, []string{"listener"})
+	m.ConnectionsRefused = auto.NewCounterVec(prometheus.CounterOpts{Name: "media_connections_refused_total", Help: "Connections closed at accept because the listener was at its cap."}, []string{"listener"})
 
-	for _, c := range []prometheus.Collector{m.ActiveSessions, m.SessionCapacity, m.SessionsCreated, m.SessionsClosed, m.SessionDuration,
-		m.ICEConnectionState, m.ICECandidatesAdded, m.ICEConnectionTime, m.VideoFrameRate, m.VideoBitrate, m.PacketLoss,
-		m.RTT, m.Jitter, m.ForwardedPackets, m.ForwardedBytes, m.HTTPRequests, m.HTTPDuration, m.HTTPInFlight,
-		m.WSConnections, m.WSMessages, m.WSMessageSize, m.MemoryUsage, m.Goroutines, m.GoroutinesMax, m.PotentialLeak,
-		m.GoroutineBaseline, m.Draining, m.OpenConnections, m.ConnectionsRefused} {
-		f(c)
-	}
 	// Every known label combination exists from the start, so dashboards
 	// and absent() alerts see the families on a fresh pod.
 	for _, l := range []string{"public", "admin"} {

@@ -69,12 +69,6 @@ func NewEngine(apis APIs, cfg *config.Config, m *metrics.Metrics, log *slog.Logg
 	}
 }
 
-// Config returns the engine's configuration.
-func (e *Engine) Config() *config.Config { return e.cfg }
-
-// Metrics returns the engine's metrics.
-func (e *Engine) Metrics() *metrics.Metrics { return e.metrics }
-
 // SessionCount is the number of open sessions.
 func (e *Engine) SessionCount() int { return e.sessions.Len() }
 

@@ -88,24 +88,27 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 		stopSampler: make(chan struct{}), samplerDone: make(chan struct{})}
 	s.leak = leak.New(leak.Config{BaselineWindow: cfg.LeakBaselineWindow, ThresholdRatio: cfg.LeakThresholdRatio})
 	s.engine = rtc.NewEngine(apis, &s.cfg, m, log)
-	s.signal = signal.New(s.engine, log)
-	if cfg.PodName != "" && cfg.AdminToken != "" {
-		// Rooms are routed to their owner pod once the operator delivers
-		// a member list; until then every room is served here. Pods prove
-		// themselves to each other with the admin token: without one no
-		// room is forwarded.
-		s.signal.SetRouter(&fleet.Router{Self: cfg.PodName, Members: &s.members, Local: s.engine.RoomSessions,
-			SelfReady: func() bool { return !s.engine.Draining() && !s.engine.AtCapacity() },
-			Token:     cfg.AdminToken,
-			HTTP:      &http.Client{Timeout: time.Second}}, cfg.PodName, cfg.AdminToken)
-	}
+	s.signal = signal.New(s.engine, &s.cfg, m, log)
 	if cfg.TLSCertFile != "" {
 		if s.certs, err = newCertSource(cfg.TLSCertFile, cfg.TLSKeyFile, log); err != nil {
 			_ = iceRes.Close()
 			return nil, err
 		}
-		// Signalling forwarded to the owner pod goes over TLS too.
-		s.signal.SetPeerTLS(s.certs.peerConfig())
+	}
+	if cfg.PodName != "" && cfg.AdminToken != "" {
+		// Rooms are routed to their owner pod once the operator delivers
+		// a member list; until then every room is served here. Pods prove
+		// themselves to each other with the admin token: without one no
+		// room is forwarded.
+		fwd := &fleet.Forwarder{Self: cfg.PodName, Token: cfg.AdminToken, Log: log,
+			Router: &fleet.Router{Self: cfg.PodName, Members: &s.members, Local: s.engine.RoomSessions,
+				SelfReady: func() bool { return !s.engine.Draining() && !s.engine.AtCapacity() },
+				Token:     cfg.AdminToken,
+				HTTP:      &http.Client{Timeout: time.Second}}}
+		if s.certs != nil {
+			fwd.PeerTLS = s.certs.peerConfig() // forwarded signalling goes over TLS too
+		}
+		s.signal.SetForwarder(fwd)
 	}
 	page := web.Handler()
 	s.signal.Handle("GET /{$}", page)

@@ -1,17 +1,14 @@
 package signal
 
 import (
-	"bytes"
 	"context"
 	"crypto/subtle"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"mime"
 	"net/http"
-	"net/http/httputil"
 	"net/url"
 	"strconv"
 	"strings"
@@ -21,8 +18,9 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/mediafleet/mediafleet/mediaserver/config"
+	"github.com/mediafleet/mediafleet/mediaserver/fleet"
+	"github.com/mediafleet/mediafleet/mediaserver/metrics"
 	"github.com/mediafleet/mediafleet/mediaserver/rtc"
-	"github.com/mediafleet/mediafleet/mediaserver/statusapi"
 )
 
 const (
@@ -38,6 +36,7 @@ const (
 type Server struct {
 	engine   *rtc.Engine
 	cfg      *config.Config
+	metrics  *metrics.Metrics
 	log      *slog.Logger
 	upgrader websocket.Upgrader
 
@@ -45,167 +44,20 @@ type Server struct {
 	wsConns map[*wsConn]struct{}
 	extra   []route
 
-	router RoomRouter
-	self   string
-	// podToken proves forwarded signalling comes from a pod of the fleet.
-	podToken string
-	// peerTLS, when set, makes forwarding to other pods use https/wss.
-	peerTLS  *tls.Config
-	peerOnce sync.Once
-	peerRT   http.RoundTripper
+	// fwd carries signalling for rooms other pods own (nil: none).
+	fwd *fleet.Forwarder
 }
 
-// RoomRouter says which pod serves a room: "" for this one, else the
-// owner's signalling address (host:port).
-type RoomRouter interface {
-	Route(ctx context.Context, room string) (string, error)
-}
-
-// SetRouter makes the server forward signalling for rooms another pod owns.
-// self names this pod in the forwarding header; podToken (the admin token
-// every pod of the fleet shares) goes beside it and is what makes another
-// pod's forwarded request recognised as such.
-func (s *Server) SetRouter(r RoomRouter, self, podToken string) {
-	s.router, s.self, s.podToken = r, self, podToken
-}
-
-// forwarded says whether r was forwarded by another pod of the fleet: the
-// forwarding header counts only beside a valid pod token, so a client
-// cannot switch routing off by sending it.
-func (s *Server) forwarded(r *http.Request) bool {
-	if s.podToken == "" || r.Header.Get(statusapi.ForwardedByHeader) == "" {
-		return false
+// SetForwarder makes the server forward signalling for rooms another pod
+// owns (nil: every room is served here).
+func (s *Server) SetForwarder(f *fleet.Forwarder) {
+	if f != nil && f.Refuse == nil {
+		f.Refuse = unavailable
 	}
-	return subtle.ConstantTimeCompare([]byte(r.Header.Get(statusapi.PodTokenHeader)), []byte(s.podToken)) == 1
-}
-
-// markForwarded sets the forwarding headers on a request to another pod
-// (replacing whatever a client sent in them).
-func (s *Server) markForwarded(h http.Header) {
-	h.Set(statusapi.ForwardedByHeader, s.self)
-	h.Set(statusapi.PodTokenHeader, s.podToken)
-}
-
-// SetPeerTLS makes signalling forwarded to other pods go over TLS with
-// this client configuration (the pods serve HTTPS on the signalling port).
-func (s *Server) SetPeerTLS(cfg *tls.Config) { s.peerTLS = cfg }
-
-// peerScheme is the scheme of another pod's signalling port ("http" or
-// "https"; "ws"/"wss" with websocket true).
-func (s *Server) peerScheme(websocket bool) string {
-	switch {
-	case s.peerTLS != nil && websocket:
-		return "wss"
-	case s.peerTLS != nil:
-		return "https"
-	case websocket:
-		return "ws"
-	default:
-		return "http"
+	if f != nil && f.Log == nil {
+		f.Log = s.log
 	}
-}
-
-// routeRemote returns the owner's address when room is served elsewhere
-// and this request may be forwarded; it answers 503 itself when no owner
-// can be reached (ok false).
-func (s *Server) routeRemote(w http.ResponseWriter, r *http.Request, room string) (addr string, ok bool) {
-	if s.router == nil || s.forwarded(r) {
-		return "", true
-	}
-	addr, err := s.router.Route(r.Context(), room)
-	if err != nil {
-		unavailable(w, "no pod can take room "+room+" now; retry")
-		return "", false
-	}
-	return addr, true
-}
-
-// maxForwardedAnswer bounds an owner's answer read before it is passed on.
-const maxForwardedAnswer = 1 << 20
-
-// proxy forwards the request to the owner pod unchanged but for the
-// forwarding headers; the client keeps its one public URL. The request
-// body (at most MaxSDPBytes) is read before it is sent, so a retry of a
-// request on a keep-alive connection the owner just closed can resend it;
-// the owner's answer is read whole before anything reaches the client, so
-// a client never gets a 201 whose body stops half-way. When the answer
-// cannot be read whole, the session it created on the owner is deleted:
-// nothing is left orphaned there.
-func (s *Server) proxy(w http.ResponseWriter, r *http.Request, addr string) {
-	body, ok := readBody(w, r, MaxSDPBytes)
-	if !ok {
-		return
-	}
-	r.Body = io.NopCloser(bytes.NewReader(body))
-	r.ContentLength = int64(len(body))
-	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
-	rp := &httputil.ReverseProxy{
-		Transport: s.peerTransport(),
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.SetURL(&url.URL{Scheme: s.peerScheme(false), Host: addr})
-			pr.Out.Host = pr.In.Host
-			s.markForwarded(pr.Out.Header)
-		},
-		ModifyResponse: func(resp *http.Response) error {
-			answer, err := io.ReadAll(io.LimitReader(resp.Body, maxForwardedAnswer+1))
-			resp.Body.Close()
-			if err == nil && len(answer) > maxForwardedAnswer {
-				err = fmt.Errorf("answer over %d bytes", maxForwardedAnswer)
-			}
-			if err != nil {
-				if loc := resp.Header.Get("Location"); resp.StatusCode == http.StatusCreated && loc != "" {
-					s.deleteOrphan(addr, loc, r.Header.Get("Authorization"))
-				}
-				return fmt.Errorf("read the owner's answer: %w", err)
-			}
-			resp.Body = io.NopCloser(bytes.NewReader(answer))
-			resp.ContentLength = int64(len(answer))
-			resp.Header.Set("Content-Length", strconv.Itoa(len(answer)))
-			return nil
-		},
-		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
-			s.log.Warn("owner pod unreachable", "owner", addr, "err", err)
-			unavailable(w, "the pod that owns this room is unreachable; retry")
-		},
-	}
-	rp.ServeHTTP(w, r)
-}
-
-// deleteOrphan ends a session the owner created for an answer that could
-// not be passed on.
-func (s *Server) deleteOrphan(addr, location, auth string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, s.peerScheme(false)+"://"+addr+location, nil)
-	if err != nil {
-		return
-	}
-	s.markForwarded(req.Header)
-	if auth != "" {
-		req.Header.Set("Authorization", auth)
-	}
-	resp, err := s.peerTransport().RoundTrip(req)
-	if err != nil {
-		s.log.Warn("could not delete the owner's session of a lost answer", "owner", addr, "session", location, "err", err)
-		return
-	}
-	resp.Body.Close()
-}
-
-// peerTransport carries signalling to other pods: its own keep-alive pool
-// (idle connections closed well before the owner's 2-minute idle timeout,
-// so a reused connection is rarely one the owner is closing), TLS when the
-// pods serve it.
-func (s *Server) peerTransport() http.RoundTripper {
-	s.peerOnce.Do(func() {
-		t := http.DefaultTransport.(*http.Transport).Clone()
-		t.MaxIdleConnsPerHost = 32
-		t.IdleConnTimeout = 30 * time.Second
-		t.ForceAttemptHTTP2 = false
-		t.TLSClientConfig = s.peerTLS
-		s.peerRT = t
-	})
-	return s.peerRT
+	s.fwd = f
 }
 
 type route struct {
@@ -213,9 +65,10 @@ type route struct {
 	handler http.Handler
 }
 
-// New returns the signalling server of engine.
-func New(engine *rtc.Engine, log *slog.Logger) *Server {
-	s := &Server{engine: engine, cfg: engine.Config(), log: log, wsConns: map[*wsConn]struct{}{}}
+// New returns the signalling server of engine, configured by cfg and
+// counted in m.
+func New(engine *rtc.Engine, cfg *config.Config, m *metrics.Metrics, log *slog.Logger) *Server {
+	s := &Server{engine: engine, cfg: cfg, metrics: m, log: log, wsConns: map[*wsConn]struct{}{}}
 	s.upgrader = websocket.Upgrader{
 		ReadBufferSize:  4096,
 		WriteBufferSize: 4096,
@@ -230,7 +83,7 @@ func (s *Server) Handle(pattern string, h http.Handler) { s.extra = append(s.ext
 // Handler returns the public mux wrapped in the metrics middleware.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	m := s.engine.Metrics()
+	m := s.metrics
 	handle := func(pattern string, okStatus int, h http.HandlerFunc) {
 		mux.HandleFunc(pattern, h)
 		InitRoute(m, pattern, okStatus)
@@ -248,7 +101,7 @@ func (s *Server) Handler() http.Handler {
 		mux.Handle(r.pattern, r.handler)
 		InitRoute(m, r.pattern, http.StatusOK)
 	}
-	return Instrument(s.engine.Metrics(), mux)
+	return Instrument(s.metrics, mux)
 }
 
 // originAllowed implements the origin check of WebSocket upgrades and
@@ -382,10 +235,10 @@ func (s *Server) offer(kind rtc.Kind) http.HandlerFunc {
 			httpError(w, http.StatusUnsupportedMediaType, "Content-Type must be %s", contentTypeSDP)
 			return
 		}
-		if addr, ok := s.routeRemote(w, r, r.PathValue("room")); !ok {
+		if addr, ok := s.fwd.Route(w, r, r.PathValue("room")); !ok {
 			return
 		} else if addr != "" {
-			s.proxy(w, r, addr)
+			s.forward(w, r, addr)
 			return
 		}
 		if s.engine.Draining() {
@@ -446,6 +299,16 @@ func (s *Server) sessionError(w http.ResponseWriter, err error) {
 	}
 }
 
+// forward passes a request to the owner pod at addr; its body (at most
+// MaxSDPBytes) is read first.
+func (s *Server) forward(w http.ResponseWriter, r *http.Request, addr string) {
+	body, ok := readBody(w, r, MaxSDPBytes)
+	if !ok {
+		return
+	}
+	s.fwd.Proxy(w, r, addr, body)
+}
+
 func unavailable(w http.ResponseWriter, msg string) {
 	w.Header().Set("Retry-After", strconv.Itoa(RetryAfterSeconds))
 	httpError(w, http.StatusServiceUnavailable, "%s", msg)
@@ -456,10 +319,10 @@ func unavailable(w http.ResponseWriter, msg string) {
 // false).
 func (s *Server) lookup(w http.ResponseWriter, r *http.Request, kind rtc.Kind) (*rtc.Session, bool) {
 	if _, local := s.engine.Session(r.PathValue("id")); !local {
-		if addr, ok := s.routeRemote(w, r, r.PathValue("room")); !ok {
+		if addr, ok := s.fwd.Route(w, r, r.PathValue("room")); !ok {
 			return nil, false
 		} else if addr != "" {
-			s.proxy(w, r, addr)
+			s.forward(w, r, addr)
 			return nil, false
 		}
 	}

@@ -6,13 +6,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
 	"github.com/pion/webrtc/v4"
 
+	"github.com/mediafleet/mediafleet/mediaserver/fleet"
 	"github.com/mediafleet/mediafleet/mediaserver/rtc"
 )
 
@@ -38,8 +38,8 @@ type wsConn struct {
 	sessMu    sync.Mutex
 	sess      *rtc.Session
 
-	req      *http.Request   // the upgrade request (token, forwarding)
-	upstream *websocket.Conn // set when the room's owner is another pod
+	req      *http.Request // the upgrade request (token, forwarding)
+	upstream *fleet.Relay  // set when the room's owner is another pod
 	upMu     sync.Mutex
 }
 
@@ -78,7 +78,7 @@ func (s *Server) websocket(w http.ResponseWriter, r *http.Request) {
 	s.wsMu.Lock()
 	s.wsConns[c] = struct{}{}
 	s.wsMu.Unlock()
-	m := s.engine.Metrics()
+	m := s.metrics
 	m.WSConnections.Inc()
 	defer func() {
 		s.wsMu.Lock()
@@ -113,7 +113,7 @@ func (s *Server) WebSocketCount() int {
 }
 
 func (c *wsConn) readLoop() {
-	m := c.srv.engine.Metrics()
+	m := c.srv.metrics
 	for {
 		_, data, err := c.conn.ReadMessage()
 		if err != nil {
@@ -124,11 +124,7 @@ func (c *wsConn) readLoop() {
 		}
 		m.WSMessageSize.WithLabelValues("in").Observe(float64(len(data)))
 		if up := c.relaying(); up != nil {
-			c.upMu.Lock()
-			_ = up.SetWriteDeadline(time.Now().Add(wsWriteTimeout))
-			err := up.WriteMessage(websocket.TextMessage, data)
-			c.upMu.Unlock()
-			if err != nil {
+			if err := up.Send(data); err != nil {
 				c.sendError(CodeUnavailable, "lost the pod that owns this room; reconnect")
 				return
 			}
@@ -151,37 +147,18 @@ func (c *wsConn) readLoop() {
 	}
 }
 
-func (c *wsConn) relaying() *websocket.Conn {
+func (c *wsConn) relaying() *fleet.Relay {
 	c.upMu.Lock()
 	defer c.upMu.Unlock()
 	return c.upstream
 }
 
-// relay hands the connection to the pod that owns the room: it dials that
-// pod's /ws (marked as forwarded, with the client's token), replays the
-// join and then copies messages both ways. Media goes straight between the
-// client and the owner: its candidates carry the owner's address.
+// relay hands the connection to the pod that owns the room and copies
+// messages both ways. Media goes straight between the client and the
+// owner: its candidates carry the owner's address.
 func (c *wsConn) relay(addr string, join []byte) error {
-	u := c.srv.peerScheme(true) + "://" + addr + "/ws"
-	if tok := c.req.URL.Query().Get("token"); tok != "" {
-		u += "?token=" + url.QueryEscape(tok)
-	}
-	h := http.Header{}
-	c.srv.markForwarded(h)
-	if a := c.req.Header.Get("Authorization"); a != "" {
-		h.Set("Authorization", a)
-	}
-	d := websocket.Dialer{HandshakeTimeout: 3 * time.Second, TLSClientConfig: c.srv.peerTLS}
-	up, resp, err := d.Dial(u, h)
+	up, err := c.srv.fwd.Relay(addr, c.req, join, c.srv.cfg.WSReadLimit*4)
 	if err != nil {
-		if resp != nil {
-			resp.Body.Close()
-		}
-		return err
-	}
-	up.SetReadLimit(c.srv.cfg.WSReadLimit * 4)
-	if err := up.WriteMessage(websocket.TextMessage, join); err != nil {
-		up.Close()
 		return err
 	}
 	c.upMu.Lock()
@@ -189,15 +166,7 @@ func (c *wsConn) relay(addr string, join []byte) error {
 	c.upMu.Unlock()
 	go func() {
 		defer c.shutdown("owner-closed")
-		for {
-			_, data, err := up.ReadMessage()
-			if err != nil {
-				return
-			}
-			if !c.safeSendRaw(data) {
-				return
-			}
-		}
+		up.Pump(c.safeSendRaw)
 	}()
 	c.log.Info("websocket relayed to the room's owner", "owner", addr)
 	return nil
@@ -218,19 +187,17 @@ func (c *wsConn) handle(msg *Message, raw []byte) bool {
 			c.sendError(CodeAlreadyJoined, "this connection already joined room "+sess.RoomName())
 			return true
 		}
-		if c.srv.router != nil && !c.srv.forwarded(c.req) {
-			addr, err := c.srv.router.Route(c.req.Context(), msg.Room)
-			if err != nil {
-				c.sendError(CodeUnavailable, "no pod can take room "+msg.Room+" now; retry in 5 s")
-				return true
+		addr, err := c.srv.fwd.Owner(c.req, msg.Room)
+		if err != nil {
+			c.sendError(CodeUnavailable, "no pod can take room "+msg.Room+" now; retry in 5 s")
+			return true
+		}
+		if addr != "" {
+			if err := c.relay(addr, raw); err != nil {
+				c.log.Warn("owner pod unreachable", "owner", addr, "err", err)
+				c.sendError(CodeUnavailable, "the pod that owns room "+msg.Room+" is unreachable; retry in 5 s")
 			}
-			if addr != "" {
-				if err := c.relay(addr, raw); err != nil {
-					c.log.Warn("owner pod unreachable", "owner", addr, "err", err)
-					c.sendError(CodeUnavailable, "the pod that owns room "+msg.Room+" is unreachable; retry in 5 s")
-				}
-				return true
-			}
+			return true
 		}
 		c.join(msg.Room)
 	case TypeAnswer:
@@ -345,7 +312,7 @@ func (c *wsConn) safeSendRaw(data []byte) bool {
 }
 
 func (c *wsConn) count(typ string, n int) {
-	m := c.srv.engine.Metrics()
+	m := c.srv.metrics
 	m.WSMessages.WithLabelValues("out", typ).Inc()
 	m.WSMessageSize.WithLabelValues("out").Observe(float64(n))
 }

@@ -229,7 +229,7 @@ func TestEnvtestFleetStatusLeaksAndDeletionCost(t *testing.T) {
 	third.Close()
 
 	// A leak in process B: condition, per-pod message and an Event.
-	time.Sleep(1500 * time.Millisecond) // past the 1s baseline window
+	baselineLearnt(t, b)
 	injectLeak(t, b, "n=400")
 	eventually(t, 20*time.Second, "GoroutineLeak True", conditionIs(ns, "fleet", mediav1alpha1.ConditionGoroutineLeak, metav1.ConditionTrue, ReasonLeakSuspected))
 	st := msStatus(t, ns, "fleet")
@@ -262,15 +262,15 @@ func TestEnvtestFleetStatusLeaksAndDeletionCost(t *testing.T) {
 	// A steady fleet costs zero writes: once settled, a window in which
 	// observation passes and reconciles provably ran writes nothing (the
 	// pods' goroutine counts move all the time; they are not a reason).
-	time.Sleep(2 * time.Second)
-	before, passes, recs := writes.writesIn(ns), testObserver.Passes(), reconciles.Load()
-	kick(ns, "fleet")
-	eventually(t, 10*time.Second, "observation passes and a reconcile in the window", func() error {
-		if testObserver.Passes() < passes+3 || reconciles.Load() <= recs {
-			return fmt.Errorf("%d passes, %d reconciles", testObserver.Passes()-passes, reconciles.Load()-recs)
+	settle(t, ns, "fleet", 2)
+	before, passes := writes.writesIn(ns), testObserver.Passes()
+	eventually(t, 10*time.Second, "observation passes in the window", func() error {
+		if testObserver.Passes() < passes+3 {
+			return fmt.Errorf("%d passes", testObserver.Passes()-passes)
 		}
 		return nil
 	})
+	reconcileFully(t, ns, "fleet")
 	if n := writes.writesIn(ns) - before; n != 0 {
 		t.Errorf("steady fleet made %d writes, want 0", n)
 	}
@@ -289,7 +289,8 @@ func TestEnvtestRestartWhenIdleDeletesOnlyIdleLeakingPod(t *testing.T) {
 	busyPod := mediaPod(t, ms, "heal-busy", busy.admin)
 	idlePod := mediaPod(t, ms, "heal-idle", idle.admin)
 	wsSession(t, busy, "keep")
-	time.Sleep(1500 * time.Millisecond)
+	baselineLearnt(t, busy)
+	baselineLearnt(t, idle)
 	injectLeak(t, busy, "n=400")
 	injectLeak(t, idle, "n=400")
 	eventually(t, 20*time.Second, "idle leaking pod deleted", func() error {
@@ -301,7 +302,16 @@ func TestEnvtestRestartWhenIdleDeletesOnlyIdleLeakingPod(t *testing.T) {
 		return nil
 	})
 	assertEvent(t, ns, "heal", ReasonRestartedLeaking, "deleted pod heal-idle")
-	time.Sleep(2 * time.Second)
+	// Observation passes and whole reconciles after the deletion had every
+	// chance to delete the busy pod too.
+	passes := testObserver.Passes()
+	eventually(t, 10*time.Second, "observation passes", func() error {
+		if testObserver.Passes() < passes+2 {
+			return fmt.Errorf("%d passes", testObserver.Passes()-passes)
+		}
+		return nil
+	})
+	reconcileFully(t, ns, "heal")
 	p := &corev1.Pod{}
 	if err := k8s.Get(ctx, client.ObjectKeyFromObject(busyPod), p); err != nil || p.DeletionTimestamp != nil {
 		t.Fatalf("the busy leaking pod was deleted (err %v): remediation must wait until it is idle", err)
@@ -354,8 +364,7 @@ func TestEnvtestAutoscalingUpAtOnceDownAfterWindow(t *testing.T) {
 	})
 	// Within the window the fleet holds, whatever triggers a reconcile.
 	testClock.Step(4 * time.Minute)
-	kick(ns, "auto")
-	time.Sleep(time.Second)
+	reconcileFully(t, ns, "auto")
 	if err := replicasAre(3)(); err != nil {
 		t.Fatalf("scaled down inside the stabilization window: %v", err)
 	}
@@ -365,6 +374,18 @@ func TestEnvtestAutoscalingUpAtOnceDownAfterWindow(t *testing.T) {
 }
 
 // kick asks for a reconcile the way the observer does.
+// baselineLearnt waits until a mediaserver's leak detector has learnt its
+// goroutine baseline (a leak injected before that becomes the baseline).
+func baselineLearnt(t *testing.T, m mediaProc) {
+	t.Helper()
+	eventually(t, 20*time.Second, "goroutine baseline learnt", func() error {
+		if r := readStatus(t, m); r.Goroutines.Baseline == 0 {
+			return errors.New("still learning")
+		}
+		return nil
+	})
+}
+
 func kick(ns, name string) {
 	obj := &mediav1alpha1.MediaService{}
 	obj.Namespace, obj.Name = ns, name

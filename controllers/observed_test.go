@@ -32,7 +32,7 @@ func TestComputeFleetStatus(t *testing.T) {
 		{pod: pod("d"), obs: Observation{Error: "GET /status: timed out"}, ok: true},
 		{pod: pod("e")},
 	}
-	computeFleetStatus(ms, reports)
+	computeObservedStatus(ms, reports)
 	st := ms.Status
 	if st.Sessions.Active != 5 || st.Sessions.Capacity != 1000 || st.Sessions.ReportingPods != 3 {
 		t.Errorf("sessions %+v: draining pods count sessions but no capacity", st.Sessions)
@@ -55,7 +55,7 @@ func TestComputeFleetStatus(t *testing.T) {
 	for i := 0; i < 120; i++ {
 		many = append(many, podReport{pod: pod(string(rune('a'+i%26)) + strings.Repeat("x", i)), obs: report(1, 10, true, false, false), ok: true})
 	}
-	computeFleetStatus(ms, many)
+	computeObservedStatus(ms, many)
 	if len(ms.Status.Pods) != mediav1alpha1.MaxPodStatuses || ms.Status.Sessions.Active != 120 {
 		t.Errorf("%d pods listed, %d sessions", len(ms.Status.Pods), ms.Status.Sessions.Active)
 	}

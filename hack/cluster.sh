@@ -483,10 +483,13 @@ down() {
 	for t in /var/log/containers/*.log; do
 		[[ -L "$t" && "$(readlink "$t")" == "$STATE/"* ]] && rm -f "$t"
 	done
-	# The kubelet's cgroups (cgroupfs driver), deepest first, now empty.
-	for t in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods; do
-		[[ -d "$t" ]] && find "$t" -depth -type d -exec rmdir {} + 2>/dev/null || true
-	done
+	# The kubelet's cgroups (cgroupfs driver), deepest first, now empty:
+	# only those up saw missing.
+	if [[ -f "$STATE/run/cgroups" ]]; then
+		while read -r t; do
+			[[ -d "$t" ]] && find "$t" -depth -type d -exec rmdir {} + 2>/dev/null || true
+		done <"$STATE/run/cgroups"
+	fi
 	rm -rf "$STATE"
 	log "cluster down; nothing left in $STATE"
 }
@@ -530,21 +533,47 @@ guard_down() {
 	fi
 }
 
-# iptables_cleanup removes the KUBE-* chains the kubelet and kube-proxy made
-# (kube-proxy --cleanup leaves the kubelet's) and the jumps into them.
+# record_host_state notes, before anything starts, which iptables chains
+# and kubepods cgroups the machine already has: down removes only chains
+# and cgroups that appeared after this (the kubelet's and kube-proxy's),
+# never a chain or cgroup of the host.
+record_host_state() {
+	local ipt table t
+	for ipt in iptables ip6tables; do
+		command -v "$ipt-save" >/dev/null || continue
+		for table in filter nat mangle; do
+			"$ipt-save" -t "$table" 2>/dev/null | { grep -oE '^:[^ ]+' || true; } | cut -c2- | sort -u >"$STATE/run/chains-before.$ipt.$table"
+		done
+	done
+	: >"$STATE/run/cgroups"
+	for t in /sys/fs/cgroup/*/ /sys/fs/cgroup/; do
+		[[ -d "$t" && ! -e "${t}kubepods" ]] && echo "${t}kubepods" >>"$STATE/run/cgroups"
+	done
+	return 0
+}
+
+# iptables_cleanup removes the KUBE-* chains that appeared after up began
+# (the kubelet's and kube-proxy's; kube-proxy --cleanup leaves the
+# kubelet's) and the jumps into them; chains the host had before stay.
 iptables_cleanup() {
-	local ipt table rule c
+	local ipt table rule c before ours
 	for ipt in iptables ip6tables; do
 		command -v "$ipt" >/dev/null || continue
 		for table in filter nat mangle; do
-			"$ipt-save" -t "$table" 2>/dev/null | { grep -E '^-A [A-Z]+ .*-j KUBE-' || true; } | sed 's/^-A /-D /' |
-				while read -r rule; do
-					eval "$ipt -w -t $table $rule" 2>/dev/null || true
-				done
-			for c in $("$ipt-save" -t "$table" 2>/dev/null | grep -oE '^:KUBE-[^ ]+' | cut -c2-); do
+			before="$STATE/run/chains-before.$ipt.$table"
+			[[ -f "$before" ]] || continue
+			ours="$(comm -13 "$before" <("$ipt-save" -t "$table" 2>/dev/null | { grep -oE '^:KUBE-[^ ]+' || true; } | cut -c2- | sort -u))"
+			[[ -n "$ours" ]] || continue
+			for c in $ours; do
+				"$ipt-save" -t "$table" 2>/dev/null | { grep -E "^-A [^ ]+ .*-j $c( |\$)" || true; } | sed 's/^-A /-D /' |
+					while read -r rule; do
+						eval "$ipt -w -t $table $rule" 2>/dev/null || true
+					done
+			done
+			for c in $ours; do
 				"$ipt" -w -t "$table" -F "$c" 2>/dev/null || true
 			done
-			for c in $("$ipt-save" -t "$table" 2>/dev/null | grep -oE '^:KUBE-[^ ]+' | cut -c2-); do
+			for c in $ours; do
 				"$ipt" -w -t "$table" -X "$c" 2>/dev/null || true
 			done
 		done
@@ -562,22 +591,45 @@ status() {
 	done
 }
 
+# rollback undoes a fresh up that failed half-way: everything it started
+# and created goes, as with down. An up on a running cluster that fails
+# leaves the cluster as it was.
+rollback() {
+	local rc=$?
+	trap - EXIT
+	if ((rc != 0)); then
+		if [[ "${FRESH:-0}" == 1 ]]; then
+			log "up failed (exit $rc): rolling back what it started; logs kept in ${STATE}-failed-logs"
+			rm -rf "${STATE}-failed-logs"
+			cp -r "$STATE/logs" "${STATE}-failed-logs" 2>/dev/null || true
+			down || true
+		else
+			log "up failed (exit $rc) on a running cluster: left as it was (make dev-down removes it)"
+		fi
+	fi
+	exit "$rc"
+}
+
 up() {
 	[[ "$(id -u)" == 0 ]] || die "the local cluster needs root (it runs containerd and the kubelet)"
+	FRESH=0
 	if [[ ! -d "$STATE/run" ]]; then
-		# down removes every KUBE-* chain and the kubepods cgroups: never
-		# start on a machine that is a Kubernetes node already.
+		# A kubelet's cgroups or kube-proxy's chains on the machine mean it
+		# is a node already: two would fight over them.
 		if compgen -G "/sys/fs/cgroup/*/kubepods" >/dev/null || [[ -d /sys/fs/cgroup/kubepods ]] ||
 			{ command -v iptables-save >/dev/null && iptables-save 2>/dev/null | grep -q '^:KUBE-'; }; then
 			die "this machine already runs a kubelet or kube-proxy (kubepods cgroup or KUBE-* iptables chains); if they are left over from a crashed make dev, run make dev-down first"
 		fi
+		FRESH=1
 	fi
 	mkdir -p "$STATE/run" "$STATE/logs"
+	trap rollback EXIT
 	local d
 	for d in "${HOST_DIRS[@]}"; do
 		[[ -e "$d" ]] || grep -qx "$d" "$STATE/run/host-dirs" 2>/dev/null || echo "$d" >>"$STATE/run/host-dirs"
 	done
 	host_packages
+	[[ "$FRESH" == 0 ]] || record_host_state
 	local start=$SECONDS
 	BIN="$("$ROOT/hack/controlplane.sh" kube-scheduler kubelet kube-proxy kubectl)"
 	log "Kubernetes binaries ready in $((SECONDS - start))s ($BIN)"
@@ -597,6 +649,7 @@ up() {
 		((SECONDS - t < 120)) || fail kubelet "node $NODE_NAME not Ready after 120s"
 		sleep 1
 	done
+	trap - EXIT
 	log "cluster up in $((SECONDS - start))s; export KUBECONFIG=$KUBECONFIG_FILE"
 }
 

@@ -36,6 +36,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/tools/clientcmd"
@@ -225,18 +226,13 @@ func waitRow(t *testing.T, name string, want map[string]string) {
 // eventually polls cond until it holds, failing with its last message.
 func eventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
 	var msg string
-	for {
+	if err := wait.PollUntilContextTimeout(context.Background(), 500*time.Millisecond, timeout, true, func(context.Context) (bool, error) {
 		var ok bool
 		ok, msg = cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not reached after %s; last: %s", what, timeout, msg)
-		}
-		time.Sleep(500 * time.Millisecond)
+		return ok, nil
+	}); err != nil {
+		t.Fatalf("%s: not reached after %s; last: %s", what, timeout, msg)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/pion/webrtc/v4"
 	"github.com/pion/webrtc/v4/pkg/media/ivfwriter"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/mediafleet/mediafleet/mediaserver/client"
 	"github.com/mediafleet/mediafleet/mediaserver/config"
@@ -105,17 +106,37 @@ func eval[T any](t *testing.T, ctx context.Context, js string) T {
 
 func waitJS(t *testing.T, ctx context.Context, d time.Duration, what, js string) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		if eval[bool](t, ctx, js) {
-			return
-		}
-		if time.Now().After(deadline) {
-			state := eval[string](t, ctx, `JSON.stringify({status: mediafleet.status, error: mediafleet.error, msg: document.getElementById('message').textContent})`)
-			t.Fatalf("timed out after %s waiting for %s; page state %s", d, what, state)
-		}
-		time.Sleep(250 * time.Millisecond)
+	if err := poll(d, 250*time.Millisecond, func() bool { return eval[bool](t, ctx, js) }); err != nil {
+		state := eval[string](t, ctx, `JSON.stringify({status: mediafleet.status, error: mediafleet.error, msg: document.getElementById('message').textContent})`)
+		t.Fatalf("timed out after %s waiting for %s; page state %s", d, what, state)
 	}
+}
+
+// poll asks cond every interval until it holds or d passes.
+func poll(d, interval time.Duration, cond func() bool) error {
+	return wait.PollUntilContextTimeout(context.Background(), interval, d, true, func(context.Context) (bool, error) {
+		return cond(), nil
+	})
+}
+
+// watchTab opens a watching tab until one connects: the feed appears with
+// the publisher's first RTP packet, and before that WHEP answers 404.
+func watchTab(t *testing.T, b context.Context, url string, d time.Duration) context.Context {
+	t.Helper()
+	var view context.Context
+	if err := poll(d, time.Second, func() bool {
+		v := tab(t, b, url)
+		waitJS(t, v, 15*time.Second, "watch settles", `mediafleet.status === 'connected' || mediafleet.status === 'error'`)
+		if eval[string](t, v, `mediafleet.status`) != "connected" {
+			t.Logf("watching not connected yet: %s", eval[string](t, v, `mediafleet.error`))
+			return false
+		}
+		view = v
+		return true
+	}); err != nil {
+		t.Fatalf("watching %s never connected", url)
+	}
+	return view
 }
 
 // framesDecoded sums framesDecoded of the page's inbound video.
@@ -150,26 +171,11 @@ func TestBrowserPublishesAndAnotherTabWatches(t *testing.T) {
 	pub := tab(t, b, s.PublicURL()+"/?room=stage&mode=publish")
 	waitJS(t, pub, 30*time.Second, "publisher connected", `mediafleet.status === 'connected'`)
 
-	var view context.Context
-	deadline := time.Now().Add(30 * time.Second)
-	for view == nil {
-		v := tab(t, b, s.PublicURL()+"/?room=stage&mode=watch")
-		waitJS(t, v, 15*time.Second, "watch settles", `mediafleet.status === 'connected' || mediafleet.status === 'error'`)
-		if eval[string](t, v, `mediafleet.status`) == "connected" {
-			view = v
-		} else if time.Now().After(deadline) {
-			t.Fatalf("watching never connected: %s", eval[string](t, v, `mediafleet.error`))
-		} else {
-			time.Sleep(time.Second) // the feed appears with the first RTP packet
-		}
-	}
+	view := watchTab(t, b, s.PublicURL()+"/?room=stage&mode=watch", 30*time.Second)
 	waitJS(t, view, 20*time.Second, "watcher's video has a size", `(() => { const v = document.querySelector('figure[data-id="watch"] video'); return !!v && v.videoWidth > 0; })()`)
 	waitJS(t, view, 20*time.Second, "frames decoded", framesDecodedJS+` > 10`)
 	first := eval[float64](t, view, framesDecodedJS)
-	time.Sleep(3 * time.Second)
-	if second := eval[float64](t, view, framesDecodedJS); second <= first+20 {
-		t.Errorf("framesDecoded %v → %v over 3s: video is not flowing", first, second)
-	}
+	waitJS(t, view, 10*time.Second, fmt.Sprintf("video keeps flowing (framesDecoded past %.0f+20)", first), fmt.Sprintf("%s > %f", framesDecodedJS, first+20))
 	width := eval[float64](t, view, `document.querySelector('figure[data-id="watch"] video').videoWidth`)
 	t.Logf("watcher decodes %.0f px wide video", width)
 	if st := s.Report(); st.Sessions.Active != 2 {
@@ -194,7 +200,8 @@ func TestBrowserWebSocketRoomOfThree(t *testing.T) {
 	if st := s.Report(); st.Sessions.Active != 3 {
 		t.Errorf("/status counts %d sessions, want 3", st.Sessions.Active)
 	}
-	time.Sleep(3 * time.Second) // let the statistics table fill in
+	waitJS(t, tabs[0], 10*time.Second, "statistics table has both remote videos",
+		`Object.keys(mediafleet.stats).filter(k => k.startsWith('in video')).length === 2`)
 	screenshot(t, tabs[0], "browser-room.png")
 }
 
@@ -219,18 +226,7 @@ func TestPionPublishesBrowserWatches(t *testing.T) {
 	}
 	defer pub.Close()
 	b := browser(t)
-	var view context.Context
-	for i := 0; view == nil; i++ {
-		v := tab(t, b, s.PublicURL()+"/?room=pion&mode=watch")
-		waitJS(t, v, 15*time.Second, "watch settles", `mediafleet.status === 'connected' || mediafleet.status === 'error'`)
-		if eval[string](t, v, `mediafleet.status`) == "connected" {
-			view = v
-		} else if i > 20 {
-			t.Fatalf("watching never connected: %s", eval[string](t, v, `mediafleet.error`))
-		} else {
-			time.Sleep(time.Second)
-		}
-	}
+	view := watchTab(t, b, s.PublicURL()+"/?room=pion&mode=watch", 30*time.Second)
 	waitJS(t, view, 20*time.Second, "browser decodes the pion stream", framesDecodedJS+` > 20`)
 	waitJS(t, view, 10*time.Second, "video has a size", `document.querySelector('figure[data-id="watch"] video').videoWidth > 0`)
 }
@@ -249,23 +245,17 @@ func TestBrowserPublishesPionWatches(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var view *client.Session
-	for i := 0; ; i++ {
+	if poll(15*time.Second, 500*time.Millisecond, func() bool {
 		view, err = client.Play(ctx, s.PublicURL(), "cam", client.Options{API: api})
-		if err == nil {
-			break
-		}
-		if i > 30 {
-			t.Fatal(err)
-		}
-		time.Sleep(500 * time.Millisecond)
+		return err == nil
+	}) != nil {
+		t.Fatalf("play: %v", err)
 	}
 	defer view.Close()
-	deadline := time.Now().Add(20 * time.Second)
-	for view.Received.Packets.Load() < 300 || view.Received.Tracks.Load() < 2 {
-		if time.Now().After(deadline) {
-			t.Fatalf("pion viewer got %d packets on %d tracks from the browser, want audio and video", view.Received.Packets.Load(), view.Received.Tracks.Load())
-		}
-		time.Sleep(200 * time.Millisecond)
+	if poll(20*time.Second, 200*time.Millisecond, func() bool {
+		return view.Received.Packets.Load() >= 300 && view.Received.Tracks.Load() >= 2
+	}) != nil {
+		t.Fatalf("pion viewer got %d packets on %d tracks from the browser, want audio and video", view.Received.Packets.Load(), view.Received.Tracks.Load())
 	}
 	t.Logf("pion viewer received %d packets, %d bytes, %d tracks", view.Received.Packets.Load(), view.Received.Bytes.Load(), view.Received.Tracks.Load())
 

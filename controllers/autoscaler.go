@@ -3,10 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
-	"maps"
 	"math"
-	"slices"
-	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -20,8 +17,7 @@ import (
 // MediaService: the scale-down stabilization window keeps the highest of
 // them (the way the HorizontalPodAutoscaler does).
 type recommendationStore struct {
-	mu   sync.Mutex
-	hist map[types.NamespacedName][]recommendation
+	perMediaService[[]recommendation]
 }
 
 type recommendation struct {
@@ -34,49 +30,29 @@ type recommendation struct {
 // the count up, how soon it leaves the window. A MediaService without
 // history acts as if current had just been recommended: after an operator
 // restart, no scale-down before a full window.
-func (s *recommendationStore) decide(key types.NamespacedName, now time.Time, current, rec int32, window time.Duration) (int32, time.Duration) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.hist == nil {
-		s.hist = map[types.NamespacedName][]recommendation{}
-	}
-	hist := s.hist[key]
-	if hist == nil {
-		hist = []recommendation{{at: now, replicas: current}}
-	}
-	hist = append(hist, recommendation{at: now, replicas: rec})
-	kept := hist[:0]
-	for _, h := range hist {
-		if now.Sub(h.at) <= window {
-			kept = append(kept, h)
+func (s *recommendationStore) decide(key types.NamespacedName, now time.Time, current, rec int32, window time.Duration) (want int32, next time.Duration) {
+	s.with(key, func(hist *[]recommendation) {
+		if *hist == nil {
+			*hist = []recommendation{{at: now, replicas: current}}
 		}
-	}
-	s.hist[key] = kept
-	want := rec
-	var next time.Duration
-	for _, h := range kept {
-		want = max(want, h.replicas)
-		if h.replicas > rec {
-			if d := window - now.Sub(h.at) + time.Second; next == 0 || d < next {
-				next = d
+		kept := (*hist)[:0]
+		for _, h := range append(*hist, recommendation{at: now, replicas: rec}) {
+			if now.Sub(h.at) <= window {
+				kept = append(kept, h)
 			}
 		}
-	}
+		*hist = kept
+		want = rec
+		for _, h := range kept {
+			want = max(want, h.replicas)
+			if h.replicas > rec {
+				if d := window - now.Sub(h.at) + time.Second; next == 0 || d < next {
+					next = d
+				}
+			}
+		}
+	})
 	return want, next
-}
-
-// forget drops a MediaService's history (autoscaling off, or the object gone).
-func (s *recommendationStore) forget(key types.NamespacedName) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.hist, key)
-}
-
-// keys lists the MediaServices the store holds history for.
-func (s *recommendationStore) keys() []types.NamespacedName {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return slices.Collect(maps.Keys(s.hist))
 }
 
 // recommend is the replica count the reported sessions ask for (see the

@@ -3,10 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
-	"maps"
-	"slices"
 	"strconv"
-	"sync"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -25,64 +22,39 @@ const (
 // MediaService, per pod UID: pruned to the pods each reconcile lists, and
 // whole when the MediaService goes.
 type costLedger struct {
-	mu      sync.Mutex
-	written map[types.NamespacedName]map[types.UID]time.Time
+	perMediaService[map[types.UID]time.Time]
 }
 
 // prune keeps only the pods in alive; the MediaService is held from its
 // first reconcile on (forget releases it).
 func (l *costLedger) prune(key types.NamespacedName, alive map[types.UID]bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.written == nil {
-		l.written = map[types.NamespacedName]map[types.UID]time.Time{}
-	}
-	if l.written[key] == nil {
-		l.written[key] = map[types.UID]time.Time{}
-	}
-	for uid := range l.written[key] {
-		if !alive[uid] {
-			delete(l.written[key], uid)
+	l.with(key, func(written *map[types.UID]time.Time) {
+		for uid := range *written {
+			if !alive[uid] {
+				delete(*written, uid)
+			}
 		}
-	}
+	})
 }
 
 // due says whether a pod's cost may be written at now (at most once per
 // wait), and otherwise how long until it may.
-func (l *costLedger) due(key types.NamespacedName, uid types.UID, now time.Time, wait time.Duration) (bool, time.Duration) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	since := now.Sub(l.written[key][uid])
-	if since < wait {
-		return false, wait - since
-	}
-	return true, 0
+func (l *costLedger) due(key types.NamespacedName, uid types.UID, now time.Time, wait time.Duration) (ok bool, retry time.Duration) {
+	l.with(key, func(written *map[types.UID]time.Time) {
+		since := now.Sub((*written)[uid])
+		ok, retry = since >= wait, max(wait-since, 0)
+	})
+	return ok, retry
 }
 
 // wrote records a write.
 func (l *costLedger) wrote(key types.NamespacedName, uid types.UID, now time.Time) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.written == nil {
-		l.written = map[types.NamespacedName]map[types.UID]time.Time{}
-	}
-	if l.written[key] == nil {
-		l.written[key] = map[types.UID]time.Time{}
-	}
-	l.written[key][uid] = now
-}
-
-func (l *costLedger) forget(key types.NamespacedName) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	delete(l.written, key)
-}
-
-// keys lists the MediaServices the ledger holds.
-func (l *costLedger) keys() []types.NamespacedName {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return slices.Collect(maps.Keys(l.written))
+	l.with(key, func(written *map[types.UID]time.Time) {
+		if *written == nil {
+			*written = map[types.UID]time.Time{}
+		}
+		(*written)[uid] = now
+	})
 }
 
 // reconcileDeletionCost writes each pod's session count into

@@ -50,6 +50,8 @@ verify-generated: manifests generate ## Fail when generated files are stale or G
 	@if [ -n "$$(git status --porcelain -- api config)" ]; then \
 		echo "generated files are stale; run 'make manifests generate' and commit:"; \
 		git status --porcelain -- api config; git --no-pager diff -- api config | head -50; exit 1; fi
+	@for d in . hack/tools/promtool hack/tools/prometheus-operator hack/controlplane/kube hack/controlplane/etcd; do \
+		(cd $$d && $(GO) mod tidy -diff >/dev/null) || { echo "go.mod/go.sum of $$d are not tidy: run go mod tidy there"; exit 1; }; done
 
 .PHONY: fmt
 fmt: ## Run go fmt.
@@ -176,8 +178,13 @@ docker-build: ## Build both images with a Docker engine (not available on CI mac
 
 ##@ Local cluster
 
+# MONITORING=0 leaves the monitoring stack (Prometheus Operator, Prometheus,
+# Alertmanager, webhook receiver; hack/monitoring.sh) out of make dev.
+MONITORING ?= 1
+export MONITORING
+
 .PHONY: dev
-dev: ## Start a single-node Kubernetes built from source (root) with the operator in-cluster and a sample serving.
+dev: ## Start a single-node Kubernetes built from source (root) with the operator in-cluster, the monitoring stack (MONITORING=0: without) and a sample serving.
 	hack/dev.sh
 
 .PHONY: dev-down

@@ -38,12 +38,24 @@ with_progress() {
 log "building image tarballs (make images; cold: about 3 minutes)"
 with_progress "make images" "$ROOT/bin/logs/images.log" make -s images
 phase "images built"
+if [[ "${MONITORING:-1}" != 0 ]]; then
+	log "building the monitoring stack from source (hack/monitoring.sh build; cold: about 8 minutes)"
+	hack/monitoring.sh build
+	phase "monitoring images built"
+fi
 
 was_up=0
 hack/cluster.sh status | grep "^kube-apiserver  *running" >/dev/null && was_up=1
 hack/cluster.sh up
 phase "cluster up"
 KUBECTL="$("$ROOT/hack/controlplane.sh" kubectl 2>/dev/null)/kubectl"
+
+if [[ "${MONITORING:-1}" != 0 ]]; then
+	# Before the operator, so that it finds the Prometheus Operator's CRDs
+	# at start and generates the PodMonitor and PrometheusRule at once.
+	hack/monitoring.sh deploy
+	phase "monitoring stack ready"
+fi
 
 log "deploying the operator (config/default)"
 make -s deploy KUBECTL="$KUBECTL" >/dev/null
@@ -146,3 +158,7 @@ The sample serves HTTPS with a certificate of a local CA ($PKI/ca.crt):
   make test-e2e                           # the end-to-end suite against this cluster
   make dev-down                           # stop everything, unmount, remove interfaces and state
 MSG
+if [[ "${MONITORING:-1}" != 0 ]]; then
+	echo
+	hack/monitoring.sh info
+fi

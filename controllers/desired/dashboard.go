@@ -91,7 +91,7 @@ func dashboardJSON(ms *mediav1alpha1.MediaService) (string, error) {
 			{fmt.Sprintf(`histogram_quantile(0.5, sum by (le) (rate(media_http_duration_seconds_bucket{%s,route!="GET /ws"}[5m])))`, sel), "p50"},
 			{fmt.Sprintf(`histogram_quantile(0.9, sum by (le) (rate(media_http_duration_seconds_bucket{%s,route!="GET /ws"}[5m])))`, sel), "p90"},
 			{fmt.Sprintf(`histogram_quantile(0.99, sum by (le) (rate(media_http_duration_seconds_bucket{%s,route!="GET /ws"}[5m])))`, sel), "p99"}}},
-		{"Error rate (5xx share)", "percentunit", []q{{fmt.Sprintf(`sum(rate(media_http_requests_total{%[1]s,status=~"5.."}[5m])) / sum(rate(media_http_requests_total{%[1]s}[5m]))`, sel), "5xx"}}},
+		{"Error rate (5xx share)", "percentunit", []q{{fmt.Sprintf(`(sum(rate(media_http_requests_total{%[1]s,status=~"5.."}[5m])) or vector(0)) / sum(rate(media_http_requests_total{%[1]s}[5m]))`, sel), "5xx"}}},
 		{"Goroutines", "short", []q{{fmt.Sprintf(`media_goroutine_count{%s}`, sel), "{{pod}}"},
 			{fmt.Sprintf(`media_goroutine_baseline{%s}`, sel), "{{pod}} baseline"},
 			{fmt.Sprintf(`media_potential_goroutine_leak{%s}`, sel), "{{pod}} leak suspected"}}},

@@ -238,7 +238,12 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() (b
 
 func createMS(t *testing.T, name string, spec mediav1alpha1.MediaServiceSpec) *mediav1alpha1.MediaService {
 	t.Helper()
-	ms := &mediav1alpha1.MediaService{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Spec: spec}
+	return createMSIn(t, ns, name, spec)
+}
+
+func createMSIn(t *testing.T, namespace, name string, spec mediav1alpha1.MediaServiceSpec) *mediav1alpha1.MediaService {
+	t.Helper()
+	ms := &mediav1alpha1.MediaService{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace}, Spec: spec}
 	if err := kc.Create(ctxFor(t, 30*time.Second), ms); err != nil {
 		t.Fatalf("create MediaService %s: %v", name, err)
 	}
@@ -247,8 +252,13 @@ func createMS(t *testing.T, name string, spec mediav1alpha1.MediaServiceSpec) *m
 
 func getMS(t *testing.T, name string) *mediav1alpha1.MediaService {
 	t.Helper()
+	return getMSIn(t, ns, name)
+}
+
+func getMSIn(t *testing.T, namespace, name string) *mediav1alpha1.MediaService {
+	t.Helper()
 	ms := &mediav1alpha1.MediaService{}
-	if err := kc.Get(ctxFor(t, 10*time.Second), client.ObjectKey{Namespace: ns, Name: name}, ms); err != nil {
+	if err := kc.Get(ctxFor(t, 10*time.Second), client.ObjectKey{Namespace: namespace, Name: name}, ms); err != nil {
 		t.Fatalf("get MediaService %s: %v", name, err)
 	}
 	return ms
@@ -267,10 +277,15 @@ func condition(ms *mediav1alpha1.MediaService, typ string) *metav1.Condition {
 // pods and exactly n pods exist (none terminating).
 func waitAvailable(t *testing.T, name string, n int32, timeout time.Duration) {
 	t.Helper()
-	eventually(t, timeout, fmt.Sprintf("MediaService %s available with %d pods", name, n), func() (bool, string) {
-		ms := getMS(t, name)
+	waitAvailableIn(t, ns, name, n, timeout)
+}
+
+func waitAvailableIn(t *testing.T, namespace, name string, n int32, timeout time.Duration) {
+	t.Helper()
+	eventually(t, timeout, fmt.Sprintf("MediaService %s/%s available with %d pods", namespace, name, n), func() (bool, string) {
+		ms := getMSIn(t, namespace, name)
 		c := condition(ms, mediav1alpha1.ConditionAvailable)
-		pods := mediaPods(t, name)
+		pods := mediaPodsIn(t, namespace, name)
 		ready := 0
 		for _, p := range pods {
 			if podReady(&p) && p.DeletionTimestamp == nil {
@@ -286,8 +301,13 @@ func waitAvailable(t *testing.T, name string, n int32, timeout time.Duration) {
 // mediaPods lists the pods of a MediaService, sorted by name.
 func mediaPods(t *testing.T, name string) []corev1.Pod {
 	t.Helper()
+	return mediaPodsIn(t, ns, name)
+}
+
+func mediaPodsIn(t *testing.T, namespace, name string) []corev1.Pod {
+	t.Helper()
 	var list corev1.PodList
-	if err := kc.List(ctxFor(t, 10*time.Second), &list, client.InNamespace(ns), client.MatchingLabels{instanceLabel: name}); err != nil {
+	if err := kc.List(ctxFor(t, 10*time.Second), &list, client.InNamespace(namespace), client.MatchingLabels{instanceLabel: name}); err != nil {
 		t.Fatalf("list pods: %v", err)
 	}
 	sort.Slice(list.Items, func(i, j int) bool { return list.Items[i].Name < list.Items[j].Name })
@@ -424,7 +444,12 @@ func waitServiceAnswers(t *testing.T, c *http.Client, base string) (refused int,
 // host through kube-proxy's rules.
 func serviceURL(t *testing.T, name string) string {
 	t.Helper()
-	svc, err := cs.CoreV1().Services(ns).Get(ctxFor(t, 10*time.Second), name, metav1.GetOptions{})
+	return serviceURLIn(t, ns, name)
+}
+
+func serviceURLIn(t *testing.T, namespace, name string) string {
+	t.Helper()
+	svc, err := cs.CoreV1().Services(namespace).Get(ctxFor(t, 10*time.Second), name, metav1.GetOptions{})
 	if err != nil {
 		t.Fatalf("get Service %s: %v", name, err)
 	}

@@ -197,6 +197,21 @@ func (c *Counter) FirstPacket() time.Time {
 	return time.Time{}
 }
 
+// receive counts a remote track's RTP and reads its receiver's RTCP until
+// the track ends. The sender reports must be read: only then do this
+// client's receiver reports carry LSR/DLSR, from which the server measures
+// the round-trip time (a browser does the same).
+func (c *Counter) receive(t *webrtc.TrackRemote, r *webrtc.RTPReceiver) {
+	go func() {
+		for {
+			if _, _, err := r.ReadRTCP(); err != nil {
+				return
+			}
+		}
+	}()
+	c.consume(t)
+}
+
 // consume reads a remote track until it ends, counting packets.
 func (c *Counter) consume(t *webrtc.TrackRemote) {
 	c.Tracks.Add(1)
@@ -301,7 +316,7 @@ func Play(ctx context.Context, base, room string, opts Options) (*Session, error
 			return nil, errors.Join(err, pc.Close())
 		}
 	}
-	pc.OnTrack(func(t *webrtc.TrackRemote, _ *webrtc.RTPReceiver) { s.Received.consume(t) })
+	pc.OnTrack(func(t *webrtc.TrackRemote, r *webrtc.RTPReceiver) { s.Received.receive(t, r) })
 	if err := s.negotiate(ctx, base+"/whep/"+url.PathEscape(room)); err != nil {
 		return nil, errors.Join(err, s.Close())
 	}

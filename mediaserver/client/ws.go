@@ -131,7 +131,7 @@ func join(ctx context.Context, wsURL, room string, publish bool, opts Options) (
 			}
 		}()
 	}
-	pc.OnTrack(func(t *webrtc.TrackRemote, _ *webrtc.RTPReceiver) { p.Received.consume(t) })
+	pc.OnTrack(func(t *webrtc.TrackRemote, r *webrtc.RTPReceiver) { p.Received.receive(t, r) })
 	pc.OnICECandidate(func(c *webrtc.ICECandidate) {
 		if c != nil {
 			ci := c.ToJSON()

@@ -41,7 +41,7 @@ func TestMetricsAfterRealSessions(t *testing.T) {
 	// viewers send receiver reports about once a second.
 	waitFor(t, 20*time.Second, "quality samples", func() error {
 		fams := scrape(t, s)
-		for _, name := range []string{"media_video_frame_rate", "media_video_bitrate_bps", "media_packet_loss_ratio", "media_jitter_milliseconds"} {
+		for _, name := range []string{"media_video_frame_rate", "media_video_bitrate_bps", "media_packet_loss_ratio", "media_jitter_milliseconds", "media_rtt_milliseconds"} {
 			if f := fams[name]; f == nil || f.Metric[0].GetHistogram().GetSampleCount() == 0 {
 				return fmt.Errorf("%s has no sample yet", name)
 			}
@@ -99,7 +99,7 @@ func TestMetricsAfterRealSessions(t *testing.T) {
 		{"media_video_frame_rate", nil, func(v float64) bool { return v >= 1 }, ">= 1 observation"},
 		{"media_video_bitrate_bps", nil, func(v float64) bool { return v >= 1 }, ">= 1 observation"},
 		{"media_packet_loss_ratio", nil, func(v float64) bool { return v >= 1 }, ">= 1 observation"},
-		{"media_rtt_milliseconds", nil, func(v float64) bool { return v >= 0 }, "present"},
+		{"media_rtt_milliseconds", nil, func(v float64) bool { return v >= 1 }, ">= 1 observation (viewers read the sender reports, so their receiver reports carry LSR)"},
 		{"media_jitter_milliseconds", nil, func(v float64) bool { return v >= 1 }, ">= 1 observation"},
 		{"media_http_requests_total", map[string]string{"route": "POST /whip/{room}", "status": "201"}, func(v float64) bool { return v == 1 }, "1 created"},
 		{"media_http_requests_total", map[string]string{"route": "POST /whip/{room}", "status": "415"}, func(v float64) bool { return v == 1 }, "1 refused"},

@@ -38,16 +38,18 @@ RECEIVER_IP=198.18.16.92
 log() { printf '[monitoring] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-# gobuild NAME MODULE_DIR PACKAGE: builds a static binary once into
-# bin/monitoring/NAME, saying every 15 s that it is still at it.
+# gobuild NAME MODULE_DIR PACKAGE [VERSION]: builds a static binary once
+# into bin/monitoring/NAME, saying every 15 s that it is still at it; with
+# VERSION, the binary reports it (build info, /api/v1/status/buildinfo).
 gobuild() {
-	local name="$1" dir="$2" pkg="$3" t0=$SECONDS
+	local name="$1" dir="$2" pkg="$3" version="${4:-}" t0=$SECONDS ldflags="-s -w"
+	[[ -z "$version" ]] || ldflags+=" -X github.com/prometheus/common/version.Version=${version#v} -X github.com/prometheus/common/version.Branch=release -X github.com/prometheus/common/version.BuildUser=mediafleet"
 	if [[ -x "$OUT/$name" ]]; then
 		return
 	fi
 	mkdir -p "$OUT" "$ROOT/bin/logs"
 	log "building $name from source ($pkg)"
-	(cd "$dir" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$OUT/$name.tmp" "$pkg") >"$ROOT/bin/logs/build-$name.log" 2>&1 &
+	(cd "$dir" && CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$OUT/$name.tmp" "$pkg") >"$ROOT/bin/logs/build-$name.log" 2>&1 &
 	local pid=$!
 	while kill -0 "$pid" 2>/dev/null; do
 		for _ in $(seq 15); do
@@ -93,11 +95,11 @@ pack() {
 
 build() {
 	local t0=$SECONDS
-	gobuild "prometheus-operator-$OPERATOR_VERSION" hack/tools/prometheus-operator github.com/prometheus-operator/prometheus-operator/cmd/operator
-	gobuild "prometheus-config-reloader-$OPERATOR_VERSION" hack/tools/prometheus-operator github.com/prometheus-operator/prometheus-operator/cmd/prometheus-config-reloader
-	gobuild "prometheus-$PROMETHEUS_VERSION" hack/tools/promtool github.com/prometheus/prometheus/cmd/prometheus
+	gobuild "prometheus-operator-$OPERATOR_VERSION" hack/tools/prometheus-operator github.com/prometheus-operator/prometheus-operator/cmd/operator "$OPERATOR_VERSION"
+	gobuild "prometheus-config-reloader-$OPERATOR_VERSION" hack/tools/prometheus-operator github.com/prometheus-operator/prometheus-operator/cmd/prometheus-config-reloader "$OPERATOR_VERSION"
+	gobuild "prometheus-$PROMETHEUS_VERSION" hack/tools/promtool github.com/prometheus/prometheus/cmd/prometheus "$PROMETHEUS_VERSION"
 	alertmanager_source
-	gobuild "alertmanager-$ALERTMANAGER_VERSION" hack/tools/alertmanager github.com/prometheus/alertmanager/cmd/alertmanager
+	gobuild "alertmanager-$ALERTMANAGER_VERSION" hack/tools/alertmanager github.com/prometheus/alertmanager/cmd/alertmanager "$ALERTMANAGER_VERSION"
 	rm -f "$OUT/alertreceiver"
 	gobuild alertreceiver . ./hack/alertreceiver
 	pack "prometheus-operator-$OPERATOR_VERSION" /bin/operator "mediafleet-dev/prometheus-operator:$OPERATOR_VERSION"

@@ -112,6 +112,9 @@ build() {
 
 kc() { "$KUBECTL" --kubeconfig "$STATE/kubeconfig" "$@"; }
 
+# digest NAME: a short digest of an image tarball built here.
+digest() { sha256sum "$IMAGES/monitoring-$1.tar" | cut -c1-16; }
+
 deploy() {
 	local t0=$SECONDS crds
 	KUBECTL="$("$ROOT/hack/controlplane.sh" kubectl 2>/dev/null)/kubectl"
@@ -123,12 +126,17 @@ deploy() {
 	kc apply --server-side --force-conflicts -f "$crds/../rbac/prometheus-operator/prometheus-operator-cluster-role.yaml" \
 		-f "$crds/../rbac/prometheus/prometheus-cluster-role.yaml" >/dev/null
 	log "deploying the Prometheus Operator, Prometheus, Alertmanager and the receiver (namespace monitoring)"
+	# Each pod template carries the digest of its image tarball: a fresh
+	# build under the same tag rolls exactly the pods that run the old one
+	# (through the Prometheus Operator for Prometheus and Alertmanager).
 	sed -e "s|@OPERATOR_VERSION@|$OPERATOR_VERSION|g" -e "s|@PROMETHEUS_VERSION@|$PROMETHEUS_VERSION|g" \
 		-e "s|@ALERTMANAGER_VERSION@|$ALERTMANAGER_VERSION|g" -e "s|@PROMETHEUS_IP@|$PROMETHEUS_IP|g" \
-		-e "s|@ALERTMANAGER_IP@|$ALERTMANAGER_IP|g" -e "s|@RECEIVER_IP@|$RECEIVER_IP|g" hack/monitoring/stack.yaml |
+		-e "s|@ALERTMANAGER_IP@|$ALERTMANAGER_IP|g" -e "s|@RECEIVER_IP@|$RECEIVER_IP|g" \
+		-e "s|@OPERATOR_SUM@|$(digest "prometheus-operator-$OPERATOR_VERSION")-$(digest "prometheus-config-reloader-$OPERATOR_VERSION")|g" \
+		-e "s|@PROMETHEUS_SUM@|$(digest "prometheus-$PROMETHEUS_VERSION")|g" \
+		-e "s|@ALERTMANAGER_SUM@|$(digest "alertmanager-$ALERTMANAGER_VERSION")|g" \
+		-e "s|@RECEIVER_SUM@|$(digest alertreceiver)|g" hack/monitoring/stack.yaml |
 		kc apply --server-side --force-conflicts -f - >/dev/null
-	# A fresh build under the same tags: restart what runs the old one.
-	kc -n monitoring rollout restart deploy/prometheus-operator deploy/alertreceiver >/dev/null 2>&1 || true
 	kc -n monitoring rollout status deploy/prometheus-operator --timeout 180s >/dev/null || {
 		kc -n monitoring logs deploy/prometheus-operator --tail 30 >&2 || true
 		die "the Prometheus Operator did not become ready"

@@ -37,6 +37,8 @@ RECEIVER_IP=198.18.16.92
 
 log() { printf '[monitoring] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
+# shellcheck source=hack/progress.sh
+source "$ROOT/hack/progress.sh"
 
 # gobuild NAME MODULE_DIR PACKAGE [VERSION]: builds a static binary once
 # into bin/monitoring/NAME, saying every 15 s that it is still at it; with
@@ -47,21 +49,11 @@ gobuild() {
 	if [[ -x "$OUT/$name" ]]; then
 		return
 	fi
-	mkdir -p "$OUT" "$ROOT/bin/logs"
+	mkdir -p "$OUT"
 	log "building $name from source ($pkg)"
-	(cd "$dir" && CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$OUT/$name.tmp" "$pkg") >"$ROOT/bin/logs/build-$name.log" 2>&1 &
-	local pid=$!
-	while kill -0 "$pid" 2>/dev/null; do
-		for _ in $(seq 15); do
-			kill -0 "$pid" 2>/dev/null || break
-			sleep 1
-		done
-		kill -0 "$pid" 2>/dev/null && log "  $name: still building ($((SECONDS - t0))s)"
-	done
-	if ! wait "$pid"; then
-		tail -20 "$ROOT/bin/logs/build-$name.log" >&2
+	with_progress "$name" "$ROOT/bin/logs/build-$name.log" \
+		bash -c 'cd "$1" && CGO_ENABLED=0 go build -trimpath -ldflags "$2" -o "$3" "$4"' _ "$dir" "$ldflags" "$OUT/$name.tmp" "$pkg" ||
 		die "building $name failed (log: bin/logs/build-$name.log)"
-	fi
 	mv "$OUT/$name.tmp" "$OUT/$name"
 	log "built $name in $((SECONDS - t0))s"
 }

@@ -12,13 +12,12 @@ fi
 mkdir -p "$ROOT/bin"
 echo "[promtool] building promtool $VERSION from source (a few minutes cold)" >&2
 start=$SECONDS
-( cd "$ROOT/hack/tools/promtool" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$OUT.tmp" github.com/prometheus/prometheus/cmd/promtool ) >&2 &
-pid=$!
-while kill -0 "$pid" 2>/dev/null; do
-	sleep 15
-	kill -0 "$pid" 2>/dev/null && echo "[promtool]   still building ($((SECONDS - start))s)" >&2
-done
-wait "$pid" || { echo "[promtool] FAILED to build promtool" >&2; exit 1; }
+log() { echo "[promtool] $*" >&2; }
+# shellcheck source=hack/progress.sh
+source "$ROOT/hack/progress.sh"
+with_progress "promtool" "$ROOT/bin/logs/build-promtool.log" \
+	bash -c 'cd "$1/hack/tools/promtool" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$2" github.com/prometheus/prometheus/cmd/promtool' _ "$ROOT" "$OUT.tmp" ||
+	{ echo "[promtool] FAILED to build promtool" >&2; exit 1; }
 mv "$OUT.tmp" "$OUT"
 echo "[promtool] built in $((SECONDS - start))s" >&2
 echo "$OUT"

@@ -32,6 +32,28 @@ import (
 // (loopback when none are named: tests and load runs target this machine)
 // and never uses mDNS.
 func NewAPI(interfaces ...string) (*webrtc.API, error) {
+	return NewAPIWith(nil, interfaces...)
+}
+
+// APIOption adjusts the API NewAPIWith builds (tests).
+type APIOption func(*webrtc.SettingEngine, *interceptor.Registry)
+
+// WithInterceptor places an interceptor nearest the network, before NACK
+// and reports (tests use one to lose packets on purpose, or to count the
+// RTCP a peer gets).
+func WithInterceptor(f interceptor.Factory) APIOption {
+	return func(_ *webrtc.SettingEngine, ir *interceptor.Registry) { ir.Add(f) }
+}
+
+// WithoutSRTPReplayProtection lets SRTP accept a packet index it has seen:
+// a test that loses a packet after decryption (in an interceptor) gets the
+// retransmission through, as a packet really lost on the way would.
+func WithoutSRTPReplayProtection() APIOption {
+	return func(se *webrtc.SettingEngine, _ *interceptor.Registry) { se.DisableSRTPReplayProtection(true) }
+}
+
+// NewAPIWith is NewAPI adjusted by opts.
+func NewAPIWith(opts []APIOption, interfaces ...string) (*webrtc.API, error) {
 	if len(interfaces) == 0 {
 		interfaces = []string{"lo"}
 	}
@@ -45,6 +67,9 @@ func NewAPI(interfaces ...string) (*webrtc.API, error) {
 		return nil, err
 	}
 	ir := &interceptor.Registry{}
+	for _, o := range opts {
+		o(&se, ir)
+	}
 	if err := webrtc.ConfigureNack(me, ir); err != nil {
 		return nil, err
 	}

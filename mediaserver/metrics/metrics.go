@@ -31,6 +31,9 @@ type Metrics struct {
 
 	ForwardedPackets prometheus.Counter
 	ForwardedBytes   prometheus.Counter
+	// NACKs counts the packets viewers asked for again, by result:
+	// answered from the feed's cache, or missed (too old, never cached).
+	NACKs *prometheus.CounterVec
 
 	HTTPRequests *prometheus.CounterVec
 	HTTPDuration *prometheus.HistogramVec
@@ -98,6 +101,7 @@ func New() *Metrics {
 		Buckets: []float64{0.5, 1, 2, 5, 10, 20, 50, 100, 200}})
 	m.ForwardedPackets = auto.NewCounter(prometheus.CounterOpts{Name: "media_forwarded_packets_total", Help: "RTP packets read from publishers and forwarded."})
 	m.ForwardedBytes = auto.NewCounter(prometheus.CounterOpts{Name: "media_forwarded_bytes_total", Help: "RTP payload bytes read from publishers and forwarded."})
+	m.NACKs = auto.NewCounterVec(prometheus.CounterOpts{Name: "media_nack_packets_total", Help: "Packets viewers asked for again (NACK), by result: answered from the feed's cache or missed."}, []string{"result"})
 	m.HTTPRequests = auto.NewCounterVec(prometheus.CounterOpts{Name: "media_http_requests_total", Help: "HTTP requests by method, route pattern and status."}, []string{"method", "route", "status"})
 	m.HTTPDuration = auto.NewHistogramVec(prometheus.HistogramOpts{Name: "media_http_duration_seconds", Help: "HTTP request latency by method and route pattern.",
 		Buckets: []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5}}, []string{"method", "route"})
@@ -117,6 +121,9 @@ func New() *Metrics {
 
 	// Every known label combination exists from the start, so dashboards
 	// and absent() alerts see the families on a fresh pod.
+	for _, r := range []string{"answered", "missed"} {
+		m.NACKs.WithLabelValues(r)
+	}
 	for _, l := range []string{"public", "admin"} {
 		m.OpenConnections.WithLabelValues(l)
 		m.ConnectionsRefused.WithLabelValues(l)

@@ -118,8 +118,9 @@ func NewAPIs(cfg *config.Config) (APIs, io.Closer, error) {
 		}
 		ir := &interceptor.Registry{}
 		// NACK feedback is negotiated either way; the generator (a loop
-		// per PeerConnection) only where media comes in, the responder
-		// only where it goes out.
+		// per PeerConnection) only where media comes in. Where it goes
+		// out, the feeds' packet caches answer viewers' NACKs (one cache
+		// per feed, not a buffer per viewer as pion's responder keeps).
 		me.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack"}, webrtc.RTPCodecTypeVideo)
 		me.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack", Parameter: "pli"}, webrtc.RTPCodecTypeVideo)
 		if recv {
@@ -135,15 +136,10 @@ func NewAPIs(cfg *config.Config) (APIs, io.Closer, error) {
 			ir.Add(rr)
 		}
 		if send {
-			resp, err := nack.NewResponderInterceptor()
-			if err != nil {
-				return nil, fmt.Errorf("NACK responder: %w", err)
-			}
 			sr, err := report.NewSenderInterceptor()
 			if err != nil {
 				return nil, fmt.Errorf("sender reports: %w", err)
 			}
-			ir.Add(resp)
 			ir.Add(sr)
 		}
 		return webrtc.NewAPI(webrtc.WithSettingEngine(se), webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir)), nil

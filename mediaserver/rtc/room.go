@@ -1,8 +1,6 @@
 package rtc
 
 import (
-	"errors"
-	"io"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -93,7 +91,7 @@ func (r *Room) publish(f *Feed) {
 		m.attach(f)
 		m.negotiate()
 	}
-	f.publisher.log.Info("track published", "feed", f.ID, "kind", f.Kind.String(), "codec", f.local.Codec().MimeType, "subscribers", len(subs))
+	f.publisher.log.Info("track published", "feed", f.ID, "kind", f.Kind.String(), "codec", f.codec.MimeType, "subscribers", len(subs))
 }
 
 // unpublish removes a feed from the room and from every subscriber.
@@ -115,16 +113,68 @@ func (r *Room) unpublish(f *Feed) {
 	}
 }
 
-// Feed is one published track and the local track that fans it out to every
-// subscriber (pion writes one packet to each bound PeerConnection).
+// Feed is one published track: the publisher's packets go into the feed's
+// packet cache and out through one DownTrack per viewer.
 type Feed struct {
 	ID        string
 	Kind      webrtc.RTPCodecType
 	publisher *Session
 	remote    atomic.Pointer[webrtc.TrackRemote] // nil until the first packet
-	local     *webrtc.TrackLocalStaticRTP
 	lastPLI   atomic.Int64
+
+	codec             webrtc.RTPCodecCapability
+	trackID, streamID string
+	cache             *packetCache
+
+	downsMu sync.Mutex
+	downs   atomic.Pointer[[]*DownTrack] // copy on write: read per packet without a lock
 }
+
+// Packets a feed keeps for retransmission: about a second of 2.5 Mbit/s
+// video; audio needs far fewer.
+const (
+	videoCachePackets = 1024
+	audioCachePackets = 128
+)
+
+func newFeed(id string, kind webrtc.RTPCodecType, publisher *Session, codec webrtc.RTPCodecCapability, trackID, streamID string) *Feed {
+	size := audioCachePackets
+	if kind == webrtc.RTPCodecTypeVideo {
+		size = videoCachePackets
+	}
+	f := &Feed{ID: id, Kind: kind, publisher: publisher, codec: codec, trackID: trackID, streamID: streamID, cache: newPacketCache(size)}
+	f.downs.Store(&[]*DownTrack{})
+	return f
+}
+
+// Codec is what the publisher sends.
+func (f *Feed) Codec() webrtc.RTPCodecCapability { return f.codec }
+
+func (f *Feed) addDown(d *DownTrack) {
+	f.downsMu.Lock()
+	defer f.downsMu.Unlock()
+	old := *f.downs.Load()
+	next := make([]*DownTrack, len(old), len(old)+1)
+	copy(next, old)
+	next = append(next, d)
+	f.downs.Store(&next)
+}
+
+func (f *Feed) removeDown(d *DownTrack) {
+	f.downsMu.Lock()
+	defer f.downsMu.Unlock()
+	old := *f.downs.Load()
+	next := make([]*DownTrack, 0, len(old))
+	for _, x := range old {
+		if x != d {
+			next = append(next, x)
+		}
+	}
+	f.downs.Store(&next)
+}
+
+// Viewers is how many down-tracks the feed writes to.
+func (f *Feed) Viewers() int { return len(*f.downs.Load()) }
 
 // keyframeInterval bounds how often subscribers' PLIs reach the publisher.
 const keyframeInterval = 500 * time.Millisecond
@@ -161,6 +211,8 @@ func (f *Feed) forward(m *metrics.Metrics, remote *webrtc.TrackRemote) {
 		pendingPkts, pendBts uint64
 	)
 	video := f.Kind == webrtc.RTPCodecTypeVideo
+	fan := newFanout(f.publisher.log)
+	defer fan.stop()
 	f.RequestKeyframe()
 	for {
 		n, _, err := remote.Read(buf)
@@ -172,9 +224,8 @@ func (f *Feed) forward(m *metrics.Metrics, remote *webrtc.TrackRemote) {
 		if err := pkt.Unmarshal(buf[:n]); err != nil {
 			continue
 		}
-		if err := f.local.WriteRTP(&pkt); err != nil && !errors.Is(err, io.ErrClosedPipe) {
-			f.publisher.log.Debug("forward", "err", err)
-		}
+		f.cache.put(pkt.SequenceNumber, buf[:n])
+		fan.write(*f.downs.Load(), &pkt.Header, pkt.Payload)
 		pendingPkts++
 		pendBts += uint64(len(pkt.Payload))
 		received++

@@ -41,6 +41,7 @@ type Session struct {
 	// deferredDetach: feeds that ended while a WHEP answer was being made.
 	deferredDetach []*Feed
 	senders        map[*Feed]*webrtc.RTPSender
+	downs          map[*webrtc.RTPSender]*DownTrack            // what each sender carries (or last carried)
 	idle           map[webrtc.RTPCodecType][]*webrtc.RTPSender // WHEP senders whose feed ended
 	onClose        []func(reason string)
 	announced      map[string]*Feed // by mid, WHIP feeds published at answer time
@@ -76,6 +77,7 @@ func (s *Session) Close(reason string) {
 		s.closed.Store(true)
 		s.mu.Unlock()
 		s.reap.Stop()
+		s.releaseDownTracks()
 		s.room.leave(s)
 		if err := s.pc.Close(); err != nil {
 			s.log.Debug("close peer connection", "err", err)
@@ -139,17 +141,12 @@ func (s *Session) onTrack(remote *webrtc.TrackRemote, receiver *webrtc.RTPReceiv
 	s.mu.Lock()
 	f := s.announced[receiverMid(s.pc, receiver)]
 	s.mu.Unlock()
-	if f != nil && f.local.Codec().MimeType != remote.Codec().MimeType {
+	if f != nil && f.codec.MimeType != remote.Codec().MimeType {
 		s.room.unpublish(f)
 		f = nil
 	}
 	if f == nil {
-		local, err := webrtc.NewTrackLocalStaticRTP(remote.Codec().RTPCodecCapability, remote.ID(), "room-"+s.ID[:8])
-		if err != nil {
-			s.log.Warn("create forwarding track", "err", err)
-			return
-		}
-		f = &Feed{ID: s.ID + "/" + remote.ID(), Kind: remote.Kind(), publisher: s, local: local}
+		f = newFeed(s.ID+"/"+remote.ID(), remote.Kind(), s, remote.Codec().RTPCodecCapability, remote.ID(), "room-"+s.ID[:8])
 		s.room.publish(f)
 	}
 	defer s.room.unpublish(f)
@@ -177,11 +174,7 @@ func (s *Session) announceFeeds() {
 		if len(codecs) == 0 {
 			continue
 		}
-		local, err := webrtc.NewTrackLocalStaticRTP(codecs[0].RTPCodecCapability, t.Kind().String()+"-"+t.Mid(), "room-"+s.ID[:8])
-		if err != nil {
-			continue
-		}
-		f := &Feed{ID: s.ID + "/" + t.Mid(), Kind: t.Kind(), publisher: s, local: local}
+		f := newFeed(s.ID+"/"+t.Mid(), t.Kind(), s, codecs[0].RTPCodecCapability, t.Kind().String()+"-"+t.Mid(), "room-"+s.ID[:8])
 		s.mu.Lock()
 		if s.announced == nil {
 			s.announced = map[string]*Feed{}
@@ -356,7 +349,7 @@ func (s *Session) HandleAnswer(sdp string) error {
 	return nil
 }
 
-// attach adds a feed's forwarding track to this subscriber. Called with the
+// attach gives this subscriber a down-track of the feed. Called with the
 // room lock held; WebSocket participants renegotiate afterwards.
 func (s *Session) attach(f *Feed) {
 	s.mu.Lock()
@@ -367,12 +360,26 @@ func (s *Session) attach(f *Feed) {
 	if _, ok := s.senders[f]; ok {
 		return
 	}
-	// A WHEP viewer cannot renegotiate: reuse a sender whose feed ended.
+	d, err := newDownTrack(f)
+	if err != nil {
+		s.log.Warn("create down-track", "feed", f.ID, "err", err)
+		return
+	}
+	if s.downs == nil {
+		s.downs = map[*webrtc.RTPSender]*DownTrack{}
+	}
+	// A WHEP viewer cannot renegotiate: reuse a sender whose feed ended;
+	// the viewer's stream continues where the old feed's ended.
 	if idle := s.idle[f.Kind]; s.Kind == KindWHEP && len(idle) > 0 {
 		sender := idle[0]
-		if err := sender.ReplaceTrack(f.local); err == nil {
+		if prev := s.downs[sender]; prev != nil {
+			d.continueFrom(prev)
+		}
+		if err := sender.ReplaceTrack(d.local); err == nil {
 			s.idle[f.Kind] = idle[1:]
 			s.senders[f] = sender
+			s.downs[sender] = d
+			f.addDown(d)
 			f.RequestKeyframe()
 			return
 		}
@@ -380,12 +387,14 @@ func (s *Session) attach(f *Feed) {
 	if s.Kind == KindWHEP && s.pc.RemoteDescription() != nil && s.pc.SignalingState() == webrtc.SignalingStateStable {
 		return // negotiated already; no m-line for a new track
 	}
-	sender, err := s.pc.AddTrack(f.local)
+	sender, err := s.pc.AddTrack(d.local)
 	if err != nil {
 		s.log.Warn("add track", "feed", f.ID, "err", err)
 		return
 	}
 	s.senders[f] = sender
+	s.downs[sender] = d
+	f.addDown(d)
 	go s.readRTCP(sender)
 }
 
@@ -409,7 +418,12 @@ func (s *Session) detachLocked(f *Feed) {
 		return
 	}
 	delete(s.senders, f)
+	if d := s.downs[sender]; d != nil {
+		f.removeDown(d)
+	}
 	if s.Kind == KindWHEP {
+		// The sender stays (a WHEP viewer cannot renegotiate) and so does
+		// its last down-track, for the next feed to continue from.
 		if err := sender.ReplaceTrack(nil); err == nil {
 			if s.idle == nil {
 				s.idle = map[webrtc.RTPCodecType][]*webrtc.RTPSender{}
@@ -418,8 +432,21 @@ func (s *Session) detachLocked(f *Feed) {
 		}
 		return
 	}
+	delete(s.downs, sender)
 	if err := s.pc.RemoveTrack(sender); err != nil {
 		s.log.Debug("remove track", "err", err)
+	}
+}
+
+// releaseDownTracks takes this session's down-tracks off their feeds (the
+// session is closing: nothing more is written to it).
+func (s *Session) releaseDownTracks() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for f, sender := range s.senders {
+		if d := s.downs[sender]; d != nil {
+			f.removeDown(d)
+		}
 	}
 }
 
@@ -428,35 +455,49 @@ func (s *Session) detachLocked(f *Feed) {
 // A WHEP sender may carry several feeds over its life (ReplaceTrack), so the
 // feed is looked up per packet.
 func (s *Session) readRTCP(sender *webrtc.RTPSender) {
+	m := s.engine.metrics
+	var seqs []uint16
 	for {
 		pkts, _, err := sender.ReadRTCP()
 		if err != nil {
 			return
 		}
-		f := s.feedOf(sender)
-		if f == nil {
+		d := s.downTrackOf(sender)
+		if d == nil {
 			continue
 		}
 		for _, p := range pkts {
 			switch p := p.(type) {
 			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
-				f.RequestKeyframe()
+				d.feed.RequestKeyframe()
 			case *rtcp.ReceiverReport:
-				s.engine.observeReports(p.Reports, f.local.Codec().ClockRate)
+				s.engine.observeReports(p.Reports, d.feed.codec.ClockRate)
+			case *rtcp.TransportLayerNack:
+				seqs = seqs[:0]
+				for _, pair := range p.Nacks {
+					seqs = append(seqs, pair.PacketList()...)
+				}
+				answered, missed := d.retransmit(seqs)
+				m.NACKs.WithLabelValues("answered").Add(float64(answered))
+				m.NACKs.WithLabelValues("missed").Add(float64(missed))
 			}
 		}
 	}
 }
 
-func (s *Session) feedOf(sender *webrtc.RTPSender) *Feed {
+// downTrackOf is the down-track a sender carries now (nil when its feed
+// ended).
+func (s *Session) downTrackOf(sender *webrtc.RTPSender) *DownTrack {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for f, snd := range s.senders {
-		if snd == sender {
-			return f
-		}
+	d := s.downs[sender]
+	if d == nil {
+		return nil
 	}
-	return nil
+	if cur, ok := s.senders[d.feed]; !ok || cur != sender {
+		return nil
+	}
+	return d
 }
 
 func truncate(s string, n int) string {

@@ -54,6 +54,15 @@ func (d *DownTrack) continueFrom(prev *DownTrack) {
 	d.mu.Unlock()
 }
 
+// ended is what is kept of a down-track whose feed ended on a sender that
+// stays (a WHEP viewer's): where its stream stopped, for the next feed to
+// continue from, without holding on to the feed and its packet cache.
+func (d *DownTrack) ended() *DownTrack {
+	e := &DownTrack{}
+	e.continueFrom(d)
+	return e
+}
+
 // startEpoch fixes the offsets for a new source whose first packet is h:
 // the next sequence number, and the timestamp advanced by the wall time
 // since the last packet.

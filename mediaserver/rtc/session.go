@@ -420,10 +420,11 @@ func (s *Session) detachLocked(f *Feed) {
 	delete(s.senders, f)
 	if d := s.downs[sender]; d != nil {
 		f.removeDown(d)
+		s.downs[sender] = d.ended()
 	}
 	if s.Kind == KindWHEP {
 		// The sender stays (a WHEP viewer cannot renegotiate) and so does
-		// its last down-track, for the next feed to continue from.
+		// where its stream stopped, for the next feed to continue from.
 		if err := sender.ReplaceTrack(nil); err == nil {
 			if s.idle == nil {
 				s.idle = map[webrtc.RTPCodecType][]*webrtc.RTPSender{}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"os"
@@ -47,12 +48,12 @@ func BenchmarkForwardingProcess(b *testing.B) {
 		name := fmt.Sprintf("%dx%d", sh.publishers, sh.viewers)
 		b.Run("pion-relay/"+name, func(b *testing.B) {
 			url, pid := startRelay(b, relay)
-			forwardProcess(b, url, pid, sh.publishers, sh.viewers)
+			forwardProcess(b, url, "", pid, sh.publishers, sh.viewers)
 		})
 		b.Run("mediaserver/"+name, func(b *testing.B) {
 			p := mediaproc.Start(b, server, mediaproc.Options{Env: []string{"MAX_SESSIONS=100000", "LOG_LEVEL=error",
 				"ICE_UDP_MUX_PORT=" + strconv.Itoa(freeUDPPort(b))}})
-			forwardProcess(b, p.URL, p.Cmd.Process.Pid, sh.publishers, sh.viewers)
+			forwardProcess(b, p.URL, p.AdminURL, p.Cmd.Process.Pid, sh.publishers, sh.viewers)
 		})
 	}
 }
@@ -107,7 +108,10 @@ func procCPU(b *testing.B, pid int) (time.Duration, int64) {
 	return time.Duration(utime+stime) * 10 * time.Millisecond, rss * int64(os.Getpagesize())
 }
 
-func forwardProcess(b *testing.B, base string, pid, publishers, viewers int) {
+// forwardProcess drives one server. With BENCH_PROFILE_DIR set and an
+// admin URL, it saves the server's CPU profile of the measured window
+// there (go tool pprof -top FILE).
+func forwardProcess(b *testing.B, base, admin string, pid, publishers, viewers int) {
 	api, err := client.NewAPI()
 	if err != nil {
 		b.Fatal(err)
@@ -170,7 +174,17 @@ func forwardProcess(b *testing.B, base string, pid, publishers, viewers int) {
 	time.Sleep(2 * time.Second) // warm up: keyframes, NACK windows, the first reports
 	s0, r0, t0 := sent(), received(), time.Now()
 	c0, _ := procCPU(b, pid)
+	profiled := make(chan struct{})
+	if dir := os.Getenv("BENCH_PROFILE_DIR"); dir != "" && admin != "" {
+		go func() {
+			defer close(profiled)
+			saveProfile(b, admin, filepath.Join(dir, strings.ReplaceAll(b.Name(), "/", "_")+".pprof"), procWindow-time.Second)
+		}()
+	} else {
+		close(profiled)
+	}
 	time.Sleep(procWindow)
+	<-profiled
 	s1, r1 := sent(), received()
 	c1, rss := procCPU(b, pid)
 	el := time.Since(t0).Seconds()
@@ -189,4 +203,24 @@ func forwardProcess(b *testing.B, base string, pid, publishers, viewers int) {
 	sort.Float64s(jit)
 	b.ReportMetric(jit[min(len(jit)-1, len(jit)*99/100)], "p99-jitter-ms")
 	b.ReportMetric(float64(rss)/1024/float64(len(views)), "server-rss-KiB/viewer")
+}
+
+// saveProfile fetches the server's CPU profile over d into path.
+func saveProfile(b *testing.B, admin, path string, d time.Duration) {
+	resp, err := http.Get(fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", admin, int(d.Seconds())))
+	if err != nil {
+		b.Logf("profile: %v", err)
+		return
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(path)
+	if err != nil {
+		b.Logf("profile: %v", err)
+		return
+	}
+	defer f.Close()
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		b.Logf("profile: %v", err)
+	}
+	b.Logf("CPU profile of the window: %s", path)
 }

@@ -30,6 +30,9 @@ import (
 // reports), WebSocket participants do both.
 type APIs struct {
 	Publish, Subscribe, Full *webrtc.API
+	// batch is the UDP mux's socket with batched writes (nil without a
+	// mux: every PeerConnection then has its own socket).
+	batch *batchConn
 }
 
 // NewAPI builds the full API (both directions); see NewAPIs.
@@ -73,6 +76,7 @@ func NewAPIs(cfg *config.Config) (APIs, io.Closer, error) {
 	}
 
 	var closer io.Closer = nopCloser{}
+	var batch *batchConn
 	switch {
 	case cfg.UDPMuxPort != 0:
 		ip := net.IPv4zero
@@ -88,7 +92,8 @@ func NewAPIs(cfg *config.Config) (APIs, io.Closer, error) {
 		if err != nil {
 			return APIs{}, nil, fmt.Errorf("ICE_UDP_MUX_PORT %d: %w", cfg.UDPMuxPort, err)
 		}
-		mux := webrtc.NewICEUDPMux(nil, conn)
+		batch = newBatchConn(conn)
+		mux := webrtc.NewICEUDPMux(nil, batch)
 		se.SetICEUDPMux(mux)
 		closer = closerFunc(func() error { return errors.Join(mux.Close(), conn.Close()) })
 	case cfg.ICEPortMin != 0:
@@ -144,7 +149,7 @@ func NewAPIs(cfg *config.Config) (APIs, io.Closer, error) {
 		}
 		return webrtc.NewAPI(webrtc.WithSettingEngine(se), webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir)), nil
 	}
-	var apis APIs
+	apis := APIs{batch: batch}
 	if apis.Publish, err = build(true, false); err != nil {
 		return APIs{}, nil, errors.Join(err, closer.Close())
 	}

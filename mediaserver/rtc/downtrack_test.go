@@ -100,7 +100,7 @@ func TestFanoutWritesEveryViewerInOrder(t *testing.T) {
 		}
 		downs = append(downs, d)
 	}
-	fan := newFanout(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	fan := newFanout(slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
 	for seq := uint16(0); seq < 500; seq++ {
 		fan.write(downs, &rtp.Header{SequenceNumber: seq, Timestamp: uint32(seq) * 3000}, []byte{1})
 		if seq == 0 && fan.n != 3 {

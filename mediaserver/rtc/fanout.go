@@ -21,6 +21,7 @@ const fanChunk = 32
 // the packet's buffer can be reused.
 type fanout struct {
 	log   *slog.Logger
+	batch *batchConn // nil without a UDP mux
 	tasks chan fanTask
 	n     int
 	wg    sync.WaitGroup
@@ -33,11 +34,16 @@ type fanTask struct {
 	done    *sync.WaitGroup
 }
 
-func newFanout(log *slog.Logger) *fanout { return &fanout{log: log} }
+func newFanout(log *slog.Logger, batch *batchConn) *fanout { return &fanout{log: log, batch: batch} }
 
-// write sends one packet to downs.
+// write sends one packet to downs, as one round of batched writes on the
+// UDP mux's socket.
 func (f *fanout) write(downs []*DownTrack, h *rtp.Header, payload []byte) {
 	n := len(downs)
+	if f.batch != nil && n > 1 {
+		f.batch.begin()
+		defer f.batch.end()
+	}
 	helpers := min(runtime.GOMAXPROCS(0)-1, n/fanChunk)
 	if helpers <= 0 {
 		f.writeAll(downs, h, payload)

@@ -211,7 +211,7 @@ func (f *Feed) forward(m *metrics.Metrics, remote *webrtc.TrackRemote) {
 		pendingPkts, pendBts uint64
 	)
 	video := f.Kind == webrtc.RTPCodecTypeVideo
-	fan := newFanout(f.publisher.log)
+	fan := newFanout(f.publisher.log, f.publisher.engine.apis.batch)
 	defer fan.stop()
 	f.RequestKeyframe()
 	for {

@@ -106,6 +106,10 @@ func dashboardJSON(ms *mediav1alpha1.MediaService) (string, error) {
 			{fmt.Sprintf(`histogram_quantile(0.9, sum by (le) (rate(media_rtt_milliseconds_bucket{%s}[5m])))`, sel), "p90 RTT ms"},
 			{fmt.Sprintf(`histogram_quantile(0.9, sum by (le) (rate(media_jitter_milliseconds_bucket{%s}[5m])))`, sel), "p90 jitter ms"}}},
 		{"Forwarded media", "Bps", []q{{fmt.Sprintf(`sum(rate(media_forwarded_bytes_total{%s}[5m]))`, sel), "bytes/s"}}},
+		{"Retransmissions and layers", "short", []q{
+			{fmt.Sprintf(`sum by (result) (rate(media_nack_packets_total{%s}[5m]))`, sel), "NACKed packets {{result}}/s"},
+			{fmt.Sprintf(`sum(rate(media_keyframe_requests_total{%s}[5m]))`, sel), "keyframe requests/s"},
+			{fmt.Sprintf(`sum(rate(media_layer_switches_total{%s}[5m]))`, sel), "simulcast layer switches/s"}}},
 	}
 	d := gDashboard{
 		UID:   "mediafleet-" + shortHash(ms.Namespace+"/"+ms.Name),

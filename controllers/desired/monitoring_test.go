@@ -99,7 +99,7 @@ func TestDashboard(t *testing.T) {
 	if err := json.Unmarshal([]byte(cm.Data["mediafleet-media-demo.json"]), &d); err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"Active sessions", "Request rate", "Latency p50 / p90 / p99", "Error rate (5xx share)", "Goroutines", "Memory", "WebSocket connections", "ICE", "Quality"}
+	want := []string{"Active sessions", "Request rate", "Latency p50 / p90 / p99", "Error rate (5xx share)", "Goroutines", "Memory", "WebSocket connections", "ICE", "Quality", "Forwarded media", "Retransmissions and layers"}
 	titles := map[string]bool{}
 	for _, p := range d.Panels {
 		titles[p.Title] = true

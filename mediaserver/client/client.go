@@ -66,6 +66,9 @@ func NewAPIWith(opts []APIOption, interfaces ...string) (*webrtc.API, error) {
 	if err := me.RegisterDefaultCodecs(); err != nil {
 		return nil, err
 	}
+	if err := webrtc.ConfigureSimulcastExtensionHeaders(me); err != nil {
+		return nil, err
+	}
 	ir := &interceptor.Registry{}
 	for _, o := range opts {
 		o(&se, ir)
@@ -204,8 +207,12 @@ type Counter struct {
 	Packets atomic.Uint64
 	Bytes   atomic.Uint64
 	Tracks  atomic.Int32
-	first   sync.Once
-	firstAt atomic.Int64
+	// SeqJumps counts packets whose sequence number is not the one after
+	// the previous packet of their track (loss, reordering, or a server
+	// that does not keep a track's numbering continuous).
+	SeqJumps atomic.Uint64
+	first    sync.Once
+	firstAt  atomic.Int64
 	// jitterMicros is the largest RFC 3550 interarrival jitter of the
 	// counted tracks, in microseconds.
 	jitterMicros atomic.Int64
@@ -250,6 +257,7 @@ func (c *Counter) consume(t *webrtc.TrackRemote) {
 		jitter      float64 // in timestamp units
 		lastTransit float64
 		have        bool
+		lastSeq     uint16
 		start       = time.Now()
 	)
 	for {
@@ -263,6 +271,10 @@ func (c *Counter) consume(t *webrtc.TrackRemote) {
 		if pkt.Unmarshal(buf[:n]) != nil {
 			continue
 		}
+		if have && pkt.SequenceNumber != lastSeq+1 {
+			c.SeqJumps.Add(1)
+		}
+		lastSeq = pkt.SequenceNumber
 		arrival := time.Since(start).Seconds() * clock
 		transit := arrival - float64(pkt.Timestamp)
 		if have {

@@ -8,6 +8,9 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/pion/rtp"
+	"github.com/pion/rtp/codecs"
+	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 	"github.com/pion/webrtc/v4/pkg/media"
 	"github.com/pion/webrtc/v4/pkg/media/ivfreader"
@@ -49,8 +52,108 @@ func PublishIVF(ctx context.Context, base, room string, ivf []byte, opts Options
 	return s, nil
 }
 
+// PublishSimulcastIVF publishes the IVF file's VP8 frames as a simulcast
+// track with one layer per rid (RFC 8853), every layer carrying the same
+// frames: what a server forwards of each layer is told apart by rid. Each
+// packet carries the mid and rid header extensions (pion leaves them to
+// the application). The file's keyframes (it loops) are where a viewer can
+// switch layers.
+func PublishSimulcastIVF(ctx context.Context, base, room string, ivf []byte, rids []string, opts Options) (*Session, error) {
+	if _, _, err := ivfreader.NewWith(bytes.NewReader(ivf)); err != nil {
+		return nil, err
+	}
+	if len(rids) < 2 {
+		return nil, errors.New("simulcast needs two rids or more")
+	}
+	s := &Session{opts: opts, stop: make(chan struct{})}
+	pc, err := opts.API.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		return nil, err
+	}
+	s.PC = pc
+	var tracks []*webrtc.TrackLocalStaticRTP
+	var sender *webrtc.RTPSender
+	for i, rid := range rids {
+		track, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "video", "ivf", webrtc.WithRTPStreamID(rid))
+		if err != nil {
+			return nil, errors.Join(err, pc.Close())
+		}
+		if i == 0 {
+			if sender, err = pc.AddTrack(track); err != nil {
+				return nil, errors.Join(err, pc.Close())
+			}
+		} else if err := sender.AddEncoding(track); err != nil {
+			return nil, errors.Join(err, pc.Close())
+		}
+		tracks = append(tracks, track)
+	}
+	s.drainRTCP(sender)
+	if err := s.negotiate(ctx, base+"/whip/"+url.PathEscape(room)); err != nil {
+		return nil, errors.Join(err, s.Close())
+	}
+	var midID, ridID uint8
+	for _, ext := range sender.GetParameters().HeaderExtensions {
+		switch ext.URI {
+		case sdp.SDESMidURI:
+			midID = uint8(ext.ID)
+		case sdp.SDESRTPStreamIDURI:
+			ridID = uint8(ext.ID)
+		}
+	}
+	mid := ""
+	for _, tr := range pc.GetTransceivers() {
+		if tr.Sender() == sender {
+			mid = tr.Mid()
+		}
+	}
+	if midID == 0 || ridID == 0 || mid == "" {
+		return nil, errors.Join(errors.New("the answer did not accept the mid and rid header extensions"), s.Close())
+	}
+	layers := make([]simulcastLayer, len(tracks))
+	for i, track := range tracks {
+		layers[i] = simulcastLayer{track: track, rid: track.RID(),
+			packetizer: rtp.NewPacketizer(1200, 0, 0, &codecs.VP8Payloader{EnablePictureID: true}, rtp.NewRandomSequencer(), 90000)}
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		for {
+			if done := s.playIVFFrames(ivf, func(frame []byte, dur time.Duration) {
+				for _, l := range layers {
+					for _, p := range l.packetizer.Packetize(frame, uint32(dur.Seconds()*90000)) {
+						_ = p.Header.SetExtension(midID, []byte(mid))
+						_ = p.Header.SetExtension(ridID, []byte(l.rid))
+						if err := l.track.WriteRTP(p); err == nil {
+							s.Sent.Add(1)
+						}
+					}
+				}
+			}); done {
+				return
+			}
+		}
+	}()
+	return s, nil
+}
+
+type simulcastLayer struct {
+	track      *webrtc.TrackLocalStaticRTP
+	rid        string
+	packetizer rtp.Packetizer
+}
+
 // playIVF writes one pass of the file at its frame rate; true when stopped.
 func (s *Session) playIVF(track *webrtc.TrackLocalStaticSample, ivf []byte) bool {
+	return s.playIVFFrames(ivf, func(frame []byte, dur time.Duration) {
+		if err := track.WriteSample(media.Sample{Data: frame, Duration: dur}); err == nil {
+			s.Sent.Add(1)
+		}
+	})
+}
+
+// playIVFFrames hands each frame of one pass of the file to write at the
+// file's frame rate; true when stopped.
+func (s *Session) playIVFFrames(ivf []byte, write func(frame []byte, dur time.Duration)) bool {
 	r, hdr, err := ivfreader.NewWith(bytes.NewReader(ivf))
 	if err != nil {
 		return true
@@ -74,8 +177,6 @@ func (s *Session) playIVF(track *webrtc.TrackLocalStaticSample, ivf []byte) bool
 			return true
 		case <-tick.C:
 		}
-		if err := track.WriteSample(media.Sample{Data: frame, Duration: frameDur}); err == nil {
-			s.Sent.Add(1)
-		}
+		write(frame, frameDur)
 	}
 }

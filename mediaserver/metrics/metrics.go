@@ -34,6 +34,10 @@ type Metrics struct {
 	// NACKs counts the packets viewers asked for again, by result:
 	// answered from the feed's cache, or missed (too old, never cached).
 	NACKs *prometheus.CounterVec
+	// KeyframeRequests counts PLIs sent to publishers; LayerSwitches the
+	// times a viewer moved to another simulcast layer.
+	KeyframeRequests prometheus.Counter
+	LayerSwitches    prometheus.Counter
 
 	HTTPRequests *prometheus.CounterVec
 	HTTPDuration *prometheus.HistogramVec
@@ -67,7 +71,7 @@ var ICEStates = []string{"new", "checking", "connected", "completed", "disconnec
 // type label (the protocol's message types; "invalid" and "relayed" for
 // what was not decoded here).
 var (
-	WSInTypes  = []string{"join", "answer", "candidate", "leave", "invalid", "relayed"}
+	WSInTypes  = []string{"join", "answer", "candidate", "leave", "layer", "invalid", "relayed"}
 	WSOutTypes = []string{"joined", "offer", "candidate", "draining", "error", "closed"}
 )
 
@@ -101,6 +105,8 @@ func New() *Metrics {
 		Buckets: []float64{0.5, 1, 2, 5, 10, 20, 50, 100, 200}})
 	m.ForwardedPackets = auto.NewCounter(prometheus.CounterOpts{Name: "media_forwarded_packets_total", Help: "RTP packets read from publishers and forwarded."})
 	m.ForwardedBytes = auto.NewCounter(prometheus.CounterOpts{Name: "media_forwarded_bytes_total", Help: "RTP payload bytes read from publishers and forwarded."})
+	m.KeyframeRequests = auto.NewCounter(prometheus.CounterOpts{Name: "media_keyframe_requests_total", Help: "Keyframe requests (PLI) sent to publishers, at most one per layer per 500 ms."})
+	m.LayerSwitches = auto.NewCounter(prometheus.CounterOpts{Name: "media_layer_switches_total", Help: "Times a viewer moved to another simulcast layer (always at a keyframe)."})
 	m.NACKs = auto.NewCounterVec(prometheus.CounterOpts{Name: "media_nack_packets_total", Help: "Packets viewers asked for again (NACK), by result: answered from the feed's cache or missed."}, []string{"result"})
 	m.HTTPRequests = auto.NewCounterVec(prometheus.CounterOpts{Name: "media_http_requests_total", Help: "HTTP requests by method, route pattern and status."}, []string{"method", "route", "status"})
 	m.HTTPDuration = auto.NewHistogramVec(prometheus.HistogramOpts{Name: "media_http_duration_seconds", Help: "HTTP request latency by method and route pattern.",

@@ -129,6 +129,11 @@ func NewAPIs(cfg *config.Config) (APIs, io.Closer, error) {
 		me.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack"}, webrtc.RTPCodecTypeVideo)
 		me.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack", Parameter: "pli"}, webrtc.RTPCodecTypeVideo)
 		if recv {
+			// Simulcast in: the mid, rid and repaired-rid header
+			// extensions (RFC 8853) tell a publisher's layers apart.
+			if err := webrtc.ConfigureSimulcastExtensionHeaders(me); err != nil {
+				return nil, fmt.Errorf("simulcast header extensions: %w", err)
+			}
 			gen, err := nack.NewGeneratorInterceptor()
 			if err != nil {
 				return nil, fmt.Errorf("NACK generator: %w", err)

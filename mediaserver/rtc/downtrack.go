@@ -21,8 +21,10 @@ type DownTrack struct {
 	// mu orders everything written to the viewer (packets, retransmissions)
 	// and guards the rewriting state.
 	mu      sync.Mutex
-	started bool // an epoch is running
-	hasPrev bool // lastSeq/lastTS/lastAt continue a previous source
+	cur     *layer // the layer being forwarded (nil before the first packet)
+	capRank int    // the best layer rank the viewer wants
+	started bool   // an epoch is running
+	hasPrev bool   // lastSeq/lastTS/lastAt continue a previous source
 	// Publisher → viewer: out = in + offset (mod 2^16 / 2^32).
 	seqOffset uint16
 	tsOffset  uint32
@@ -40,7 +42,62 @@ func newDownTrack(f *Feed) (*DownTrack, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &DownTrack{feed: f, local: local}, nil
+	return &DownTrack{feed: f, local: local, capRank: noCap}, nil
+}
+
+// noCap lets a viewer have the best layer there is.
+const noCap = 1 << 30
+
+// SetCap caps the layers the viewer gets at rank (RankOf); a cap below
+// every layer gives the lowest.
+func (d *DownTrack) SetCap(rank int) {
+	d.mu.Lock()
+	d.capRank = rank
+	d.mu.Unlock()
+}
+
+// Layer is the rid of the layer the viewer gets now ("" for a plain track
+// or before the first packet).
+func (d *DownTrack) Layer() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.cur == nil {
+		return ""
+	}
+	return d.cur.rid
+}
+
+// offer hands the down-track one packet of one of the feed's layers. It
+// forwards the layer it is on; it moves to the layer it should be on
+// (the best live one under its cap) only at that layer's keyframe, asking
+// the publisher for one meanwhile, and the move starts a new epoch so the
+// viewer's stream stays continuous. A plain track starts at its first
+// packet; a simulcast feed at a keyframe.
+func (d *DownTrack) offer(s sample) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if s.l != d.cur {
+		want := d.feed.pick(d.capRank, s.at)
+		if s.l != want {
+			return nil
+		}
+		if (d.cur != nil || d.feed.simulcast()) && !s.key {
+			d.feed.requestKeyframe(want)
+			return nil
+		}
+		if d.cur != nil {
+			d.started = false // a new epoch, continuing the stream
+			if p := d.feed.publisher; p != nil {
+				p.engine.metrics.LayerSwitches.Inc()
+			}
+		}
+		d.cur = s.l
+	} else if d.feed.simulcast() {
+		if want := d.feed.pick(d.capRank, s.at); want != nil && want != d.cur {
+			d.feed.requestKeyframe(want)
+		}
+	}
+	return d.writeLocked(s.h, s.payload)
 }
 
 // continueFrom makes this down-track's stream continue where prev's ended
@@ -75,15 +132,24 @@ func (d *DownTrack) startEpoch(h *rtp.Header) {
 	d.epochSeq, d.lastIn, d.started = h.SequenceNumber, h.SequenceNumber, true
 }
 
-// write forwards one publisher packet to the viewer. h and payload are
-// shared with the feed's other viewers and only read.
+// write forwards one publisher packet to the viewer (tests; the feed
+// uses offer).
 func (d *DownTrack) write(h *rtp.Header, payload []byte) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	return d.writeLocked(h, payload)
+}
+
+// writeLocked forwards one packet of the current layer. h and payload are
+// shared with the feed's other viewers and only read. The publisher's
+// header extensions are not passed on: their ids are the publisher's
+// negotiation, not the viewer's.
+func (d *DownTrack) writeLocked(h *rtp.Header, payload []byte) error {
 	if !d.started {
 		d.startEpoch(h)
 	}
 	d.out.Header = *h
+	d.out.Extension, d.out.Extensions, d.out.ExtensionProfile = false, nil, 0
 	d.out.SequenceNumber = h.SequenceNumber + d.seqOffset
 	d.out.Timestamp = h.Timestamp + d.tsOffset
 	d.out.Payload = payload
@@ -102,7 +168,7 @@ func (d *DownTrack) write(h *rtp.Header, payload []byte) error {
 func (d *DownTrack) retransmit(seqs []uint16) (answered, missed int) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if !d.started {
+	if !d.started || d.cur == nil {
 		return 0, len(seqs)
 	}
 	var p rtp.Packet
@@ -112,13 +178,14 @@ func (d *DownTrack) retransmit(seqs []uint16) (answered, missed int) {
 			missed++
 			continue
 		}
-		d.scratch = d.feed.cache.get(orig, d.scratch)
+		d.scratch = d.cur.cache.get(orig, d.scratch)
 		if d.scratch == nil || p.Unmarshal(d.scratch) != nil {
 			missed++
 			continue
 		}
 		p.SequenceNumber = vs
 		p.Timestamp += d.tsOffset
+		p.Extension, p.Extensions, p.ExtensionProfile = false, nil, 0
 		if err := d.local.WriteRTP(&p); err != nil {
 			missed++
 			continue

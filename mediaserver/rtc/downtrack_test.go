@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"runtime"
 	"testing"
+	"time"
 
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
@@ -52,9 +53,17 @@ func TestDownTrackContinuesAcrossSources(t *testing.T) {
 		t.Fatalf("first source passes through unchanged: seq %d ts %d", d1.out.SequenceNumber, d1.out.Timestamp)
 	}
 	second := newFeed("b", webrtc.RTPCodecTypeVideo, nil, codec, "v", "s")
+	l := second.addLayer("")
 	d2, _ := newDownTrack(second)
 	d2.continueFrom(d1)
-	_ = d2.write(&rtp.Header{SequenceNumber: 40000, Timestamp: 123}, nil)
+	offer := func(seq uint16, ts uint32) {
+		now := time.Now().UnixNano()
+		l.lastPkt.Store(now)
+		if err := d2.offer(sample{l: l, h: &rtp.Header{SequenceNumber: seq, Timestamp: ts}, at: now}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	offer(40000, 123)
 	if d2.out.SequenceNumber != 1010 {
 		t.Errorf("sequence after the switch %d, want 1010", d2.out.SequenceNumber)
 	}
@@ -62,13 +71,13 @@ func TestDownTrackContinuesAcrossSources(t *testing.T) {
 		t.Errorf("timestamp advanced by %d after the switch, want a little (the wall time between)", d)
 	}
 	firstTS := d2.out.Timestamp
-	_ = d2.write(&rtp.Header{SequenceNumber: 40001, Timestamp: 3123}, nil)
+	offer(40001, 3123)
 	if d2.out.SequenceNumber != 1011 || d2.out.Timestamp != firstTS+3000 {
 		t.Errorf("second packet: seq %d ts %d, want 1011 and %d (the source's own spacing)", d2.out.SequenceNumber, d2.out.Timestamp, firstTS+3000)
 	}
 	// NACKs in the viewer's numbering map back to the publisher's, and
 	// only within this epoch.
-	second.cache.put(40000, mustMarshal(t, &rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: 40000, Timestamp: 123}, Payload: []byte{9}}))
+	l.cache.put(40000, mustMarshal(t, &rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: 40000, Timestamp: 123}, Payload: []byte{9}}))
 	if answered, missed := d2.retransmit([]uint16{1010, 1009, 1012}); answered != 1 || missed != 2 {
 		t.Errorf("retransmit: %d answered, %d missed; want 1010 answered, 1009 (before the switch) and 1012 (not sent yet) missed", answered, missed)
 	}
@@ -101,8 +110,11 @@ func TestFanoutWritesEveryViewerInOrder(t *testing.T) {
 		downs = append(downs, d)
 	}
 	fan := newFanout(slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	l := f.addLayer("")
 	for seq := uint16(0); seq < 500; seq++ {
-		fan.write(downs, &rtp.Header{SequenceNumber: seq, Timestamp: uint32(seq) * 3000}, []byte{1})
+		now := time.Now().UnixNano()
+		l.lastPkt.Store(now)
+		fan.write(downs, sample{l: l, h: &rtp.Header{SequenceNumber: seq, Timestamp: uint32(seq) * 3000}, payload: []byte{1}, at: now})
 		if seq == 0 && fan.n != 3 {
 			t.Fatalf("%d helpers for %d viewers on 4 cores, want 3", fan.n, len(downs))
 		}
@@ -111,6 +123,89 @@ func TestFanoutWritesEveryViewerInOrder(t *testing.T) {
 	for i, d := range downs {
 		if d.lastSeq != 499 || d.lastIn != 499 {
 			t.Fatalf("viewer %d: last seq %d", i, d.lastSeq)
+		}
+	}
+}
+
+// TestDownTrackSwitchesLayersAtKeyframes: a simulcast viewer starts at a
+// keyframe of the best layer, stays on it until a keyframe of the layer
+// its cap asks for, then continues its numbering on that layer and ignores
+// the others; a layer that goes quiet is left for a live one.
+func TestDownTrackSwitchesLayersAtKeyframes(t *testing.T) {
+	codec := webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}
+	f := newFeed("sim", webrtc.RTPCodecTypeVideo, nil, codec, "v", "s")
+	q, h, full := f.addLayer("q"), f.addLayer("h"), f.addLayer("f")
+	if ls := *f.layers.Load(); ls[0] != q || ls[1] != h || ls[2] != full {
+		t.Fatal("layers not ranked q < h < f")
+	}
+	d, _ := newDownTrack(f)
+	seqs := map[*layer]uint16{q: 100, h: 5000, full: 30000}
+	send := func(l *layer, key bool) (forwarded bool) {
+		now := time.Now().UnixNano()
+		for _, x := range []*layer{q, h, full} {
+			if x != l && x.lastPkt.Load() == 0 {
+				x.lastPkt.Store(now)
+			}
+		}
+		l.lastPkt.Store(now)
+		seqs[l]++
+		before := d.out.SequenceNumber
+		if err := d.offer(sample{l: l, h: &rtp.Header{SequenceNumber: seqs[l], Timestamp: uint32(seqs[l]) * 3000}, key: key, at: now}); err != nil {
+			t.Fatal(err)
+		}
+		return d.out.SequenceNumber != before || (before == 0 && d.started)
+	}
+	if send(full, false) || d.Layer() != "" {
+		t.Fatal("a simulcast viewer started without a keyframe")
+	}
+	if send(q, true) {
+		t.Fatal("a keyframe of a layer the viewer should not get was forwarded")
+	}
+	if !send(full, true) || d.Layer() != "f" {
+		t.Fatalf("no start at the top layer's keyframe (layer %q)", d.Layer())
+	}
+	send(full, false)
+	last := d.out.SequenceNumber
+	d.SetCap(1) // h
+	if send(h, false) || !send(full, false) || d.Layer() != "f" {
+		t.Fatal("switched before the target layer's keyframe, or left the current layer early")
+	}
+	last = d.out.SequenceNumber
+	if !send(h, true) || d.Layer() != "h" {
+		t.Fatalf("no switch at the target layer's keyframe (layer %q)", d.Layer())
+	}
+	if d.out.SequenceNumber != last+1 {
+		t.Errorf("sequence after the switch %d, want %d (continuous)", d.out.SequenceNumber, last+1)
+	}
+	if send(full, true) {
+		t.Error("the old layer still forwarded after the switch")
+	}
+	// The capped layer goes quiet: the viewer moves to a live one.
+	h.lastPkt.Store(time.Now().Add(-2 * layerAlive).UnixNano())
+	if !send(q, true) || d.Layer() != "q" {
+		t.Errorf("stayed on a quiet layer (layer %q)", d.Layer())
+	}
+}
+
+func TestIsKeyframe(t *testing.T) {
+	for _, tc := range []struct {
+		name, mime string
+		payload    []byte
+		key        bool
+	}{
+		{"VP8 key frame start", webrtc.MimeTypeVP8, []byte{0x10, 0x00, 0x9d, 0x01}, true},
+		{"VP8 inter frame", webrtc.MimeTypeVP8, []byte{0x10, 0x01}, false},
+		{"VP8 continuation", webrtc.MimeTypeVP8, []byte{0x00, 0x00}, false},
+		{"H.264 IDR", webrtc.MimeTypeH264, []byte{0x65, 0x88}, true},
+		{"H.264 STAP-A with SPS", webrtc.MimeTypeH264, []byte{0x18, 0x00, 0x02, 0x67, 0x42, 0x00, 0x02, 0x68, 0xce}, true},
+		{"H.264 FU-A start of IDR", webrtc.MimeTypeH264, []byte{0x7c, 0x85}, true},
+		{"H.264 FU-A middle", webrtc.MimeTypeH264, []byte{0x7c, 0x05}, false},
+		{"H.264 non-IDR", webrtc.MimeTypeH264, []byte{0x41, 0x9a}, false},
+		{"Opus", webrtc.MimeTypeOpus, []byte{0xfc}, false},
+		{"empty", webrtc.MimeTypeVP8, nil, false},
+	} {
+		if got := isKeyframe(tc.mime, tc.payload); got != tc.key {
+			t.Errorf("%s: keyframe %v, want %v", tc.name, got, tc.key)
 		}
 	}
 }

@@ -6,8 +6,6 @@ import (
 	"log/slog"
 	"runtime"
 	"sync"
-
-	"github.com/pion/rtp"
 )
 
 // fanChunk is the fewest viewers worth handing to another core.
@@ -28,17 +26,16 @@ type fanout struct {
 }
 
 type fanTask struct {
-	downs   []*DownTrack
-	h       *rtp.Header
-	payload []byte
-	done    *sync.WaitGroup
+	downs []*DownTrack
+	s     sample
+	done  *sync.WaitGroup
 }
 
 func newFanout(log *slog.Logger, batch *batchConn) *fanout { return &fanout{log: log, batch: batch} }
 
 // write sends one packet to downs, as one round of batched writes on the
 // UDP mux's socket.
-func (f *fanout) write(downs []*DownTrack, h *rtp.Header, payload []byte) {
+func (f *fanout) write(downs []*DownTrack, s sample) {
 	n := len(downs)
 	if f.batch != nil && n > 1 {
 		f.batch.begin()
@@ -46,7 +43,7 @@ func (f *fanout) write(downs []*DownTrack, h *rtp.Header, payload []byte) {
 	}
 	helpers := min(runtime.GOMAXPROCS(0)-1, n/fanChunk)
 	if helpers <= 0 {
-		f.writeAll(downs, h, payload)
+		f.writeAll(downs, s)
 		return
 	}
 	f.grow(helpers)
@@ -54,15 +51,15 @@ func (f *fanout) write(downs []*DownTrack, h *rtp.Header, payload []byte) {
 	var done sync.WaitGroup
 	for i := per; i < n; i += per {
 		done.Add(1)
-		f.tasks <- fanTask{downs: downs[i:min(i+per, n)], h: h, payload: payload, done: &done}
+		f.tasks <- fanTask{downs: downs[i:min(i+per, n)], s: s, done: &done}
 	}
-	f.writeAll(downs[:per], h, payload)
+	f.writeAll(downs[:per], s)
 	done.Wait()
 }
 
-func (f *fanout) writeAll(downs []*DownTrack, h *rtp.Header, payload []byte) {
+func (f *fanout) writeAll(downs []*DownTrack, s sample) {
 	for _, d := range downs {
-		if err := d.write(h, payload); err != nil && !errors.Is(err, io.ErrClosedPipe) {
+		if err := d.offer(s); err != nil && !errors.Is(err, io.ErrClosedPipe) {
 			f.log.Debug("forward", "err", err)
 		}
 	}
@@ -78,7 +75,7 @@ func (f *fanout) grow(n int) {
 		go func() {
 			defer f.wg.Done()
 			for t := range f.tasks {
-				f.writeAll(t.downs, t.h, t.payload)
+				f.writeAll(t.downs, t.s)
 				t.done.Done()
 			}
 		}()

@@ -2,14 +2,9 @@ package rtc
 
 import (
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/pion/rtcp"
-	"github.com/pion/rtp"
-	"github.com/pion/webrtc/v4"
-
-	"github.com/mediafleet/mediafleet/mediaserver/metrics"
 )
 
 // Room joins publishers and subscribers. WHIP publishers, WHEP viewers and
@@ -110,146 +105,6 @@ func (r *Room) unpublish(f *Feed) {
 	for _, m := range subs {
 		m.detach(f)
 		m.negotiate()
-	}
-}
-
-// Feed is one published track: the publisher's packets go into the feed's
-// packet cache and out through one DownTrack per viewer.
-type Feed struct {
-	ID        string
-	Kind      webrtc.RTPCodecType
-	publisher *Session
-	remote    atomic.Pointer[webrtc.TrackRemote] // nil until the first packet
-	lastPLI   atomic.Int64
-
-	codec             webrtc.RTPCodecCapability
-	trackID, streamID string
-	cache             *packetCache
-
-	downsMu sync.Mutex
-	downs   atomic.Pointer[[]*DownTrack] // copy on write: read per packet without a lock
-}
-
-// Packets a feed keeps for retransmission: about a second of 2.5 Mbit/s
-// video; audio needs far fewer.
-const (
-	videoCachePackets = 1024
-	audioCachePackets = 128
-)
-
-func newFeed(id string, kind webrtc.RTPCodecType, publisher *Session, codec webrtc.RTPCodecCapability, trackID, streamID string) *Feed {
-	size := audioCachePackets
-	if kind == webrtc.RTPCodecTypeVideo {
-		size = videoCachePackets
-	}
-	f := &Feed{ID: id, Kind: kind, publisher: publisher, codec: codec, trackID: trackID, streamID: streamID, cache: newPacketCache(size)}
-	f.downs.Store(&[]*DownTrack{})
-	return f
-}
-
-// Codec is what the publisher sends.
-func (f *Feed) Codec() webrtc.RTPCodecCapability { return f.codec }
-
-func (f *Feed) addDown(d *DownTrack) {
-	f.downsMu.Lock()
-	defer f.downsMu.Unlock()
-	old := *f.downs.Load()
-	next := make([]*DownTrack, len(old), len(old)+1)
-	copy(next, old)
-	next = append(next, d)
-	f.downs.Store(&next)
-}
-
-func (f *Feed) removeDown(d *DownTrack) {
-	f.downsMu.Lock()
-	defer f.downsMu.Unlock()
-	old := *f.downs.Load()
-	next := make([]*DownTrack, 0, len(old))
-	for _, x := range old {
-		if x != d {
-			next = append(next, x)
-		}
-	}
-	f.downs.Store(&next)
-}
-
-// Viewers is how many down-tracks the feed writes to.
-func (f *Feed) Viewers() int { return len(*f.downs.Load()) }
-
-// keyframeInterval bounds how often subscribers' PLIs reach the publisher.
-const keyframeInterval = 500 * time.Millisecond
-
-// RequestKeyframe asks the publisher for a keyframe (rate-limited).
-func (f *Feed) RequestKeyframe() {
-	remote := f.remote.Load()
-	if f.Kind != webrtc.RTPCodecTypeVideo || remote == nil {
-		return
-	}
-	now := time.Now().UnixNano()
-	last := f.lastPLI.Load()
-	if now-last < int64(keyframeInterval) || !f.lastPLI.CompareAndSwap(last, now) {
-		return
-	}
-	_ = f.publisher.pc.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: uint32(remote.SSRC())}})
-}
-
-// qualityWindow is how often a feed's frame rate, bitrate and loss are
-// sampled into the histograms.
-const qualityWindow = 5 * time.Second
-
-// forward copies RTP from the publisher to every subscriber until the
-// remote track ends. It reuses one buffer and one packet.
-func (f *Feed) forward(m *metrics.Metrics, remote *webrtc.TrackRemote) {
-	f.remote.Store(remote)
-	buf := make([]byte, 1500)
-	var pkt rtp.Packet
-	var (
-		windowStart          = time.Now()
-		frames, winBytes     uint64
-		received, lost       uint64
-		seqs                 seqTracker
-		pendingPkts, pendBts uint64
-	)
-	video := f.Kind == webrtc.RTPCodecTypeVideo
-	fan := newFanout(f.publisher.log, f.publisher.engine.apis.batch)
-	defer fan.stop()
-	f.RequestKeyframe()
-	for {
-		n, _, err := remote.Read(buf)
-		if err != nil {
-			m.ForwardedPackets.Add(float64(pendingPkts))
-			m.ForwardedBytes.Add(float64(pendBts))
-			return
-		}
-		if err := pkt.Unmarshal(buf[:n]); err != nil {
-			continue
-		}
-		f.cache.put(pkt.SequenceNumber, buf[:n])
-		fan.write(*f.downs.Load(), &pkt.Header, pkt.Payload)
-		pendingPkts++
-		pendBts += uint64(len(pkt.Payload))
-		received++
-		winBytes += uint64(n)
-		lost += seqs.add(pkt.SequenceNumber)
-		if video && pkt.Marker {
-			frames++
-		}
-		if pendingPkts >= 256 { // batch counter updates off the hot path
-			m.ForwardedPackets.Add(float64(pendingPkts))
-			m.ForwardedBytes.Add(float64(pendBts))
-			pendingPkts, pendBts = 0, 0
-		}
-		if el := time.Since(windowStart); el >= qualityWindow {
-			secs := el.Seconds()
-			if video {
-				m.VideoFrameRate.Observe(float64(frames) / secs)
-				m.VideoBitrate.Observe(float64(winBytes*8) / secs)
-			}
-			if received+lost > 0 {
-				m.PacketLoss.Observe(float64(lost) / float64(received+lost))
-			}
-			windowStart, frames, winBytes, received, lost = time.Now(), 0, 0, 0, 0
-		}
 	}
 }
 

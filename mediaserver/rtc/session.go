@@ -2,6 +2,7 @@ package rtc
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -138,19 +139,37 @@ func (s *Session) onTrack(remote *webrtc.TrackRemote, receiver *webrtc.RTPReceiv
 	}
 	// A feed announced at answer time (announceFeeds) is used when its
 	// codec is what actually arrives.
+	// The layers of a simulcast track (one per rid) arrive as tracks of
+	// one m-line: they join that m-line's feed.
+	mid := receiverMid(s.pc, receiver)
 	s.mu.Lock()
-	f := s.announced[receiverMid(s.pc, receiver)]
-	s.mu.Unlock()
+	f := s.announced[mid]
 	if f != nil && f.codec.MimeType != remote.Codec().MimeType {
+		delete(s.announced, mid)
+		s.mu.Unlock()
 		s.room.unpublish(f)
+		s.mu.Lock()
 		f = nil
 	}
-	if f == nil {
+	fresh := f == nil
+	if fresh {
 		f = newFeed(s.ID+"/"+remote.ID(), remote.Kind(), s, remote.Codec().RTPCodecCapability, remote.ID(), "room-"+s.ID[:8])
+		if s.announced == nil {
+			s.announced = map[string]*Feed{}
+		}
+		s.announced[mid] = f
+	}
+	s.mu.Unlock()
+	l := f.addLayer(remote.RID())
+	if fresh {
 		s.room.publish(f)
 	}
-	defer s.room.unpublish(f)
-	f.forward(s.engine.metrics, remote)
+	defer func() {
+		if f.removeLayer(l) == 0 {
+			s.room.unpublish(f)
+		}
+	}()
+	f.forward(s.engine.metrics, l, remote)
 }
 
 func receiverMid(pc *webrtc.PeerConnection, r *webrtc.RTPReceiver) string {
@@ -437,6 +456,40 @@ func (s *Session) detachLocked(f *Feed) {
 	if err := s.pc.RemoveTrack(sender); err != nil {
 		s.log.Debug("remove track", "err", err)
 	}
+}
+
+// ErrUnknownLayer: a layer cap names no layer rank.
+var ErrUnknownLayer = errors.New("unknown layer: use q, h or f")
+
+// SetLayerCap caps the simulcast layers this session gets of feed (every
+// feed when feed is "") at the layer named max (q, h or f).
+func (s *Session) SetLayerCap(feed, max string) error {
+	rank, ok := RankOf(max)
+	if !ok {
+		return ErrUnknownLayer
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for f, sender := range s.senders {
+		if d := s.downs[sender]; d != nil && (feed == "" || f.ID == feed) {
+			d.SetCap(rank)
+		}
+	}
+	return nil
+}
+
+// Layers is the layer (rid) this session gets of each feed it receives,
+// by feed id ("" for a plain track).
+func (s *Session) Layers() map[string]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string]string{}
+	for f, sender := range s.senders {
+		if d := s.downs[sender]; d != nil {
+			out[f.ID] = d.Layer()
+		}
+	}
+	return out
 }
 
 // releaseDownTracks takes this session's down-tracks off their feeds (the

@@ -10,7 +10,14 @@
 //	DELETE /whip/{room}/{id}   200 OK (session ended)
 //
 // WHEP is the same under /whep/: the offer is recvonly and the answer
-// carries the room's published tracks. The answer always holds every server
+// carries the room's published tracks. A WHEP viewer may cap the simulcast
+// layer it gets: ?layer=q|h|f on the POST, and later
+//
+//	POST   /whep/{room}/{id}/layer?max=q|h|f[&feed=ID]   204 No Content
+//
+// (l/m/h and 0/1/2 name the same ranks; without feed, every feed). The
+// viewer moves at the next keyframe of that layer; its sequence numbers
+// and timestamps stay continuous. The answer always holds every server
 // candidate (gathering completes first), so clients need no server trickle.
 // STUN and TURN servers are announced in Link headers (rel="ice-server").
 //
@@ -31,6 +38,8 @@
 //	  {"type":"join","room":"demo"}                  first message, once
 //	  {"type":"answer","sdp":"v=0..."}               answer to the last offer
 //	  {"type":"candidate","candidate":{"candidate":"candidate:...","sdpMid":"0","sdpMLineIndex":0}}
+//	  {"type":"layer","feed":"...","max":"h"}        cap the simulcast layer of one
+//	                                                 feed ("feed" left out: all) at q, h or f
 //	  {"type":"leave"}                               ends the session
 //	server → client
 //	  {"type":"joined","sessionId":"...","room":"demo","iceServers":[...]}
@@ -44,7 +53,7 @@
 // video m-line: a participant that wants to publish adds its tracks before
 // answering. Error codes: bad-message, unknown-type, not-joined,
 // already-joined, bad-room, full, draining, bad-answer, bad-candidate,
-// candidate-limit. A protocol error never closes the session; a client
+// candidate-limit, bad-layer. A protocol error never closes the session; a client
 // that stops reading (its 256-message queue stays full for 1s) is
 // disconnected.
 package signal

@@ -94,6 +94,9 @@ func (s *Server) Handler() http.Handler {
 		handle("PATCH "+base+"/{id}", http.StatusNoContent, s.patch(kind))
 		handle("DELETE "+base+"/{id}", http.StatusOK, s.delete(kind))
 		handle("OPTIONS "+base, http.StatusNoContent, s.preflight)
+		if kind == rtc.KindWHEP {
+			handle("POST "+base+"/{id}/layer", http.StatusNoContent, s.setLayer)
+		}
 		handle("OPTIONS "+base+"/{id}", http.StatusNoContent, s.preflight)
 	}
 	handle("GET /ws", http.StatusSwitchingProtocols, s.websocket)
@@ -245,6 +248,11 @@ func (s *Server) offer(kind rtc.Kind) http.HandlerFunc {
 			unavailable(w, "server is draining; retry on another pod")
 			return
 		}
+		layer := r.URL.Query().Get("layer")
+		if _, ok := rtc.RankOf(layer); layer != "" && (kind != rtc.KindWHEP || !ok) {
+			httpError(w, http.StatusBadRequest, "layer=%s: a WHEP viewer may cap its simulcast layer at q, h or f", truncate(layer, 16))
+			return
+		}
 		body, ok := readBody(w, r, MaxSDPBytes)
 		if !ok {
 			return
@@ -270,12 +278,37 @@ func (s *Server) offer(kind rtc.Kind) http.HandlerFunc {
 			s.sessionError(w, err)
 			return
 		}
+		if layer != "" {
+			_ = sess.SetLayerCap("", layer) // checked above
+		}
 		s.writeLinks(w, true, sess.ID) // guard() checked the token
 		w.Header().Set("Content-Type", contentTypeSDP)
 		w.Header().Set("Location", "/"+string(kind)+"/"+url.PathEscape(room)+"/"+sess.ID)
 		w.WriteHeader(http.StatusCreated)
 		_, _ = io.WriteString(w, answer)
 	}
+}
+
+// setLayer caps a WHEP viewer's simulcast layers: POST
+// /whep/{room}/{id}/layer?max=q|h|f (&feed=ID for one feed only).
+func (s *Server) setLayer(w http.ResponseWriter, r *http.Request) {
+	if !s.guard(w, r) {
+		return
+	}
+	sess, ok := s.lookup(w, r, rtc.KindWHEP)
+	if !ok {
+		return
+	}
+	q := r.URL.Query()
+	if len(q.Get("feed")) > 128 {
+		httpError(w, http.StatusBadRequest, "feed id longer than 128 bytes")
+		return
+	}
+	if err := sess.SetLayerCap(q.Get("feed"), q.Get("max")); err != nil {
+		httpError(w, http.StatusBadRequest, "max=%s: %v", truncate(q.Get("max"), 16), err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
 }
 
 func (s *Server) sessionError(w http.ResponseWriter, err error) {

@@ -8,6 +8,8 @@ import (
 	"regexp"
 
 	"github.com/pion/webrtc/v4"
+
+	"github.com/mediafleet/mediafleet/mediaserver/rtc"
 )
 
 // Message types.
@@ -18,6 +20,7 @@ const (
 	TypeAnswer    = "answer"
 	TypeCandidate = "candidate"
 	TypeLeave     = "leave"
+	TypeLayer     = "layer"
 	TypeDraining  = "draining"
 	TypeError     = "error"
 	TypeClosed    = "closed"
@@ -37,6 +40,7 @@ const (
 	CodeCandidateLimit = "candidate-limit"
 	CodeUnauthorized   = "unauthorized"
 	CodeUnavailable    = "unavailable"
+	CodeBadLayer       = "bad-layer"
 )
 
 // Message is every field any message may carry.
@@ -51,6 +55,10 @@ type Message struct {
 	Code       string                   `json:"code,omitempty"`
 	Message    string                   `json:"message,omitempty"`
 	Reason     string                   `json:"reason,omitempty"`
+	// Feed and Max are the "layer" message's: cap the simulcast layers the
+	// client gets of one feed ("" for every feed) at q, h or f.
+	Feed string `json:"feed,omitempty"`
+	Max  string `json:"max,omitempty"`
 }
 
 // MaxSDPBytes bounds an SDP in any message or request body.
@@ -103,6 +111,13 @@ func DecodeMessage(data []byte) (*Message, error) {
 			return nil, protoErr(CodeBadCandidate, "candidate message without candidate")
 		}
 	case TypeLeave:
+	case TypeLayer:
+		if _, ok := rtc.RankOf(m.Max); !ok {
+			return nil, protoErr(CodeBadLayer, "max must be q, h or f (l, m, h and 0, 1, 2 work too)")
+		}
+		if len(m.Feed) > 128 {
+			return nil, protoErr(CodeBadLayer, "feed id longer than 128 bytes")
+		}
 	case "":
 		return nil, protoErr(CodeBadMessage, "message without type")
 	default:

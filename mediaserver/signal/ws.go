@@ -215,6 +215,10 @@ func (c *wsConn) handle(msg *Message, raw []byte) bool {
 	case TypeLeave:
 		sess.Close("client-leave")
 		return false
+	case TypeLayer:
+		if err := sess.SetLayerCap(msg.Feed, msg.Max); err != nil {
+			c.sendError(CodeBadLayer, err.Error())
+		}
 	}
 	return true
 }

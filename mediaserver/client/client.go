@@ -76,6 +76,11 @@ func NewAPIWith(opts []APIOption, interfaces ...string) (*webrtc.API, error) {
 	if err := webrtc.ConfigureNack(me, ir); err != nil {
 		return nil, err
 	}
+	// Transport-wide congestion control feedback, as browsers send it:
+	// the server's bandwidth estimate towards this client rests on it.
+	if err := webrtc.ConfigureTWCCSender(me, ir); err != nil {
+		return nil, err
+	}
 	if err := webrtc.ConfigureRTCPReports(ir); err != nil {
 		return nil, err
 	}

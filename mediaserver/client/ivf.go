@@ -53,8 +53,10 @@ func PublishIVF(ctx context.Context, base, room string, ivf []byte, opts Options
 }
 
 // PublishSimulcastIVF publishes the IVF file's VP8 frames as a simulcast
-// track with one layer per rid (RFC 8853), every layer carrying the same
-// frames: what a server forwards of each layer is told apart by rid. Each
+// track with one layer per rid (RFC 8853), lowest first: the top layer
+// carries every frame, the one below every second frame, the one below
+// that every fourth, so the layers' bitrates differ as real layers' do
+// (every layer has the keyframe each loop starts with). Each
 // packet carries the mid and rid header extensions (pion leaves them to
 // the application). The file's keyframes (it loops) are where a viewer can
 // switch layers.
@@ -118,9 +120,16 @@ func PublishSimulcastIVF(ctx context.Context, base, room string, ivf []byte, rid
 	go func() {
 		defer s.wg.Done()
 		for {
+			n := 0
 			if done := s.playIVFFrames(ivf, func(frame []byte, dur time.Duration) {
-				for _, l := range layers {
-					for _, p := range l.packetizer.Packetize(frame, uint32(dur.Seconds()*90000)) {
+				defer func() { n++ }()
+				for i, l := range layers {
+					samples := uint32(dur.Seconds() * 90000)
+					if every := 1 << (len(layers) - 1 - i); n%every != 0 {
+						l.packetizer.SkipSamples(samples) // the layer's clock runs on
+						continue
+					}
+					for _, p := range l.packetizer.Packetize(frame, samples) {
 						_ = p.Header.SetExtension(midID, []byte(mid))
 						_ = p.Header.SetExtension(ridID, []byte(l.rid))
 						if err := l.track.WriteRTP(p); err == nil {

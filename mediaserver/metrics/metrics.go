@@ -38,6 +38,8 @@ type Metrics struct {
 	// times a viewer moved to another simulcast layer.
 	KeyframeRequests prometheus.Counter
 	LayerSwitches    prometheus.Counter
+	// BandwidthEstimate samples viewers' send-side estimates.
+	BandwidthEstimate prometheus.Histogram
 
 	HTTPRequests *prometheus.CounterVec
 	HTTPDuration *prometheus.HistogramVec
@@ -105,6 +107,8 @@ func New() *Metrics {
 		Buckets: []float64{0.5, 1, 2, 5, 10, 20, 50, 100, 200}})
 	m.ForwardedPackets = auto.NewCounter(prometheus.CounterOpts{Name: "media_forwarded_packets_total", Help: "RTP packets read from publishers and forwarded."})
 	m.ForwardedBytes = auto.NewCounter(prometheus.CounterOpts{Name: "media_forwarded_bytes_total", Help: "RTP payload bytes read from publishers and forwarded."})
+	m.BandwidthEstimate = auto.NewHistogram(prometheus.HistogramOpts{Name: "media_bandwidth_estimate_bps", Help: "Send-side bandwidth estimates towards viewers (Google congestion control over transport-wide feedback), one sample per change.",
+		Buckets: prometheus.ExponentialBuckets(50_000, 2, 10)})
 	m.KeyframeRequests = auto.NewCounter(prometheus.CounterOpts{Name: "media_keyframe_requests_total", Help: "Keyframe requests (PLI) sent to publishers, at most one per layer per 500 ms."})
 	m.LayerSwitches = auto.NewCounter(prometheus.CounterOpts{Name: "media_layer_switches_total", Help: "Times a viewer moved to another simulcast layer (always at a keyframe)."})
 	m.NACKs = auto.NewCounterVec(prometheus.CounterOpts{Name: "media_nack_packets_total", Help: "Packets viewers asked for again (NACK), by result: answered from the feed's cache or missed."}, []string{"result"})

@@ -12,10 +12,13 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
+	"github.com/pion/interceptor/pkg/cc"
+	"github.com/pion/interceptor/pkg/gcc"
 	"github.com/pion/interceptor/pkg/nack"
 	"github.com/pion/interceptor/pkg/report"
 	"github.com/pion/webrtc/v4"
@@ -33,7 +36,17 @@ type APIs struct {
 	// batch is the UDP mux's socket with batched writes (nil without a
 	// mux: every PeerConnection then has its own socket).
 	batch *batchConn
+	// estimators holds each sending PeerConnection's bandwidth estimator
+	// by PeerConnection id until its session takes it.
+	estimators *sync.Map
 }
+
+// The send-side estimate's start, floor and ceiling, in bits per second.
+const (
+	bweInitial = 1_000_000
+	bweMin     = 30_000
+	bweMax     = 20_000_000
+)
 
 // NewAPI builds the full API (both directions); see NewAPIs.
 func NewAPI(cfg *config.Config) (*webrtc.API, io.Closer, error) {
@@ -116,6 +129,7 @@ func NewAPIs(cfg *config.Config) (APIs, io.Closer, error) {
 		}
 	}
 
+	estimators := &sync.Map{}
 	build := func(recv, send bool) (*webrtc.API, error) {
 		me := &webrtc.MediaEngine{}
 		if err := me.RegisterDefaultCodecs(); err != nil {
@@ -151,10 +165,30 @@ func NewAPIs(cfg *config.Config) (APIs, io.Closer, error) {
 				return nil, fmt.Errorf("sender reports: %w", err)
 			}
 			ir.Add(sr)
+			// Bandwidth estimation per viewer: transport-wide sequence
+			// numbers out, the viewer's TWCC feedback in, Google
+			// congestion control's send-side estimate (no pacer: packets
+			// leave when the fan-out writes them; the estimate picks
+			// the simulcast layer instead).
+			for _, k := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {
+				me.RegisterFeedback(webrtc.RTCPFeedback{Type: webrtc.TypeRTCPFBTransportCC}, k)
+			}
+			bwe, err := cc.NewInterceptor(func() (cc.BandwidthEstimator, error) {
+				return gcc.NewSendSideBWE(gcc.SendSideBWEInitialBitrate(bweInitial), gcc.SendSideBWEMinBitrate(bweMin),
+					gcc.SendSideBWEMaxBitrate(bweMax), gcc.SendSideBWEPacer(gcc.NewNoOpPacer()))
+			})
+			if err != nil {
+				return nil, fmt.Errorf("bandwidth estimation: %w", err)
+			}
+			bwe.OnNewPeerConnection(func(id string, e cc.BandwidthEstimator) { estimators.Store(id, e) })
+			ir.Add(bwe)
+			if err := webrtc.ConfigureTWCCHeaderExtensionSender(me, ir); err != nil {
+				return nil, fmt.Errorf("transport-wide sequence numbers: %w", err)
+			}
 		}
 		return webrtc.NewAPI(webrtc.WithSettingEngine(se), webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir)), nil
 	}
-	apis := APIs{batch: batch}
+	apis := APIs{batch: batch, estimators: estimators}
 	if apis.Publish, err = build(true, false); err != nil {
 		return APIs{}, nil, errors.Join(err, closer.Close())
 	}

@@ -23,8 +23,10 @@ type DownTrack struct {
 	mu      sync.Mutex
 	cur     *layer // the layer being forwarded (nil before the first packet)
 	capRank int    // the best layer rank the viewer wants
-	started bool   // an epoch is running
-	hasPrev bool   // lastSeq/lastTS/lastAt continue a previous source
+	bweRank int    // the best layer rank its bandwidth estimate allows
+	lastUp  time.Time
+	started bool // an epoch is running
+	hasPrev bool // lastSeq/lastTS/lastAt continue a previous source
 	// Publisher → viewer: out = in + offset (mod 2^16 / 2^32).
 	seqOffset uint16
 	tsOffset  uint32
@@ -42,7 +44,7 @@ func newDownTrack(f *Feed) (*DownTrack, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &DownTrack{feed: f, local: local, capRank: noCap}, nil
+	return &DownTrack{feed: f, local: local, capRank: noCap, bweRank: noCap}, nil
 }
 
 // noCap lets a viewer have the best layer there is.
@@ -76,8 +78,9 @@ func (d *DownTrack) Layer() string {
 func (d *DownTrack) offer(s sample) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	limit := min(d.capRank, d.bweRank)
 	if s.l != d.cur {
-		want := d.feed.pick(d.capRank, s.at)
+		want := d.feed.pick(limit, s.at)
 		if s.l != want {
 			return nil
 		}
@@ -93,7 +96,7 @@ func (d *DownTrack) offer(s sample) error {
 		}
 		d.cur = s.l
 	} else if d.feed.simulcast() {
-		if want := d.feed.pick(d.capRank, s.at); want != nil && want != d.cur {
+		if want := d.feed.pick(limit, s.at); want != nil && want != d.cur {
 			d.feed.requestKeyframe(want)
 		}
 	}

@@ -209,3 +209,29 @@ func TestIsKeyframe(t *testing.T) {
 		}
 	}
 }
+
+func TestFitLayer(t *testing.T) {
+	rates := []layerRate{{0, 150_000}, {1, 500_000}, {2, 2_000_000}}
+	for _, tc := range []struct {
+		name    string
+		rates   []layerRate
+		share   int64
+		current int
+		sinceUp time.Duration
+		want    int
+	}{
+		{"nothing measured yet: stay", []layerRate{{0, 0}, {1, 0}, {2, 0}}, 100_000, 2, 0, 2},
+		{"congestion: down at once", rates, 300_000, 2, time.Hour, 0},
+		{"a little short: one down", rates, 1_500_000, 2, time.Hour, 1},
+		{"below the lowest: the lowest", rates, 10_000, 1, time.Hour, 0},
+		{"room for the top, held long enough: up", rates, 3_000_000, 0, upHold, 2},
+		{"room for the top, moved up just now: hold", rates, 3_000_000, 0, time.Second, 0},
+		{"fits without the 10% margin: no move up", rates, 2_100_000, 1, time.Hour, 1},
+		{"fits exactly where it is: stay", rates, 500_000, 1, time.Hour, 1},
+		{"an unmeasured middle layer is skipped", []layerRate{{0, 150_000}, {1, 0}, {2, 2_000_000}}, 1_000_000, 2, time.Hour, 0},
+	} {
+		if got := fitLayer(tc.rates, tc.share, tc.current, tc.sinceUp); got != tc.want {
+			t.Errorf("%s: rank %d, want %d", tc.name, got, tc.want)
+		}
+	}
+}

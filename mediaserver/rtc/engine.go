@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pion/interceptor/pkg/cc"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/mediafleet/mediafleet/mediaserver/config"
@@ -189,6 +190,11 @@ func (e *Engine) newSession(kind Kind, roomName string) (*Session, error) {
 		return nil, fmt.Errorf("new peer connection: %w", err)
 	}
 	s.pc = pc
+	if e.apis.estimators != nil {
+		if est, ok := e.apis.estimators.LoadAndDelete(pc.ID()); ok {
+			s.watchBandwidth(est.(cc.BandwidthEstimator))
+		}
+	}
 	s.log = e.log.With("session", s.ID, "room", roomName, "kind", string(kind))
 	s.room = e.room(roomName)
 	s.state.Store(int32(webrtc.ICEConnectionStateNew))

@@ -40,6 +40,7 @@ type layer struct {
 	remote  atomic.Pointer[webrtc.TrackRemote] // nil until its first packet
 	lastPLI atomic.Int64
 	lastPkt atomic.Int64 // unix nanos of its newest packet
+	bps     atomic.Int64 // bitrate over the last second (0 until measured)
 }
 
 // Packets a layer keeps for retransmission: about a second of 2.5 Mbit/s
@@ -211,6 +212,7 @@ func (f *Feed) forward(m *metrics.Metrics, l *layer, remote *webrtc.TrackRemote)
 		pendingPkts, pendBts uint64
 	)
 	video := f.Kind == webrtc.RTPCodecTypeVideo
+	rateStart, rateBytes := time.Now(), int64(0)
 	fan := newFanout(f.publisher.log, f.publisher.engine.apis.batch)
 	defer fan.stop()
 	f.requestKeyframe(l)
@@ -226,6 +228,10 @@ func (f *Feed) forward(m *metrics.Metrics, l *layer, remote *webrtc.TrackRemote)
 		}
 		now := time.Now()
 		l.lastPkt.Store(now.UnixNano())
+		if rateBytes += int64(n); now.Sub(rateStart) >= time.Second {
+			l.bps.Store(rateBytes * 8 * int64(time.Second) / int64(now.Sub(rateStart)))
+			rateStart, rateBytes = now, 0
+		}
 		l.cache.put(pkt.SequenceNumber, buf[:n])
 		key := video && isKeyframe(f.codec.MimeType, pkt.Payload)
 		fan.write(*f.downs.Load(), sample{l: l, h: &pkt.Header, payload: pkt.Payload, key: key, at: now.UnixNano()})

@@ -3,6 +3,7 @@ package rtc
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/pion/sdp/v3"
 )
@@ -32,27 +33,60 @@ func (s *Session) checkRemoteSDP(raw string, wantMedia bool, bad error) error {
 	if len(d.MediaDescriptions) > maxMediaSections {
 		return fmt.Errorf("%w: %d media sections; at most %d", bad, len(d.MediaDescriptions), maxMediaSections)
 	}
-	n := 0
+	var keys []string
 	for _, a := range d.Attributes {
 		if a.IsICECandidate() {
-			n++
+			keys = append(keys, "candidate:"+a.Value)
 		}
 	}
 	for _, m := range d.MediaDescriptions {
 		for _, a := range m.Attributes {
 			if a.IsICECandidate() {
-				n++
+				keys = append(keys, "candidate:"+a.Value)
 			}
 		}
 	}
-	if n == 0 {
+	if len(keys) == 0 {
 		return nil
 	}
-	if total := s.candidates.Add(int32(n)); int(total) > s.engine.cfg.MaxICECandidates {
-		s.candidates.Add(-int32(n))
-		s.engine.metrics.ICECandidatesAdded.WithLabelValues("refused").Add(float64(n))
-		return fmt.Errorf("%w: the description carries %d candidates; at most %d per session (MAX_ICE_CANDIDATES)",
-			ErrCandidateLimit, n, s.engine.cfg.MaxICECandidates)
+	if fresh, ok := s.countCandidates(keys); !ok {
+		s.engine.metrics.ICECandidatesAdded.WithLabelValues("refused").Add(float64(fresh))
+		return fmt.Errorf("%w: the description carries %d new candidates; at most %d per session (MAX_ICE_CANDIDATES)",
+			ErrCandidateLimit, fresh, s.engine.cfg.MaxICECandidates)
 	}
 	return nil
+}
+
+// countCandidates counts the candidates among keys the session has not
+// seen (a browser repeats its candidates in every m-section and in every
+// answer of a renegotiation: each counts once) and keeps them when the
+// session stays within MAX_ICE_CANDIDATES. It returns how many were new.
+func (s *Session) countCandidates(keys []string) (int, bool) {
+	s.candMu.Lock()
+	defer s.candMu.Unlock()
+	if s.candSeen == nil {
+		s.candSeen = map[string]struct{}{}
+	}
+	var fresh []string
+	for _, k := range keys {
+		if _, ok := s.candSeen[k]; !ok && !slices.Contains(fresh, k) {
+			fresh = append(fresh, k)
+		}
+	}
+	if len(s.candSeen)+len(fresh) > s.engine.cfg.MaxICECandidates {
+		return len(fresh), false
+	}
+	for _, k := range fresh {
+		s.candSeen[k] = struct{}{}
+	}
+	s.candidates.Store(int32(len(s.candSeen)))
+	return len(fresh), true
+}
+
+// forgetCandidate drops a candidate that could not be added.
+func (s *Session) forgetCandidate(key string) {
+	s.candMu.Lock()
+	defer s.candMu.Unlock()
+	delete(s.candSeen, key)
+	s.candidates.Store(int32(len(s.candSeen)))
 }

@@ -28,7 +28,10 @@ type Session struct {
 	reap    *time.Timer
 	sig     Signaller
 
-	candidates atomic.Int32
+	candidates atomic.Int32 // distinct remote candidates (len of candSeen)
+	candMu     sync.Mutex
+	candSeen   map[string]struct{}
+	estimate   atomic.Int64 // bandwidth estimate towards the viewer, bits/s
 	connected  atomic.Bool
 	state      atomic.Int32
 	closeOnce  sync.Once
@@ -279,16 +282,15 @@ func (s *Session) AddCandidate(c webrtc.ICECandidateInit) error {
 		s.engine.metrics.ICECandidatesAdded.WithLabelValues("invalid").Inc()
 		return fmt.Errorf("%w: %q: %v", ErrBadCandidate, truncate(c.Candidate, 64), err)
 	}
-	if n := s.candidates.Add(1); int(n) > s.engine.cfg.MaxICECandidates {
-		s.candidates.Add(-1)
+	if _, ok := s.countCandidates([]string{raw}); !ok {
 		s.engine.metrics.ICECandidatesAdded.WithLabelValues("refused").Inc()
 		return fmt.Errorf("%w: at most %d candidates per session", ErrCandidateLimit, s.engine.cfg.MaxICECandidates)
 	}
-	c.Candidate = strings.TrimPrefix(c.Candidate, "a=")
+	c.Candidate = raw
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed.Load() {
-		s.candidates.Add(-1)
+		s.forgetCandidate(raw)
 		return ErrClosed
 	}
 	if s.pc.RemoteDescription() == nil {
@@ -297,7 +299,7 @@ func (s *Session) AddCandidate(c webrtc.ICECandidateInit) error {
 		return nil
 	}
 	if err := s.pc.AddICECandidate(c); err != nil {
-		s.candidates.Add(-1)
+		s.forgetCandidate(raw)
 		s.engine.metrics.ICECandidatesAdded.WithLabelValues("invalid").Inc()
 		return fmt.Errorf("%w: %v", ErrBadCandidate, err)
 	}

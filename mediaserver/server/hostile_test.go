@@ -6,6 +6,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"path"
 	"regexp"
 	"strings"
 	"testing"
@@ -352,5 +353,47 @@ func TestSlowClientsRaiseNoLeakAlarm(t *testing.T) {
 			t.Fatalf("the connections hold only %d goroutines over the baseline %d: the test proves nothing", st.Goroutines.Current-st.Goroutines.Baseline, st.Goroutines.Baseline)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestRepeatedCandidatesCountOnce: a browser repeats its candidates in
+// every m-section and in every answer of a renegotiation; each distinct
+// candidate counts once toward MAX_ICE_CANDIDATES, so a room whose
+// participants renegotiate many times is not refused, while as many
+// distinct candidates as the limit allows still are.
+func TestRepeatedCandidatesCountOnce(t *testing.T) {
+	leakCheckFirst(t)
+	s := testServer(t, func(c *config.Config) { c.MaxICECandidates = 50 })
+	offer := pionOffer(t)
+	if strings.Count(offer, "a=mid:") < 2 {
+		t.Fatal("the offer needs two m-sections")
+	}
+	// The same 30 candidates in every m-section: 30 distinct.
+	var b strings.Builder
+	for i := 0; i < 30; i++ {
+		fmt.Fprintf(&b, "a=candidate:%d 1 udp 2130706431 127.0.0.%d %d typ host\r\n", 1000+i, 1+i, 20000+i)
+	}
+	repeated := strings.ReplaceAll(offer, "a=mid:", b.String()+"a=mid:")
+	code, hdr, body := do(t, "POST", s.PublicURL()+"/whip/repeat", "application/sdp", repeated, nil)
+	if code != http.StatusCreated {
+		t.Fatalf("offer repeating 30 candidates in each m-section: %d %q, want 201", code, body)
+	}
+	own := map[string]bool{} // pion's own candidates in the offer
+	for _, l := range strings.Split(offer, "\r\n") {
+		if strings.HasPrefix(l, "a=candidate:") {
+			own[l] = true
+		}
+	}
+	sess, ok := s.Engine().Session(path.Base(hdr.Get("Location")))
+	if !ok || sess.CandidateCount() != 30+len(own) {
+		t.Fatalf("candidates counted: %v (session found %v), want %d", sess.CandidateCount(), ok, 30+len(own))
+	}
+	code, _, body = do(t, "POST", s.PublicURL()+"/whip/repeat2", "application/sdp", withCandidates(offer, 51), nil)
+	if code != http.StatusUnprocessableEntity {
+		t.Errorf("offer with 51 distinct candidates: %d %q, want 422", code, body)
+	}
+	code, _, _ = do(t, "DELETE", s.PublicURL()+hdr.Get("Location"), "", "", nil)
+	if code != http.StatusOK {
+		t.Errorf("delete: %d", code)
 	}
 }

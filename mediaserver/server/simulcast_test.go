@@ -5,11 +5,14 @@ import (
 	"net/http"
 	"os"
 	"path"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/mediafleet/mediafleet/mediaserver/client"
 	"github.com/mediafleet/mediafleet/mediaserver/rtc"
+	"github.com/pion/interceptor"
 )
 
 // serverSession is the server's session behind a client's resource URL.
@@ -98,6 +101,19 @@ func TestSimulcastLayersPerViewer(t *testing.T) {
 	if got := nackCountsOf(t, s, "media_layer_switches_total"); got < 1 {
 		t.Errorf("media_layer_switches_total = %v", got)
 	}
+	// Each viewer's TWCC feedback drives a send-side estimate.
+	waitFor(t, 10*time.Second, "bandwidth estimates", func() error {
+		for _, c := range []*client.Session{top, capped} {
+			if e := serverSession(t, s, c).Estimate(); e <= 0 {
+				return fmt.Errorf("estimate %d", e)
+			}
+		}
+		if n := scrape(t, s)["media_bandwidth_estimate_bps"].GetMetric()[0].GetHistogram().GetSampleCount(); n == 0 {
+			return fmt.Errorf("no estimate sample in media_bandwidth_estimate_bps")
+		}
+		return nil
+	})
+	t.Logf("estimates: top %d bit/s, capped %d bit/s", serverSession(t, s, top).Estimate(), serverSession(t, s, capped).Estimate())
 }
 
 // nackCountsOf reads a counter without labels.
@@ -107,4 +123,99 @@ func nackCountsOf(t *testing.T, s *Server, name string) float64 {
 		v += m.GetCounter().GetValue()
 	}
 	return v
+}
+
+// shapedPath is a viewer-side token bucket nearest the network: packets
+// over rate (bits per second) are dropped before the viewer's TWCC and
+// NACK machinery sees them, as a narrow link would.
+type shapedPath struct {
+	interceptor.NoOp
+	rate   atomic.Int64 // 0: unlimited
+	mu     sync.Mutex
+	tokens float64
+	last   time.Time
+}
+
+func (s *shapedPath) NewInterceptor(string) (interceptor.Interceptor, error) { return s, nil }
+
+func (s *shapedPath) BindRemoteStream(_ *interceptor.StreamInfo, reader interceptor.RTPReader) interceptor.RTPReader {
+	return interceptor.RTPReaderFunc(func(b []byte, a interceptor.Attributes) (int, interceptor.Attributes, error) {
+		for {
+			n, attrs, err := reader.Read(b, a)
+			if err != nil || s.pass(n) {
+				return n, attrs, err
+			}
+		}
+	})
+}
+
+// pass takes n bytes from the bucket (at most half a second of rate).
+func (s *shapedPath) pass(n int) bool {
+	rate := s.rate.Load()
+	if rate == 0 {
+		return true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	if !s.last.IsZero() {
+		s.tokens = min(s.tokens+now.Sub(s.last).Seconds()*float64(rate)/8, float64(rate)/16)
+	}
+	s.last = now
+	if s.tokens < float64(n) {
+		return false
+	}
+	s.tokens -= float64(n)
+	return true
+}
+
+// TestBandwidthEstimateChoosesTheLayer: a viewer whose path carries about
+// 300 kbit/s settles on the lowest layer through its own estimate (no cap
+// asked for), and moves up again once the limit is lifted.
+func TestBandwidthEstimateChoosesTheLayer(t *testing.T) {
+	leakCheckFirst(t)
+	s := testServer(t, nil)
+	ctx := ctxT(t, 120*time.Second)
+	ivf, err := os.ReadFile("../web/testdata/camera.ivf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := clientOpts(t)
+	pub, err := client.PublishSimulcastIVF(ctx, s.PublicURL(), "bwe", ivf, []string{"q", "h", "f"}, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	shaper := &shapedPath{}
+	shaper.rate.Store(300_000)
+	viewOpts := opts
+	if viewOpts.API, err = client.NewAPIWith([]client.APIOption{client.WithInterceptor(shaper)}); err != nil {
+		t.Fatal(err)
+	}
+	var view *client.Session
+	waitFor(t, 10*time.Second, "viewer", func() error { view, err = client.Play(ctx, s.PublicURL(), "bwe", viewOpts); return err })
+	defer view.Close()
+	layerOf := func() string {
+		for _, l := range serverSession(t, s, view).Layers() {
+			if l != "" {
+				return l
+			}
+		}
+		return ""
+	}
+	waitFor(t, 45*time.Second, "the narrow viewer on the lowest layer", func() error {
+		if l := layerOf(); l != "q" {
+			return fmt.Errorf("layer %q, estimate %d bit/s", l, serverSession(t, s, view).Estimate())
+		}
+		return nil
+	})
+	t.Logf("on q with an estimate of %d bit/s", serverSession(t, s, view).Estimate())
+	shaper.rate.Store(0)
+	waitFor(t, 60*time.Second, "the viewer back above the lowest layer", func() error {
+		if l := layerOf(); l == "q" || l == "" {
+			return fmt.Errorf("layer %q, estimate %d bit/s", l, serverSession(t, s, view).Estimate())
+		}
+		return nil
+	})
+	t.Logf("on %s with an estimate of %d bit/s", layerOf(), serverSession(t, s, view).Estimate())
 }

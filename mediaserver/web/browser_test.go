@@ -315,3 +315,26 @@ func recordIVF(t *testing.T, ctx context.Context, s *server.Server, api *webrtc.
 		t.Fatal("recording timed out")
 	}
 }
+
+// inboundVideoWidth is the width of the video the watch tab decodes.
+const inboundVideoWidthJS = `Object.entries(mediafleet.stats).filter(([k]) => k.startsWith('in video')).reduce((a, [, v]) => Math.max(a, v.width), 0)`
+
+// TestBrowserSimulcastLayerCap: the page publishes its camera as three
+// simulcast layers over WHIP; a watching tab decodes the top layer and,
+// capped at q through the page's layer control (the WHEP layer endpoint),
+// decodes a smaller picture (getStats frameWidth).
+func TestBrowserSimulcastLayerCap(t *testing.T) {
+	s := startServer(t)
+	b := browser(t)
+	pub := tab(t, b, s.PublicURL()+"/?room=sim&mode=publish")
+	waitJS(t, pub, 30*time.Second, "publisher connected", `mediafleet.status === 'connected'`)
+	view := watchTab(t, b, s.PublicURL()+"/?room=sim&mode=watch", 30*time.Second)
+	waitJS(t, view, 30*time.Second, "the watcher decodes a picture", inboundVideoWidthJS+` > 0 && `+framesDecodedJS+` > 10`)
+	waitJS(t, view, 30*time.Second, "the watcher on a layer wider than a quarter", inboundVideoWidthJS+` > 320`)
+	full := eval[float64](t, view, inboundVideoWidthJS)
+	eval[bool](t, view, `(() => { const s = document.getElementById('layer'); s.value = 'q'; s.dispatchEvent(new Event('change')); return true; })()`)
+	waitJS(t, view, 30*time.Second, fmt.Sprintf("the capped watcher decodes a smaller picture than %.0f px", full),
+		fmt.Sprintf("%s > 0 && %s < %f", inboundVideoWidthJS, inboundVideoWidthJS, full))
+	t.Logf("watcher decoded %.0f px wide on the best layer, %.0f px capped at q", full, eval[float64](t, view, inboundVideoWidthJS))
+	screenshot(t, view, "browser-simulcast-q.png")
+}

@@ -11,7 +11,7 @@ const state = {
   ws: null,
   resource: '', // WHIP/WHEP session URL
   local: null, // local MediaStream
-  stats: {}, // per track label: {kbps, fps, lossPct, rttMs}
+  stats: {}, // per track label: {width, height, kbps, fps, lossPct, rttMs}
   prevBytes: {},
   timer: null,
 };
@@ -115,11 +115,18 @@ function insecureMessage() {
 async function camera() {
   if (!window.isSecureContext || !navigator.mediaDevices) throw new Error(insecureMessage());
   try {
-    return await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: true });
+    return await navigator.mediaDevices.getUserMedia({ video: { width: 1280, height: 720 }, audio: true });
   } catch (e) {
     throw new Error('Camera or microphone refused: ' + e.message);
   }
 }
+
+// The simulcast layers the page publishes, lowest first.
+const SIMULCAST = [
+  { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 200000 },
+  { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 700000 },
+  { rid: 'f', maxBitrate: 2000000 },
+];
 
 // Bounded retries of refusals that say when to come back (503 with
 // Retry-After: a full, draining or not yet routable pod).
@@ -160,7 +167,13 @@ async function publish() {
     state.local = await camera();
     videoTile('local', 'you (publishing)', state.local, true);
     const pc = state.pc = newPC();
-    for (const t of state.local.getTracks()) pc.addTransceiver(t, { direction: 'sendonly', streams: [state.local] });
+    for (const t of state.local.getTracks()) {
+      // Video goes out as three simulcast layers (RFC 8853 rids): the
+      // server gives each viewer the one its link and its cap allow.
+      const init = { direction: 'sendonly', streams: [state.local] };
+      if (t.kind === 'video') init.sendEncodings = SIMULCAST;
+      pc.addTransceiver(t, init);
+    }
     await httpSession('whip', pc);
   } catch (e) { fail(e.message); }
 }
@@ -177,7 +190,18 @@ async function watch() {
       videoTile('watch', 'room ' + $('room').value, remote, false);
     });
     await httpSession('whep', pc);
+    $('layer').disabled = false;
   } catch (e) { fail(e.message); }
+}
+
+// capLayer asks the server to cap the simulcast layer this viewer gets
+// (auto: the best its bandwidth allows).
+async function capLayer() {
+  if (!state.resource || state.mode !== 'watch') return;
+  const max = $('layer').value === 'auto' ? 'f' : $('layer').value;
+  const resp = await fetch(state.resource + '/layer?max=' + encodeURIComponent(max), { method: 'POST', headers: authHeaders() });
+  if (resp.status !== 204) fail(await describeHTTP(resp));
+  else say('Layer capped at ' + max + '; the picture changes at the next keyframe.');
 }
 
 // join: the server offers (and re-offers as tracks come and go); we answer.
@@ -277,6 +301,7 @@ function leave(quiet) {
   if (state.local) { state.local.getTracks().forEach((t) => t.stop()); state.local = null; }
   $('videos').replaceChildren();
   $('stats').querySelector('tbody').replaceChildren();
+  $('layer').disabled = true;
   state.stats = {};
   state.prevBytes = {};
   if (!quiet) { state.status = 'idle'; say('Left.'); setBusy(false); }
@@ -305,6 +330,8 @@ async function collectStats() {
       lossPct = total ? (100 * (s.packetsLost || 0)) / total : 0;
     }
     rows[key] = {
+      width: s.frameWidth || 0,
+      height: s.frameHeight || 0,
       kbps: Math.round(kbps),
       fps: s.framesPerSecond || 0,
       framesDecoded: s.framesDecoded || 0,
@@ -316,7 +343,7 @@ async function collectStats() {
   const body = $('stats').querySelector('tbody');
   body.replaceChildren(...Object.entries(rows).map(([k, r]) => {
     const tr = document.createElement('tr');
-    for (const v of [k, r.kbps + ' kbit/s', r.fps ? r.fps.toFixed(0) + ' fps' : '–',
+    for (const v of [k, r.width ? r.width + '×' + r.height : '–', r.kbps + ' kbit/s', r.fps ? r.fps.toFixed(0) + ' fps' : '–',
       r.lossPct === null ? '–' : r.lossPct.toFixed(1) + ' %', r.rttMs === null ? '–' : r.rttMs + ' ms']) {
       const td = document.createElement('td');
       td.textContent = v;
@@ -330,6 +357,7 @@ $('publish').addEventListener('click', publish);
 $('watch').addEventListener('click', watch);
 $('join').addEventListener('click', join);
 $('leave').addEventListener('click', () => leave(false));
+$('layer').addEventListener('change', () => capLayer().catch((e) => fail(e.message)));
 window.addEventListener('pagehide', () => leave(true));
 
 // ?room=x&token=y&mode=publish|watch|join starts at once (links, tests).

@@ -174,12 +174,19 @@ func (e *Engine) newSession(kind Kind, roomName string) (*Session, error) {
 		}
 		return nil, fmt.Errorf("register session: %w", err)
 	}
+	// Viewers of a room with a simulcast feed get a bandwidth estimate
+	// (it picks their layer); others do without its cost.
+	bwe := kind != KindWHIP && e.room(roomName).hasSimulcast()
 	api := e.apis.Full
-	switch kind {
-	case KindWHIP:
+	switch {
+	case kind == KindWHIP:
 		api = e.apis.Publish
-	case KindWHEP:
+	case kind == KindWHEP && bwe && e.apis.SubscribeBWE != nil:
+		api = e.apis.SubscribeBWE
+	case kind == KindWHEP:
 		api = e.apis.Subscribe
+	case bwe && e.apis.FullBWE != nil:
+		api = e.apis.FullBWE
 	}
 	pc, err := api.NewPeerConnection(webrtc.Configuration{
 		ICEServers:   ICEServers(e.cfg, s.ID, s.created),

@@ -24,6 +24,9 @@ type Feed struct {
 
 	codec             webrtc.RTPCodecCapability
 	trackID, streamID string
+	// simulcastOffered: the publisher's offer had simulcast on this
+	// m-line (set before the feed is published, read only after).
+	simulcastOffered bool
 
 	layersMu sync.Mutex
 	layers   atomic.Pointer[[]*layer] // by rank, lowest first; copy on write

@@ -31,6 +31,19 @@ func (r *Room) empty() bool {
 	return len(r.members) == 0
 }
 
+// hasSimulcast says whether a feed of the room has (or was offered with)
+// simulcast layers.
+func (r *Room) hasSimulcast() bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for f := range r.feeds {
+		if f.simulcastOffered || f.simulcast() {
+			return true
+		}
+	}
+	return false
+}
+
 func (r *Room) hasFeeds() bool {
 	r.mu.RLock()
 	defer r.mu.RUnlock()

@@ -90,3 +90,22 @@ func (s *Session) forgetCandidate(key string) {
 	delete(s.candSeen, key)
 	s.candidates.Store(int32(len(s.candSeen)))
 }
+
+// simulcastMids lists the m-sections of a description that carry
+// a=simulcast, by mid.
+func simulcastMids(raw string) map[string]bool {
+	out := map[string]bool{}
+	var d sdp.SessionDescription
+	if d.UnmarshalString(raw) != nil {
+		return out
+	}
+	for _, m := range d.MediaDescriptions {
+		if _, ok := m.Attribute("simulcast"); !ok {
+			continue
+		}
+		if mid, ok := m.Attribute("mid"); ok {
+			out[mid] = true
+		}
+	}
+	return out
+}

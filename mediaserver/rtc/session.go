@@ -188,6 +188,10 @@ func receiverMid(pc *webrtc.PeerConnection, r *webrtc.RTPReceiver) string {
 // they are negotiated, before their first packet, so that a WHEP viewer
 // arriving at once gets audio and video even though it cannot renegotiate.
 func (s *Session) announceFeeds() {
+	simulcast := map[string]bool{}
+	if rd := s.pc.RemoteDescription(); rd != nil {
+		simulcast = simulcastMids(rd.SDP)
+	}
 	for _, t := range s.pc.GetTransceivers() {
 		if t.Direction() != webrtc.RTPTransceiverDirectionRecvonly || t.Mid() == "" {
 			continue
@@ -197,6 +201,7 @@ func (s *Session) announceFeeds() {
 			continue
 		}
 		f := newFeed(s.ID+"/"+t.Mid(), t.Kind(), s, codecs[0].RTPCodecCapability, t.Kind().String()+"-"+t.Mid(), "room-"+s.ID[:8])
+		f.simulcastOffered = simulcast[t.Mid()]
 		s.mu.Lock()
 		if s.announced == nil {
 			s.announced = map[string]*Feed{}

@@ -132,6 +132,11 @@ func TestNACKAnsweredFromTheFeedCache(t *testing.T) {
 	if got := nackCounts(t, s); got["answered"] < 1 {
 		t.Errorf("media_nack_packets_total: %v, want answered >= 1", got)
 	}
+	// A room without simulcast has no layer to choose: its viewers run
+	// no bandwidth estimate (and pay nothing for one).
+	if e := serverSession(t, s, view).Estimate(); e != 0 {
+		t.Errorf("a viewer of a plain feed has a bandwidth estimate (%d)", e)
+	}
 }
 
 // nackCounts reads media_nack_packets_total by result.

@@ -38,6 +38,9 @@ type Metrics struct {
 	// times a viewer moved to another simulcast layer.
 	KeyframeRequests prometheus.Counter
 	LayerSwitches    prometheus.Counter
+	// LayerSeconds counts viewer-seconds on each simulcast layer (rate():
+	// how many viewers watch each layer).
+	LayerSeconds *prometheus.CounterVec
 	// BandwidthEstimate samples viewers' send-side estimates.
 	BandwidthEstimate prometheus.Histogram
 
@@ -60,6 +63,10 @@ type Metrics struct {
 	OpenConnections    *prometheus.GaugeVec
 	ConnectionsRefused *prometheus.CounterVec
 }
+
+// LayerNames are the values of media_layer_seconds_total's layer label:
+// the three ranks, and "other" for layers past them.
+var LayerNames = []string{"q", "h", "f", "other"}
 
 // CloseReasons are the values of the reason label of
 // media_sessions_closed_total (pre-initialised so rate() starts at zero).
@@ -109,6 +116,7 @@ func New() *Metrics {
 	m.ForwardedBytes = auto.NewCounter(prometheus.CounterOpts{Name: "media_forwarded_bytes_total", Help: "RTP payload bytes read from publishers and forwarded."})
 	m.BandwidthEstimate = auto.NewHistogram(prometheus.HistogramOpts{Name: "media_bandwidth_estimate_bps", Help: "Send-side bandwidth estimates towards viewers (Google congestion control over transport-wide feedback), one sample per change.",
 		Buckets: prometheus.ExponentialBuckets(50_000, 2, 10)})
+	m.LayerSeconds = auto.NewCounterVec(prometheus.CounterOpts{Name: "media_layer_seconds_total", Help: "Viewer-seconds spent on each simulcast layer (q, h, f; other for unusual rids)."}, []string{"layer"})
 	m.KeyframeRequests = auto.NewCounter(prometheus.CounterOpts{Name: "media_keyframe_requests_total", Help: "Keyframe requests (PLI) sent to publishers, at most one per layer per 500 ms."})
 	m.LayerSwitches = auto.NewCounter(prometheus.CounterOpts{Name: "media_layer_switches_total", Help: "Times a viewer moved to another simulcast layer (always at a keyframe)."})
 	m.NACKs = auto.NewCounterVec(prometheus.CounterOpts{Name: "media_nack_packets_total", Help: "Packets viewers asked for again (NACK), by result: answered from the feed's cache or missed."}, []string{"result"})
@@ -131,6 +139,9 @@ func New() *Metrics {
 
 	// Every known label combination exists from the start, so dashboards
 	// and absent() alerts see the families on a fresh pod.
+	for _, l := range LayerNames {
+		m.LayerSeconds.WithLabelValues(l)
+	}
 	for _, r := range []string{"answered", "missed"} {
 		m.NACKs.WithLabelValues(r)
 	}

@@ -25,8 +25,11 @@ type DownTrack struct {
 	capRank int    // the best layer rank the viewer wants
 	bweRank int    // the best layer rank its bandwidth estimate allows
 	lastUp  time.Time
-	started bool // an epoch is running
-	hasPrev bool // lastSeq/lastTS/lastAt continue a previous source
+	// accounted is when the time on the current layer was last counted
+	// (unix nanos).
+	accounted int64
+	started   bool // an epoch is running
+	hasPrev   bool // lastSeq/lastTS/lastAt continue a previous source
 	// Publisher → viewer: out = in + offset (mod 2^16 / 2^32).
 	seqOffset uint16
 	tsOffset  uint32
@@ -69,6 +72,21 @@ func (d *DownTrack) Layer() string {
 	return d.cur.rid
 }
 
+// accountLayer counts the time on the current simulcast layer up to now
+// (unix nanos).
+func (d *DownTrack) accountLayer(now int64) {
+	if d.cur == nil || d.feed.publisher == nil || !d.feed.simulcast() {
+		d.accounted = now
+		return
+	}
+	name := "other"
+	if d.cur.rank <= 2 {
+		name = [...]string{"q", "h", "f"}[d.cur.rank]
+	}
+	d.feed.publisher.engine.metrics.LayerSeconds.WithLabelValues(name).Add(float64(now-d.accounted) / float64(time.Second))
+	d.accounted = now
+}
+
 // offer hands the down-track one packet of one of the feed's layers. It
 // forwards the layer it is on; it moves to the layer it should be on
 // (the best live one under its cap) only at that layer's keyframe, asking
@@ -90,14 +108,18 @@ func (d *DownTrack) offer(s sample) error {
 		}
 		if d.cur != nil {
 			d.started = false // a new epoch, continuing the stream
+			d.accountLayer(s.at)
 			if p := d.feed.publisher; p != nil {
 				p.engine.metrics.LayerSwitches.Inc()
 			}
 		}
-		d.cur = s.l
+		d.cur, d.accounted = s.l, s.at
 	} else if d.feed.simulcast() {
 		if want := d.feed.pick(limit, s.at); want != nil && want != d.cur {
 			d.feed.requestKeyframe(want)
+		}
+		if s.at-d.accounted >= int64(time.Second) {
+			d.accountLayer(s.at)
 		}
 	}
 	return d.writeLocked(s.h, s.payload)

@@ -165,12 +165,11 @@ func TestDownTrackSwitchesLayersAtKeyframes(t *testing.T) {
 		t.Fatalf("no start at the top layer's keyframe (layer %q)", d.Layer())
 	}
 	send(full, false)
-	last := d.out.SequenceNumber
 	d.SetCap(1) // h
 	if send(h, false) || !send(full, false) || d.Layer() != "f" {
 		t.Fatal("switched before the target layer's keyframe, or left the current layer early")
 	}
-	last = d.out.SequenceNumber
+	last := d.out.SequenceNumber
 	if !send(h, true) || d.Layer() != "h" {
 		t.Fatalf("no switch at the target layer's keyframe (layer %q)", d.Layer())
 	}

@@ -101,6 +101,18 @@ func TestSimulcastLayersPerViewer(t *testing.T) {
 	if got := nackCountsOf(t, s, "media_layer_switches_total"); got < 1 {
 		t.Errorf("media_layer_switches_total = %v", got)
 	}
+	// Viewer-seconds per layer: both viewers counted on f, the capped one
+	// on h since its switch (an early estimate may put one on q a moment).
+	waitFor(t, 10*time.Second, "time on each layer counted", func() error {
+		got := map[string]float64{}
+		for _, m := range scrape(t, s)["media_layer_seconds_total"].GetMetric() {
+			got[m.GetLabel()[0].GetValue()] = m.GetCounter().GetValue()
+		}
+		if got["f"] <= 0 || got["h"] <= 0 || got["f"] < got["q"] {
+			return fmt.Errorf("media_layer_seconds_total %v", got)
+		}
+		return nil
+	})
 	// Each viewer's TWCC feedback drives a send-side estimate.
 	waitFor(t, 10*time.Second, "bandwidth estimates", func() error {
 		for _, c := range []*client.Session{top, capped} {

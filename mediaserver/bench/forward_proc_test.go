@@ -44,18 +44,34 @@ func BenchmarkForwardingProcess(b *testing.B) {
 	server := mediaproc.Binary(b, mediaproc.Build{})
 	relay := buildRelay(b)
 	shapes := []struct{ publishers, viewers int }{{1, 10}, {1, 100}, {1, 500}, {20, 10}}
+	startServer := func(b *testing.B) *mediaproc.Proc {
+		return mediaproc.Start(b, server, mediaproc.Options{Env: []string{"MAX_SESSIONS=100000", "LOG_LEVEL=error",
+			"ICE_UDP_MUX_PORT=" + strconv.Itoa(freeUDPPort(b))}})
+	}
 	for _, sh := range shapes {
 		name := fmt.Sprintf("%dx%d", sh.publishers, sh.viewers)
 		b.Run("pion-relay/"+name, func(b *testing.B) {
 			url, pid := startRelay(b, relay)
-			forwardProcess(b, url, "", pid, sh.publishers, sh.viewers)
+			forwardProcess(b, url, "", pid, sh.publishers, sh.viewers, nil)
 		})
 		b.Run("mediaserver/"+name, func(b *testing.B) {
-			p := mediaproc.Start(b, server, mediaproc.Options{Env: []string{"MAX_SESSIONS=100000", "LOG_LEVEL=error",
-				"ICE_UDP_MUX_PORT=" + strconv.Itoa(freeUDPPort(b))}})
-			forwardProcess(b, p.URL, p.AdminURL, p.Cmd.Process.Pid, sh.publishers, sh.viewers)
+			p := startServer(b)
+			forwardProcess(b, p.URL, p.AdminURL, p.Cmd.Process.Pid, sh.publishers, sh.viewers, nil)
 		})
 	}
+	// Simulcast: real VP8 in three layers, every viewer with its own
+	// bandwidth estimate choosing its layer (the plain relay cannot do
+	// this; the figure is the price of estimation and layer selection).
+	ivf, err := os.ReadFile("../web/testdata/camera.ivf")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("mediaserver/simulcast-1x100", func(b *testing.B) {
+		p := startServer(b)
+		forwardProcess(b, p.URL, p.AdminURL, p.Cmd.Process.Pid, 1, 100, func(ctx context.Context, base, room string, opts client.Options) (*client.Session, error) {
+			return client.PublishSimulcastIVF(ctx, base, room, ivf, []string{"q", "h", "f"}, opts)
+		})
+	})
 }
 
 // buildRelay builds hack/pionrelay once.
@@ -111,7 +127,10 @@ func procCPU(b *testing.B, pid int) (time.Duration, int64) {
 // forwardProcess drives one server. With BENCH_PROFILE_DIR set and an
 // admin URL, it saves the server's CPU profile of the measured window
 // there (go tool pprof -top FILE).
-func forwardProcess(b *testing.B, base, admin string, pid, publishers, viewers int) {
+// publish, when set, replaces the synthetic publisher (its loss is then
+// not computed: its packets per layer differ).
+func forwardProcess(b *testing.B, base, admin string, pid, publishers, viewers int,
+	publish func(ctx context.Context, base, room string, opts client.Options) (*client.Session, error)) {
 	api, err := client.NewAPI()
 	if err != nil {
 		b.Fatal(err)
@@ -126,7 +145,12 @@ func forwardProcess(b *testing.B, base, admin string, pid, publishers, viewers i
 		}
 	}()
 	for p := 0; p < publishers; p++ {
-		pub, err := client.Publish(ctx, base, fmt.Sprintf("fwd-%d", p), opts)
+		var pub *client.Session
+		if publish != nil {
+			pub, err = publish(ctx, base, fmt.Sprintf("fwd-%d", p), opts)
+		} else {
+			pub, err = client.Publish(ctx, base, fmt.Sprintf("fwd-%d", p), opts)
+		}
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -134,7 +158,9 @@ func forwardProcess(b *testing.B, base, admin string, pid, publishers, viewers i
 		if err := client.WaitConnected(ctx, pub.PC); err != nil {
 			b.Fatal(err)
 		}
-		pub.SendRTP(procPPS, procPayload)
+		if publish == nil {
+			pub.SendRTP(procPPS, procPayload)
+		}
 	}
 	for p := 0; p < publishers; p++ {
 		for v := 0; v < viewers; v++ {
@@ -157,6 +183,9 @@ func forwardProcess(b *testing.B, base, admin string, pid, publishers, viewers i
 		}
 	}
 	video := func(n uint64) uint64 { return n - n*50/(procPPS+50) } // Opus is 50 packets/s
+	if publish != nil {
+		video = func(n uint64) uint64 { return n } // video only
+	}
 	received := func() uint64 {
 		var n uint64
 		for _, v := range views {
@@ -193,7 +222,7 @@ func forwardProcess(b *testing.B, base, admin string, pid, publishers, viewers i
 	b.ReportMetric(fwd, "fwd-pkts/s")
 	b.ReportMetric(fwd*el/math.Max(cpu, 0.01), "fwd-pkts/server-cpu-s")
 	b.ReportMetric(cpu/el, "server-cores")
-	if exp := float64(s1-s0) * float64(viewers); exp > 0 {
+	if exp := float64(s1-s0) * float64(viewers); exp > 0 && publish == nil {
 		b.ReportMetric(math.Max(0, 100*(1-float64(r1-r0)/exp)), "loss-%")
 	}
 	var jit []float64

@@ -36,20 +36,30 @@ func NewAPI(interfaces ...string) (*webrtc.API, error) {
 }
 
 // APIOption adjusts the API NewAPIWith builds (tests).
-type APIOption func(*webrtc.SettingEngine, *interceptor.Registry)
+type APIOption func(*apiBuild)
+
+type apiBuild struct {
+	se     *webrtc.SettingEngine
+	ir     *interceptor.Registry
+	noTWCC bool
+}
+
+// WithoutTWCC leaves out transport-wide congestion control feedback: the
+// client then tells the server its bandwidth only by REMB, if at all.
+func WithoutTWCC() APIOption { return func(b *apiBuild) { b.noTWCC = true } }
 
 // WithInterceptor places an interceptor nearest the network, before NACK
 // and reports (tests use one to lose packets on purpose, or to count the
 // RTCP a peer gets).
 func WithInterceptor(f interceptor.Factory) APIOption {
-	return func(_ *webrtc.SettingEngine, ir *interceptor.Registry) { ir.Add(f) }
+	return func(b *apiBuild) { b.ir.Add(f) }
 }
 
 // WithoutSRTPReplayProtection lets SRTP accept a packet index it has seen:
 // a test that loses a packet after decryption (in an interceptor) gets the
 // retransmission through, as a packet really lost on the way would.
 func WithoutSRTPReplayProtection() APIOption {
-	return func(se *webrtc.SettingEngine, _ *interceptor.Registry) { se.DisableSRTPReplayProtection(true) }
+	return func(b *apiBuild) { b.se.DisableSRTPReplayProtection(true) }
 }
 
 // NewAPIWith is NewAPI adjusted by opts.
@@ -70,16 +80,19 @@ func NewAPIWith(opts []APIOption, interfaces ...string) (*webrtc.API, error) {
 		return nil, err
 	}
 	ir := &interceptor.Registry{}
+	build := apiBuild{se: &se, ir: ir}
 	for _, o := range opts {
-		o(&se, ir)
+		o(&build)
 	}
 	if err := webrtc.ConfigureNack(me, ir); err != nil {
 		return nil, err
 	}
 	// Transport-wide congestion control feedback, as browsers send it:
 	// the server's bandwidth estimate towards this client rests on it.
-	if err := webrtc.ConfigureTWCCSender(me, ir); err != nil {
-		return nil, err
+	if !build.noTWCC {
+		if err := webrtc.ConfigureTWCCSender(me, ir); err != nil {
+			return nil, err
+		}
 	}
 	if err := webrtc.ConfigureRTCPReports(ir); err != nil {
 		return nil, err

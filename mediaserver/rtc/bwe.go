@@ -55,7 +55,13 @@ func fitLayer(rates []layerRate, share int64, current int, sinceUp time.Duration
 
 // watchBandwidth follows the viewer's send-side bandwidth estimate.
 func (s *Session) watchBandwidth(est cc.BandwidthEstimator) {
-	est.OnTargetBitrateChange(s.onEstimate)
+	est.OnTargetBitrateChange(func(bps int) {
+		// Without the viewer's TWCC feedback the estimator only repeats
+		// its starting guess: REMB, if the viewer sends it, decides then.
+		if s.twccSeen.Load() {
+			s.onEstimate(bps)
+		}
+	})
 	s.estimate.Store(int64(est.GetTargetBitrate()))
 }
 

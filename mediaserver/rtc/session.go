@@ -32,6 +32,7 @@ type Session struct {
 	candMu     sync.Mutex
 	candSeen   map[string]struct{}
 	estimate   atomic.Int64 // bandwidth estimate towards the viewer, bits/s
+	twccSeen   atomic.Bool  // the viewer sends TWCC feedback (else REMB counts)
 	connected  atomic.Bool
 	state      atomic.Int32
 	closeOnce  sync.Once
@@ -533,6 +534,14 @@ func (s *Session) readRTCP(sender *webrtc.RTPSender) {
 				d.feed.RequestKeyframe()
 			case *rtcp.ReceiverReport:
 				s.engine.observeReports(p.Reports, d.feed.codec.ClockRate)
+			case *rtcp.TransportLayerCC:
+				s.twccSeen.Store(true)
+			case *rtcp.ReceiverEstimatedMaximumBitrate:
+				// A client without transport-wide feedback (TWCC) says
+				// its bandwidth by REMB: that is its estimate then.
+				if !s.twccSeen.Load() {
+					s.onEstimate(int(p.Bitrate))
+				}
 			case *rtcp.TransportLayerNack:
 				seqs = seqs[:0]
 				for _, pair := range p.Nacks {

@@ -13,6 +13,8 @@ import (
 	"github.com/mediafleet/mediafleet/mediaserver/client"
 	"github.com/mediafleet/mediafleet/mediaserver/rtc"
 	"github.com/pion/interceptor"
+	"github.com/pion/rtcp"
+	"github.com/pion/webrtc/v4"
 )
 
 // serverSession is the server's session behind a client's resource URL.
@@ -230,4 +232,74 @@ func TestBandwidthEstimateChoosesTheLayer(t *testing.T) {
 		return nil
 	})
 	t.Logf("on %s with an estimate of %d bit/s", layerOf(), serverSession(t, s, view).Estimate())
+}
+
+// TestREMBChoosesTheLayerWithoutTWCC: a viewer that sends no transport-wide
+// feedback but REMB (as some clients do) gets the layer its REMB allows:
+// the lowest at 120 kbit/s, the top once it reports 5 Mbit/s.
+func TestREMBChoosesTheLayerWithoutTWCC(t *testing.T) {
+	leakCheckFirst(t)
+	s := testServer(t, nil)
+	ctx := ctxT(t, 60*time.Second)
+	ivf, err := os.ReadFile("../web/testdata/camera.ivf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := clientOpts(t)
+	pub, err := client.PublishSimulcastIVF(ctx, s.PublicURL(), "remb", ivf, []string{"q", "h", "f"}, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	viewOpts := opts
+	if viewOpts.API, err = client.NewAPIWith([]client.APIOption{client.WithoutTWCC()}); err != nil {
+		t.Fatal(err)
+	}
+	var view *client.Session
+	waitFor(t, 10*time.Second, "viewer", func() error { view, err = client.Play(ctx, s.PublicURL(), "remb", viewOpts); return err })
+	defer view.Close()
+	var bitrate atomic.Int64
+	bitrate.Store(120_000)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	defer func() { close(stop); <-done }()
+	go func() { // REMB every 200 ms for the video the viewer receives
+		defer close(done)
+		tick := time.NewTicker(200 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			for _, r := range view.PC.GetReceivers() {
+				if tr := r.Track(); tr != nil && tr.Kind() == webrtc.RTPCodecTypeVideo {
+					_ = view.PC.WriteRTCP([]rtcp.Packet{&rtcp.ReceiverEstimatedMaximumBitrate{Bitrate: float32(bitrate.Load()), SSRCs: []uint32{uint32(tr.SSRC())}}})
+				}
+			}
+		}
+	}()
+	sess := func() *rtc.Session { return serverSession(t, s, view) }
+	layerOf := func() string {
+		for _, l := range sess().Layers() {
+			if l != "" {
+				return l
+			}
+		}
+		return ""
+	}
+	waitFor(t, 20*time.Second, "the viewer on q by its REMB", func() error {
+		if l := layerOf(); l != "q" || sess().Estimate() != 120_000 {
+			return fmt.Errorf("layer %q, estimate %d", l, sess().Estimate())
+		}
+		return nil
+	})
+	bitrate.Store(5_000_000)
+	waitFor(t, 20*time.Second, "the viewer on f by its REMB", func() error {
+		if l := layerOf(); l != "f" {
+			return fmt.Errorf("layer %q, estimate %d", l, sess().Estimate())
+		}
+		return nil
+	})
 }

@@ -27,23 +27,17 @@ components=(kube-apiserver kube-controller-manager "$@")
 
 log() { printf '[controlplane] %s\n' "$*" >&2; }
 
-# build_with_progress NAME DIR PKG prints a heartbeat while go build runs, so
-# a cold build (minutes on 2 cores) never looks hung.
+# shellcheck source=hack/progress.sh
+source "$ROOT/hack/progress.sh"
+
+# build_with_progress NAME DIR PKG [LDFLAGS] builds one component with a
+# heartbeat, so a cold build (minutes on 2 cores) never looks hung.
 build_with_progress() {
-	local name="$1" dir="$2" pkg="$3" ldflags="${4:-}"
-	local start=$SECONDS logf="$OUT/.build-$name.log"
-	log "building $name (cold builds take minutes; log: $logf)"
-	( cd "$dir" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w $ldflags" -o "$OUT/$name.tmp" "$pkg" ) >"$logf" 2>&1 &
-	local pid=$!
-	while kill -0 "$pid" 2>/dev/null; do
-		sleep 15
-		kill -0 "$pid" 2>/dev/null && log "  $name: still building ($((SECONDS - start))s)"
-	done
-	if ! wait "$pid"; then
-		log "FAILED to build $name; last lines of $logf:"
-		tail -20 "$logf" >&2
-		exit 1
-	fi
+	local name="$1" dir="$2" pkg="$3" ldflags="${4:-}" start=$SECONDS
+	log "building $name (cold builds take minutes; log: $OUT/.build-$name.log)"
+	with_progress "$name" "$OUT/.build-$name.log" \
+		bash -c 'cd "$1" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w $2" -o "$3" "$4"' _ "$dir" "$ldflags" "$OUT/$name.tmp" "$pkg" ||
+		{ log "FAILED to build $name"; exit 1; }
 	mv "$OUT/$name.tmp" "$OUT/$name"
 	log "built $name in $((SECONDS - start))s"
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,7 +11,7 @@ import (
 
 	"github.com/mediafleet/mediafleet/mediaserver/client"
 	"github.com/mediafleet/mediafleet/mediaserver/config"
-	"github.com/mediafleet/mediafleet/mediaserver/server"
+	"github.com/mediafleet/mediafleet/mediaserver/server/servertest"
 	"github.com/mediafleet/mediafleet/mediaserver/testpki"
 )
 
@@ -42,7 +41,7 @@ func TestValidate(t *testing.T) {
 // mediaserver connects everything, carries media and reads the server's
 // footprint.
 func TestRunAgainstARealServer(t *testing.T) {
-	s := startServer(t, nil)
+	s := servertest.Start(t, nil)
 	o := options{url: s.PublicURL(), admin: s.AdminURL(), room: "t", publishers: 2, viewers: 2, ws: 3, wsRoom: 3,
 		rate: 50, duration: 3 * time.Second, pps: 100, payload: 400}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -94,7 +93,7 @@ func TestRunOverHTTPSWithFailures(t *testing.T) {
 		t.Fatal(err)
 	}
 	const adminToken = "mediaload-test-admin-token-0123"
-	s := startServer(t, func(c *config.Config) {
+	s := servertest.Start(t, func(c *config.Config) {
 		c.MaxSessions = 2
 		c.TLSCertFile, c.TLSKeyFile = certFile, keyFile
 		c.AdminToken = adminToken
@@ -119,23 +118,4 @@ func TestRunOverHTTPSWithFailures(t *testing.T) {
 			t.Errorf("failure reason %q", r)
 		}
 	}
-}
-
-// startServer runs an in-process loopback mediaserver for the test.
-func startServer(t *testing.T, mut func(*config.Config)) *server.Server {
-	t.Helper()
-	cfg := config.Loopback()
-	cfg.DrainTimeout = time.Second
-	if mut != nil {
-		mut(&cfg)
-	}
-	s, err := server.New(cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Close)
-	return s
 }

@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pion/webrtc/v4"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -81,18 +80,9 @@ func firstPublish(t *testing.T, name string) firstContact {
 		pub, err := mfclient.Publish(ctx, base, "first", opts)
 		if err == nil {
 			defer pub.Close()
-			if fc.err = mfclient.WaitConnected(ctx, pub.PC); fc.err != nil {
-				return fc
-			}
-			// DTLS done too: the media path is up (and closing now leaves
-			// no handshake behind).
-			for pub.PC.ConnectionState() != webrtc.PeerConnectionStateConnected {
-				if ctx.Err() != nil {
-					fc.err = fmt.Errorf("DTLS: state %s", pub.PC.ConnectionState())
-					return fc
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
+			// ICE and DTLS done: the media path is up (and closing now
+			// leaves no handshake behind).
+			fc.err = mfclient.WaitPeerConnected(ctx, pub.PC)
 			return fc
 		}
 		if errors.Is(err, syscall.ECONNREFUSED) && time.Since(available) < 30*time.Second {

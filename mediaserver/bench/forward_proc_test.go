@@ -18,6 +18,7 @@ import (
 
 	"github.com/mediafleet/mediafleet/hack/mediaproc"
 	"github.com/mediafleet/mediafleet/mediaserver/client"
+	"k8s.io/apimachinery/pkg/util/wait"
 )
 
 // Process-level forwarding: the server alone in its own process, its CPU
@@ -165,14 +166,12 @@ func forwardProcess(b *testing.B, base, admin string, pid, publishers, viewers i
 	for p := 0; p < publishers; p++ {
 		for v := 0; v < viewers; v++ {
 			var view *client.Session
-			for try := 0; ; try++ {
-				if view, err = client.Play(ctx, base, fmt.Sprintf("fwd-%d", p), opts); err == nil {
-					break
-				}
-				if try > 50 {
-					b.Fatal(err)
-				}
-				time.Sleep(100 * time.Millisecond)
+			// The room's feed appears with the publisher's first packet.
+			if wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 5*time.Second, true, func(context.Context) (bool, error) {
+				view, err = client.Play(ctx, base, fmt.Sprintf("fwd-%d", p), opts)
+				return err == nil, nil
+			}) != nil {
+				b.Fatal(err)
 			}
 			views = append(views, view)
 		}

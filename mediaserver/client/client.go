@@ -471,23 +471,46 @@ func (s *Session) Patch(ctx context.Context, frag string) (int, string, error) {
 
 // WaitConnected waits for ICE to connect.
 func WaitConnected(ctx context.Context, pc *webrtc.PeerConnection) error {
-	ch := make(chan struct{}, 1)
-	pc.OnICEConnectionStateChange(func(st webrtc.ICEConnectionState) {
-		if st == webrtc.ICEConnectionStateConnected {
-			select {
-			case ch <- struct{}{}:
-			default:
+	return waitState(ctx, "ICE", func(ok func()) {
+		pc.OnICEConnectionStateChange(func(st webrtc.ICEConnectionState) {
+			if st == webrtc.ICEConnectionStateConnected {
+				ok()
 			}
+		})
+	}, func() string { return pc.ICEConnectionState().String() }, webrtc.ICEConnectionStateConnected.String())
+}
+
+// WaitPeerConnected waits until the PeerConnection is connected, ICE and
+// DTLS both: the media path is up.
+func WaitPeerConnected(ctx context.Context, pc *webrtc.PeerConnection) error {
+	return waitState(ctx, "peer connection", func(ok func()) {
+		pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
+			if st == webrtc.PeerConnectionStateConnected {
+				ok()
+			}
+		})
+	}, func() string { return pc.ConnectionState().String() }, webrtc.PeerConnectionStateConnected.String())
+}
+
+// waitState waits for a state: watch registers the callback that reports
+// it (pion keeps one handler per event: this replaces it), state reads it
+// now.
+func waitState(ctx context.Context, what string, watch func(ok func()), state func() string, want string) error {
+	ch := make(chan struct{}, 1)
+	watch(func() {
+		select {
+		case ch <- struct{}{}:
+		default:
 		}
 	})
-	if pc.ICEConnectionState() == webrtc.ICEConnectionStateConnected {
+	if state() == want {
 		return nil
 	}
 	select {
 	case <-ch:
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("ICE not connected (state %s): %w", pc.ICEConnectionState(), ctx.Err())
+		return fmt.Errorf("%s not connected (state %s): %w", what, state(), ctx.Err())
 	}
 }
 

@@ -95,7 +95,7 @@ func (s *Session) onEstimate(bps int) {
 
 // fitBandwidth moves the down-track's bandwidth cap for a new share.
 func (d *DownTrack) fitBandwidth(share int64, now time.Time) {
-	layers := *d.feed.layers.Load()
+	layers := d.feed.layers.load()
 	if len(layers) < 2 {
 		return
 	}

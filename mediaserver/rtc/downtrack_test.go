@@ -135,7 +135,7 @@ func TestDownTrackSwitchesLayersAtKeyframes(t *testing.T) {
 	codec := webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}
 	f := newFeed("sim", webrtc.RTPCodecTypeVideo, nil, codec, "v", "s")
 	q, h, full := f.addLayer("q"), f.addLayer("h"), f.addLayer("f")
-	if ls := *f.layers.Load(); ls[0] != q || ls[1] != h || ls[2] != full {
+	if ls := f.layers.load(); ls[0] != q || ls[1] != h || ls[2] != full {
 		t.Fatal("layers not ranked q < h < f")
 	}
 	d, _ := newDownTrack(f)

@@ -1,8 +1,8 @@
 package rtc
 
 import (
+	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -28,11 +28,8 @@ type Feed struct {
 	// m-line (set before the feed is published, read only after).
 	simulcastOffered bool
 
-	layersMu sync.Mutex
-	layers   atomic.Pointer[[]*layer] // by rank, lowest first; copy on write
-
-	downsMu sync.Mutex
-	downs   atomic.Pointer[[]*DownTrack] // copy on write: read per packet without a lock
+	layers cowList[*layer]     // by rank, lowest first
+	downs  cowList[*DownTrack] // read per packet without a lock
 }
 
 // layer is one encoding of a feed.
@@ -65,10 +62,7 @@ func RankOf(rid string) (int, bool) {
 }
 
 func newFeed(id string, kind webrtc.RTPCodecType, publisher *Session, codec webrtc.RTPCodecCapability, trackID, streamID string) *Feed {
-	f := &Feed{ID: id, Kind: kind, publisher: publisher, codec: codec, trackID: trackID, streamID: streamID}
-	f.downs.Store(&[]*DownTrack{})
-	f.layers.Store(&[]*layer{})
-	return f
+	return &Feed{ID: id, Kind: kind, publisher: publisher, codec: codec, trackID: trackID, streamID: streamID}
 }
 
 // Codec is what the publisher sends.
@@ -80,39 +74,24 @@ func (f *Feed) addLayer(rid string) *layer {
 	if f.Kind == webrtc.RTPCodecTypeVideo {
 		size = videoCachePackets
 	}
-	f.layersMu.Lock()
-	defer f.layersMu.Unlock()
-	old := *f.layers.Load()
-	rank, ok := RankOf(rid)
-	if !ok {
-		rank = 3 + len(old)
-	}
-	l := &layer{rid: rid, rank: rank, cache: newPacketCache(size)}
-	next := append(append(make([]*layer, 0, len(old)+1), old...), l)
-	for i := len(next) - 1; i > 0 && next[i].rank < next[i-1].rank; i-- {
-		next[i], next[i-1] = next[i-1], next[i]
-	}
-	f.layers.Store(&next)
+	l := &layer{rid: rid, cache: newPacketCache(size)}
+	f.layers.change(func(ls []*layer) []*layer {
+		rank, ok := RankOf(rid)
+		if !ok {
+			rank = 3 + len(ls)
+		}
+		l.rank = rank
+		i, _ := slices.BinarySearchFunc(ls, rank, func(x *layer, r int) int { return x.rank - r })
+		return slices.Insert(ls, i, l)
+	})
 	return l
 }
 
 // removeLayer drops a layer whose track ended and says how many are left.
-func (f *Feed) removeLayer(l *layer) int {
-	f.layersMu.Lock()
-	defer f.layersMu.Unlock()
-	old := *f.layers.Load()
-	next := make([]*layer, 0, len(old))
-	for _, x := range old {
-		if x != l {
-			next = append(next, x)
-		}
-	}
-	f.layers.Store(&next)
-	return len(next)
-}
+func (f *Feed) removeLayer(l *layer) int { return len(f.layers.remove(l)) }
 
 // simulcast says whether the feed has more than one layer.
-func (f *Feed) simulcast() bool { return len(*f.layers.Load()) > 1 }
+func (f *Feed) simulcast() bool { return len(f.layers.load()) > 1 }
 
 // layerAlive is how recent a layer's newest packet must be for the layer
 // to be chosen (a publisher drops layers when its own bandwidth falls).
@@ -121,9 +100,8 @@ const layerAlive = time.Second
 // pick is the layer a viewer capped at capRank should get: the best live
 // layer at or under the cap, else the lowest live one.
 func (f *Feed) pick(capRank int, now int64) *layer {
-	ls := *f.layers.Load()
 	var best, lowest *layer
-	for _, l := range ls {
+	for _, l := range f.layers.load() {
 		if now-l.lastPkt.Load() > int64(layerAlive) {
 			continue
 		}
@@ -141,30 +119,13 @@ func (f *Feed) pick(capRank int, now int64) *layer {
 }
 
 func (f *Feed) addDown(d *DownTrack) {
-	f.downsMu.Lock()
-	defer f.downsMu.Unlock()
-	old := *f.downs.Load()
-	next := make([]*DownTrack, len(old), len(old)+1)
-	copy(next, old)
-	next = append(next, d)
-	f.downs.Store(&next)
+	f.downs.change(func(ds []*DownTrack) []*DownTrack { return append(ds, d) })
 }
 
-func (f *Feed) removeDown(d *DownTrack) {
-	f.downsMu.Lock()
-	defer f.downsMu.Unlock()
-	old := *f.downs.Load()
-	next := make([]*DownTrack, 0, len(old))
-	for _, x := range old {
-		if x != d {
-			next = append(next, x)
-		}
-	}
-	f.downs.Store(&next)
-}
+func (f *Feed) removeDown(d *DownTrack) { f.downs.remove(d) }
 
 // Viewers is how many down-tracks the feed writes to.
-func (f *Feed) Viewers() int { return len(*f.downs.Load()) }
+func (f *Feed) Viewers() int { return len(f.downs.load()) }
 
 // keyframeInterval bounds how often keyframe requests reach the publisher,
 // per layer.
@@ -173,7 +134,7 @@ const keyframeInterval = 500 * time.Millisecond
 // RequestKeyframe asks the publisher for a keyframe on every layer
 // (rate-limited per layer).
 func (f *Feed) RequestKeyframe() {
-	for _, l := range *f.layers.Load() {
+	for _, l := range f.layers.load() {
 		f.requestKeyframe(l)
 	}
 }
@@ -237,7 +198,7 @@ func (f *Feed) forward(m *metrics.Metrics, l *layer, remote *webrtc.TrackRemote)
 		}
 		l.cache.put(pkt.SequenceNumber, buf[:n])
 		key := video && isKeyframe(f.codec.MimeType, pkt.Payload)
-		fan.write(*f.downs.Load(), sample{l: l, h: &pkt.Header, payload: pkt.Payload, key: key, at: now.UnixNano()})
+		fan.write(f.downs.load(), sample{l: l, h: &pkt.Header, payload: pkt.Payload, key: key, at: now.UnixNano()})
 		pendingPkts++
 		pendBts += uint64(len(pkt.Payload))
 		received++

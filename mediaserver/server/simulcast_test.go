@@ -1,16 +1,19 @@
 package server
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"os"
 	"path"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/mediafleet/mediafleet/mediaserver/client"
+	"github.com/mediafleet/mediafleet/mediaserver/config"
 	"github.com/mediafleet/mediafleet/mediaserver/rtc"
 	"github.com/pion/interceptor"
 	"github.com/pion/rtcp"
@@ -27,6 +30,42 @@ func serverSession(t *testing.T, s *Server, c *client.Session) *rtc.Session {
 	return sess
 }
 
+// publishSimulcast publishes the recorded Chromium VP8 (a keyframe every
+// loop) in three layers q, h, f into room until the test ends.
+func publishSimulcast(t *testing.T, ctx context.Context, s *Server, room string, opts client.Options) {
+	t.Helper()
+	ivf, err := os.ReadFile("../web/testdata/camera.ivf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := client.PublishSimulcastIVF(ctx, s.PublicURL(), room, ivf, []string{"q", "h", "f"}, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pub.Close() })
+}
+
+// playWhenPublished opens a WHEP viewer of room once its feed exists.
+func playWhenPublished(t *testing.T, ctx context.Context, s *Server, room string, opts client.Options) *client.Session {
+	t.Helper()
+	var view *client.Session
+	var err error
+	waitFor(t, 10*time.Second, "a viewer of "+room, func() error { view, err = client.Play(ctx, s.PublicURL(), room, opts); return err })
+	t.Cleanup(func() { _ = view.Close() })
+	return view
+}
+
+// layerOf is the simulcast layer the server forwards to a viewer ("" for
+// none yet).
+func layerOf(t *testing.T, s *Server, c *client.Session) string {
+	for _, l := range serverSession(t, s, c).Layers() {
+		if l != "" {
+			return l
+		}
+	}
+	return ""
+}
+
 // TestSimulcastLayersPerViewer: a pion publisher sends real VP8 frames (the
 // recorded Chromium frames, keyframe on every loop) in three simulcast
 // layers q, h, f; the server treats them as one feed. An uncapped viewer
@@ -37,38 +76,12 @@ func TestSimulcastLayersPerViewer(t *testing.T) {
 	leakCheckFirst(t)
 	s := testServer(t, nil)
 	ctx := ctxT(t, 60*time.Second)
-	ivf, err := os.ReadFile("../web/testdata/camera.ivf")
-	if err != nil {
-		t.Fatal(err)
-	}
 	opts := clientOpts(t)
-	pub, err := client.PublishSimulcastIVF(ctx, s.PublicURL(), "sim", ivf, []string{"q", "h", "f"}, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pub.Close()
-	var top, capped *client.Session
-	waitFor(t, 10*time.Second, "viewers", func() error {
-		if top == nil {
-			if top, err = client.Play(ctx, s.PublicURL(), "sim", opts); err != nil {
-				return err
-			}
-		}
-		capped, err = client.Play(ctx, s.PublicURL(), "sim", opts)
-		return err
-	})
-	defer top.Close()
-	defer capped.Close()
-	layerOf := func(c *client.Session) string {
-		for _, l := range serverSession(t, s, c).Layers() {
-			if l != "" {
-				return l
-			}
-		}
-		return ""
-	}
+	publishSimulcast(t, ctx, s, "sim", opts)
+	top := playWhenPublished(t, ctx, s, "sim", opts)
+	capped := playWhenPublished(t, ctx, s, "sim", opts)
 	waitFor(t, 20*time.Second, "both viewers on the top layer", func() error {
-		if a, b := layerOf(top), layerOf(capped); a != "f" || b != "f" {
+		if a, b := layerOf(t, s, top), layerOf(t, s, capped); a != "f" || b != "f" {
 			return fmt.Errorf("layers %q and %q (packets %d, %d)", a, b, top.Received.Packets.Load(), capped.Received.Packets.Load())
 		}
 		return nil
@@ -82,7 +95,7 @@ func TestSimulcastLayersPerViewer(t *testing.T) {
 	}
 	jumps := capped.Received.SeqJumps.Load()
 	waitFor(t, 20*time.Second, "the capped viewer on h", func() error {
-		if l := layerOf(capped); l != "h" {
+		if l := layerOf(t, s, capped); l != "h" {
 			return fmt.Errorf("layer %q", l)
 		}
 		return nil
@@ -97,7 +110,7 @@ func TestSimulcastLayersPerViewer(t *testing.T) {
 	if j := capped.Received.SeqJumps.Load() - jumps; j != 0 {
 		t.Errorf("%d sequence-number jumps across the layer switch, want 0", j)
 	}
-	if l := layerOf(top); l != "f" {
+	if l := layerOf(t, s, top); l != "f" {
 		t.Errorf("the uncapped viewer moved to %q", l)
 	}
 	if got := nackCountsOf(t, s, "media_layer_switches_total"); got < 1 {
@@ -190,35 +203,18 @@ func TestBandwidthEstimateChoosesTheLayer(t *testing.T) {
 	leakCheckFirst(t)
 	s := testServer(t, nil)
 	ctx := ctxT(t, 120*time.Second)
-	ivf, err := os.ReadFile("../web/testdata/camera.ivf")
-	if err != nil {
-		t.Fatal(err)
-	}
 	opts := clientOpts(t)
-	pub, err := client.PublishSimulcastIVF(ctx, s.PublicURL(), "bwe", ivf, []string{"q", "h", "f"}, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pub.Close()
+	publishSimulcast(t, ctx, s, "bwe", opts)
 	shaper := &shapedPath{}
 	shaper.rate.Store(300_000)
 	viewOpts := opts
+	var err error
 	if viewOpts.API, err = client.NewAPIWith([]client.APIOption{client.WithInterceptor(shaper)}); err != nil {
 		t.Fatal(err)
 	}
-	var view *client.Session
-	waitFor(t, 10*time.Second, "viewer", func() error { view, err = client.Play(ctx, s.PublicURL(), "bwe", viewOpts); return err })
-	defer view.Close()
-	layerOf := func() string {
-		for _, l := range serverSession(t, s, view).Layers() {
-			if l != "" {
-				return l
-			}
-		}
-		return ""
-	}
+	view := playWhenPublished(t, ctx, s, "bwe", viewOpts)
 	waitFor(t, 45*time.Second, "the narrow viewer on the lowest layer", func() error {
-		if l := layerOf(); l != "q" {
+		if l := layerOf(t, s, view); l != "q" {
 			return fmt.Errorf("layer %q, estimate %d bit/s", l, serverSession(t, s, view).Estimate())
 		}
 		return nil
@@ -226,12 +222,12 @@ func TestBandwidthEstimateChoosesTheLayer(t *testing.T) {
 	t.Logf("on q with an estimate of %d bit/s", serverSession(t, s, view).Estimate())
 	shaper.rate.Store(0)
 	waitFor(t, 60*time.Second, "the viewer back above the lowest layer", func() error {
-		if l := layerOf(); l == "q" || l == "" {
+		if l := layerOf(t, s, view); l == "q" || l == "" {
 			return fmt.Errorf("layer %q, estimate %d bit/s", l, serverSession(t, s, view).Estimate())
 		}
 		return nil
 	})
-	t.Logf("on %s with an estimate of %d bit/s", layerOf(), serverSession(t, s, view).Estimate())
+	t.Logf("on %s with an estimate of %d bit/s", layerOf(t, s, view), serverSession(t, s, view).Estimate())
 }
 
 // TestREMBChoosesTheLayerWithoutTWCC: a viewer that sends no transport-wide
@@ -241,23 +237,14 @@ func TestREMBChoosesTheLayerWithoutTWCC(t *testing.T) {
 	leakCheckFirst(t)
 	s := testServer(t, nil)
 	ctx := ctxT(t, 60*time.Second)
-	ivf, err := os.ReadFile("../web/testdata/camera.ivf")
-	if err != nil {
-		t.Fatal(err)
-	}
 	opts := clientOpts(t)
-	pub, err := client.PublishSimulcastIVF(ctx, s.PublicURL(), "remb", ivf, []string{"q", "h", "f"}, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pub.Close()
+	publishSimulcast(t, ctx, s, "remb", opts)
 	viewOpts := opts
+	var err error
 	if viewOpts.API, err = client.NewAPIWith([]client.APIOption{client.WithoutTWCC()}); err != nil {
 		t.Fatal(err)
 	}
-	var view *client.Session
-	waitFor(t, 10*time.Second, "viewer", func() error { view, err = client.Play(ctx, s.PublicURL(), "remb", viewOpts); return err })
-	defer view.Close()
+	view := playWhenPublished(t, ctx, s, "remb", viewOpts)
 	var bitrate atomic.Int64
 	bitrate.Store(120_000)
 	stop := make(chan struct{})
@@ -281,25 +268,57 @@ func TestREMBChoosesTheLayerWithoutTWCC(t *testing.T) {
 		}
 	}()
 	sess := func() *rtc.Session { return serverSession(t, s, view) }
-	layerOf := func() string {
-		for _, l := range sess().Layers() {
-			if l != "" {
-				return l
-			}
-		}
-		return ""
-	}
 	waitFor(t, 20*time.Second, "the viewer on q by its REMB", func() error {
-		if l := layerOf(); l != "q" || sess().Estimate() != 120_000 {
+		if l := layerOf(t, s, view); l != "q" || sess().Estimate() != 120_000 {
 			return fmt.Errorf("layer %q, estimate %d", l, sess().Estimate())
 		}
 		return nil
 	})
 	bitrate.Store(5_000_000)
 	waitFor(t, 20*time.Second, "the viewer on f by its REMB", func() error {
-		if l := layerOf(); l != "f" {
+		if l := layerOf(t, s, view); l != "f" {
 			return fmt.Errorf("layer %q, estimate %d", l, sess().Estimate())
 		}
 		return nil
 	})
+}
+
+// TestLayerEndpointHostility: the WHEP layer endpoint wants the client's
+// token, refuses a cap or feed id out of bounds, and finds no session that
+// is not there.
+func TestLayerEndpointHostility(t *testing.T) {
+	leakCheckFirst(t)
+	s := testServer(t, func(c *config.Config) { c.AuthToken = "client-token" })
+	ctx := ctxT(t, 30*time.Second)
+	opts := clientOpts(t)
+	opts.Token = "client-token"
+	pub, err := client.Publish(ctx, s.PublicURL(), "cap", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	pub.SendRTP(50, 200)
+	view := playWhenPublished(t, ctx, s, "cap", opts)
+	auth := map[string]string{"Authorization": "Bearer client-token"}
+	for _, tc := range []struct {
+		name, url string
+		hdr       map[string]string
+		want      int
+	}{
+		{"no token", view.Resource + "/layer?max=h", nil, http.StatusUnauthorized},
+		{"wrong token", view.Resource + "/layer?max=h", map[string]string{"Authorization": "Bearer guess"}, http.StatusUnauthorized},
+		{"no cap", view.Resource + "/layer", auth, http.StatusBadRequest},
+		{"unknown cap", view.Resource + "/layer?max=" + strings.Repeat("x", 5000), auth, http.StatusBadRequest},
+		{"feed id too long", view.Resource + "/layer?max=h&feed=" + strings.Repeat("f", 129), auth, http.StatusBadRequest},
+		{"unknown session", s.PublicURL() + "/whep/cap/0123456789abcdef0123456789abcdef/layer?max=h", auth, http.StatusNotFound},
+		{"a WHIP session", strings.Replace(pub.Resource, "/whip/", "/whep/", 1) + "/layer?max=h", auth, http.StatusNotFound},
+		{"accepted", view.Resource + "/layer?max=q", auth, http.StatusNoContent},
+	} {
+		if code, _, body := do(t, http.MethodPost, tc.url, "", "", tc.hdr); code != tc.want {
+			t.Errorf("%s: %d %q, want %d", tc.name, code, body, tc.want)
+		}
+	}
+	if code, _, _ := do(t, http.MethodPost, s.PublicURL()+"/whep/cap?layer=ultra", "application/sdp", "v=0", auth); code != http.StatusBadRequest {
+		t.Errorf("WHEP offer with layer=ultra: %d, want 400", code)
+	}
 }

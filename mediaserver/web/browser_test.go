@@ -15,8 +15,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/mediafleet/mediafleet/mediaserver/client"
-	"github.com/mediafleet/mediafleet/mediaserver/config"
 	"github.com/mediafleet/mediafleet/mediaserver/server"
+	"github.com/mediafleet/mediafleet/mediaserver/server/servertest"
 )
 
 // Real headless Chromium (Debian's package) with fake camera and microphone
@@ -37,11 +37,6 @@ func chromiumPath(t *testing.T) string {
 	}
 	t.Skip("chromium not installed (apt-get install chromium chromium-driver)")
 	return ""
-}
-
-func startServer(t *testing.T) *server.Server {
-	t.Helper()
-	return startServerWith(t, func(*config.Config) {})
 }
 
 // browser starts one headless Chromium; tabs are contexts derived from it.
@@ -166,7 +161,7 @@ func screenshot(t *testing.T, ctx context.Context, name string) {
 // TestBrowserPublishesAndAnotherTabWatches: tab 1 publishes its (fake)
 // camera through the page over WHIP, tab 2 watches over WHEP and decodes.
 func TestBrowserPublishesAndAnotherTabWatches(t *testing.T) {
-	s := startServer(t)
+	s := servertest.Start(t, nil)
 	b := browser(t)
 	pub := tab(t, b, s.PublicURL()+"/?room=stage&mode=publish")
 	waitJS(t, pub, 30*time.Second, "publisher connected", `mediafleet.status === 'connected'`)
@@ -187,7 +182,7 @@ func TestBrowserPublishesAndAnotherTabWatches(t *testing.T) {
 // TestBrowserWebSocketRoomOfThree: three tabs in one room each receive the
 // two others' video.
 func TestBrowserWebSocketRoomOfThree(t *testing.T) {
-	s := startServer(t)
+	s := servertest.Start(t, nil)
 	b := browser(t)
 	var tabs []context.Context
 	for i := 0; i < 3; i++ {
@@ -209,7 +204,7 @@ func TestBrowserWebSocketRoomOfThree(t *testing.T) {
 // recorded from Chromium's encoder, testdata/camera.ivf) over WHIP; the
 // browser decodes it over WHEP.
 func TestPionPublishesBrowserWatches(t *testing.T) {
-	s := startServer(t)
+	s := servertest.Start(t, nil)
 	ivf, err := os.ReadFile("testdata/camera.ivf")
 	if err != nil {
 		t.Fatal(err)
@@ -234,7 +229,7 @@ func TestPionPublishesBrowserWatches(t *testing.T) {
 // TestBrowserPublishesPionWatches: the page publishes; a pion WHEP viewer
 // counts the RTP it receives.
 func TestBrowserPublishesPionWatches(t *testing.T) {
-	s := startServer(t)
+	s := servertest.Start(t, nil)
 	b := browser(t)
 	pubTab := tab(t, b, s.PublicURL()+"/?room=cam&mode=publish")
 	waitJS(t, pubTab, 30*time.Second, "publisher connected", `mediafleet.status === 'connected'`)
@@ -324,7 +319,7 @@ const inboundVideoWidthJS = `Object.entries(mediafleet.stats).filter(([k]) => k.
 // capped at q through the page's layer control (the WHEP layer endpoint),
 // decodes a smaller picture (getStats frameWidth).
 func TestBrowserSimulcastLayerCap(t *testing.T) {
-	s := startServer(t)
+	s := servertest.Start(t, nil)
 	b := browser(t)
 	pub := tab(t, b, s.PublicURL()+"/?room=sim&mode=publish")
 	waitJS(t, pub, 30*time.Second, "publisher connected", `mediafleet.status === 'connected'`)

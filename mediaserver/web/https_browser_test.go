@@ -2,7 +2,6 @@ package web_test
 
 import (
 	"context"
-	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/mediafleet/mediafleet/mediaserver/config"
 	"github.com/mediafleet/mediafleet/mediaserver/server"
+	"github.com/mediafleet/mediafleet/mediaserver/server/servertest"
 	"github.com/mediafleet/mediafleet/mediaserver/testpki"
 )
 
@@ -22,22 +22,6 @@ import (
 // mapped to 127.0.0.1 inside Chromium only), as a user of a real fleet
 // would: plain http there is not a secure context, HTTPS is.
 const pageHost = "media.test"
-
-func startServerWith(t *testing.T, mut func(*config.Config)) *server.Server {
-	t.Helper()
-	cfg := config.Loopback()
-	cfg.DrainTimeout = time.Second
-	mut(&cfg)
-	s, err := server.New(cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Close)
-	return s
-}
 
 // trustingHome is a HOME whose NSS database (what Chromium on Linux
 // trusts) holds ca as a trusted authority for servers.
@@ -97,7 +81,7 @@ func TestBrowserPublishesOverHTTPSWithTrustedCA(t *testing.T) {
 	ca := testpki.NewCA(t)
 	cert, key := ca.Issue(t, pageHost)
 	certFile, keyFile := testpki.WritePair(t, t.TempDir(), cert, key)
-	s := startServerWith(t, func(c *config.Config) { c.TLSCertFile, c.TLSKeyFile = certFile, keyFile })
+	s := servertest.Start(t, func(c *config.Config) { c.TLSCertFile, c.TLSKeyFile = certFile, keyFile })
 	b := browserAt(t, trustingHome(t, ca))
 	base := pageURL(t, s, "https")
 
@@ -121,7 +105,7 @@ func TestBrowserPublishesOverHTTPSWithTrustedCA(t *testing.T) {
 // says exactly why and what to do instead of blaming a refusal.
 func TestBrowserInsecureContextSaysSo(t *testing.T) {
 	chromiumPath(t)
-	s := startServer(t)
+	s := servertest.Start(t, nil)
 	b := browserAt(t, t.TempDir())
 	page := tab(t, b, pageURL(t, s, "http")+"/?room=plain&mode=publish")
 	waitJS(t, page, 15*time.Second, "publish fails", `mediafleet.status === 'error'`)

@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	mediav1alpha1 "github.com/mediafleet/mediafleet/api/v1alpha1"
@@ -195,11 +196,18 @@ func TestEnvtestDriftIsCorrected(t *testing.T) {
 	createMS(t, newMS(ns, "drift"))
 	eventually(t, waitFor, "deployment", func() error { _, err := getDeployment(ns, "drift"); return err })
 
-	// Someone edits a field we own with another manager.
-	d, _ := getDeployment(ns, "drift")
-	d.Spec.Replicas = ptrTo(int32(7))
-	d.Spec.Template.Spec.Containers[0].Image = "evil/image:1"
-	if err := k8s.Update(ctx, d, client.FieldOwner("kubectl-edit")); err != nil {
+	// Someone edits a field we own with another manager (again on a
+	// conflict: the operator may still be writing the Deployment it just
+	// made, the admin token's hash for one).
+	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		d, err := getDeployment(ns, "drift")
+		if err != nil {
+			return err
+		}
+		d.Spec.Replicas = ptrTo(int32(7))
+		d.Spec.Template.Spec.Containers[0].Image = "evil/image:1"
+		return k8s.Update(ctx, d, client.FieldOwner("kubectl-edit"))
+	}); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, waitFor, "deployment drift corrected", func() error {

@@ -1,9 +1,13 @@
 // Command mediaserver is the WebRTC media server of every mediafleet pod.
 // Configuration comes from the environment (see package podenv); flags
 // override it for local runs.
+//
+// "mediaserver turn" runs the MediaService's TURN gateway instead (package
+// relay), from the same image.
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -13,10 +17,14 @@ import (
 	"syscall"
 
 	"github.com/mediafleet/mediafleet/mediaserver/config"
+	"github.com/mediafleet/mediafleet/mediaserver/relay"
 	"github.com/mediafleet/mediafleet/mediaserver/server"
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "turn" {
+		os.Exit(runTURN())
+	}
 	cfg, err := config.Load()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "mediaserver: invalid configuration:", err)
@@ -66,4 +74,32 @@ func newLogger(cfg config.Config) *slog.Logger {
 		h = slog.NewTextHandler(os.Stderr, opts)
 	}
 	return slog.New(h).With("pod", cfg.PodName)
+}
+
+// runTURN runs the TURN gateway until SIGTERM or SIGINT, then drains it.
+func runTURN() int {
+	cfg, err := relay.FromEnv(os.LookupEnv)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "mediaserver turn: invalid configuration:", err)
+		return 2
+	}
+	log := newLogger(config.Config{LogLevel: cfg.LogLevel, LogFormat: cfg.LogFormat, PodName: os.Getenv("POD_NAME")})
+	srv, err := relay.New(cfg, log)
+	if err != nil {
+		log.Error("start failed", "err", err)
+		return 1
+	}
+	addr := func(a fmt.Stringer) string {
+		if a == nil {
+			return ""
+		}
+		return a.String()
+	}
+	log.Info("TURN gateway listening", "udp", addr(srv.UDPAddr()), "tcp", addr(srv.TCPAddr()), "tls", addr(srv.TLSAddr()), "admin", srv.AdminURL())
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	<-sigs
+	srv.Drain(context.Background())
+	log.Info("exited cleanly")
+	return 0
 }

@@ -3,10 +3,12 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -14,6 +16,8 @@ import (
 
 	"github.com/mediafleet/mediafleet/hack/mediaproc"
 	"github.com/mediafleet/mediafleet/mediaserver/client"
+	"github.com/mediafleet/mediafleet/mediaserver/statusapi"
+	"k8s.io/apimachinery/pkg/util/wait"
 )
 
 // binary is the mediaserver built with -race, once per test run.
@@ -170,5 +174,70 @@ func TestInvalidConfigurationNamesTheVariable(t *testing.T) {
 		if !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(string(out), want) {
 			t.Errorf("%s: exit %v, output %q; want exit 2 naming %q", env, err, out, want)
 		}
+	}
+}
+
+// TestTURNMode: "mediaserver turn" is the TURN gateway: not ready until
+// the operator delivered its member list, ready after, and on SIGTERM
+// with no allocation left it exits 0 at once. A bad configuration exits 2
+// naming the variable, without echoing the secret.
+func TestTURNMode(t *testing.T) {
+	bad := mediaproc.StartNoWait(t, binary(t), mediaproc.Options{Args: []string{"turn"}, Env: []string{"RELAY_SECRET=too-short", "POD_IP=127.0.0.1"}})
+	select {
+	case <-bad.Exited():
+	case <-time.After(30 * time.Second):
+		t.Fatal("a gateway with a too short secret started")
+	}
+	if bad.ExitCode() != 2 {
+		t.Errorf("bad configuration: exit %d, want 2", bad.ExitCode())
+	}
+
+	const secret = "turn-mode-shared-secret-0123456789"
+	p := mediaproc.StartNoWait(t, binary(t), mediaproc.Options{Args: []string{"turn"}, Token: "admin-token", Env: []string{
+		"RELAY_SECRET=" + secret, "POD_IP=127.0.0.1", "LISTEN_HOST=127.0.0.1", "ADMIN_LISTEN_HOST=127.0.0.1", "RELAY_UDP_PORT=0", "DRAIN_TIMEOUT=20s",
+	}})
+	readyz := func() int {
+		resp, err := http.Get(p.AdminURL + "/readyz")
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	poll(t, 30*time.Second, "the gateway answering, not ready", func() bool { return readyz() == http.StatusServiceUnavailable })
+	body := `{"apiVersion":"status.mediafleet.io/v1","generation":` + strconv.FormatInt(time.Now().UnixNano(), 10) + `,"members":[{"name":"m","address":"127.0.0.1:8080","ready":true}]}`
+	req, _ := http.NewRequest(http.MethodPut, p.AdminURL+statusapi.MembershipPath, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer admin-token")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("membership PUT: %d", resp.StatusCode)
+	}
+	poll(t, 10*time.Second, "ready with members", func() bool { return readyz() == http.StatusOK })
+	if err := p.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.Exited():
+	case <-time.After(15 * time.Second):
+		t.Fatal("no exit after SIGTERM with no allocation")
+	}
+	if p.ExitCode() != 0 {
+		t.Errorf("exit %d after a drain", p.ExitCode())
+	}
+	for _, m := range append(bad.Logs(), p.Logs()...) {
+		if strings.Contains(fmt.Sprint(m), secret) || strings.Contains(fmt.Sprint(m), "too-short") {
+			t.Errorf("a log line carries the shared secret: %v", m)
+		}
+	}
+}
+
+func poll(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	if err := wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, timeout, true, func(context.Context) (bool, error) { return cond(), nil }); err != nil {
+		t.Fatalf("%s: %v", what, err)
 	}
 }

@@ -39,9 +39,23 @@ func NewAPI(interfaces ...string) (*webrtc.API, error) {
 type APIOption func(*apiBuild)
 
 type apiBuild struct {
-	se     *webrtc.SettingEngine
-	ir     *interceptor.Registry
-	noTWCC bool
+	se         *webrtc.SettingEngine
+	ir         *interceptor.Registry
+	noTWCC     bool
+	noRTX      bool
+	extensions []string
+}
+
+// WithoutRTX offers VP8 and Opus without RTX: the server then retransmits
+// on the media stream itself.
+func WithoutRTX() APIOption { return func(b *apiBuild) { b.noRTX = true } }
+
+// WithHeaderExtension offers a video RTP header extension (e.g.
+// abs-send-time, which browsers offer).
+func WithHeaderExtension(uri string) APIOption {
+	return func(b *apiBuild) {
+		b.extensions = append(b.extensions, uri)
+	}
 }
 
 // WithoutTWCC leaves out transport-wide congestion control feedback: the
@@ -73,16 +87,33 @@ func NewAPIWith(opts []APIOption, interfaces ...string) (*webrtc.API, error) {
 	se.SetIncludeLoopbackCandidate(slices.Contains(interfaces, "lo"))
 	se.SetInterfaceFilter(func(name string) bool { return slices.Contains(interfaces, name) })
 	me := &webrtc.MediaEngine{}
-	if err := me.RegisterDefaultCodecs(); err != nil {
+	ir := &interceptor.Registry{}
+	build := apiBuild{se: &se, ir: ir}
+	for _, o := range opts {
+		o(&build)
+	}
+	if build.noRTX {
+		for _, c := range []struct {
+			kind webrtc.RTPCodecType
+			p    webrtc.RTPCodecParameters
+		}{
+			{webrtc.RTPCodecTypeAudio, webrtc.RTPCodecParameters{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: "minptime=10;useinbandfec=1"}, PayloadType: 111}},
+			{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecParameters{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, PayloadType: 96}},
+		} {
+			if err := me.RegisterCodec(c.p, c.kind); err != nil {
+				return nil, err
+			}
+		}
+	} else if err := me.RegisterDefaultCodecs(); err != nil {
 		return nil, err
 	}
 	if err := webrtc.ConfigureSimulcastExtensionHeaders(me); err != nil {
 		return nil, err
 	}
-	ir := &interceptor.Registry{}
-	build := apiBuild{se: &se, ir: ir}
-	for _, o := range opts {
-		o(&build)
+	for _, uri := range build.extensions {
+		if err := me.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: uri}, webrtc.RTPCodecTypeVideo); err != nil {
+			return nil, err
+		}
 	}
 	if err := webrtc.ConfigureNack(me, ir); err != nil {
 		return nil, err

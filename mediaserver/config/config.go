@@ -30,6 +30,10 @@ type TURNServer struct {
 	Secret string
 	// TTL of minted credentials (default 1h).
 	TTL time.Duration
+	// ClientsOnly: announced to clients but not used by the server's own
+	// PeerConnections (the MediaService's own TURN gateway, which relays
+	// to the media pods directly on the pod network).
+	ClientsOnly bool
 }
 
 // Credentials returns what a session named id (or a client) uses with this
@@ -173,6 +177,16 @@ func FromEnv(lookup func(string) (string, bool)) (Config, error) {
 			*dst = d
 		}
 	}
+	boolean := func(name string, dst *bool) {
+		if v, ok := lookup(name); ok && strings.TrimSpace(v) != "" {
+			b, err := strconv.ParseBool(strings.TrimSpace(v))
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q: not true or false", name, v))
+				return
+			}
+			*dst = b
+		}
+	}
 	list := func(name string, dst *[]string) {
 		if v, ok := lookup(name); ok {
 			*dst = SplitList(v)
@@ -222,6 +236,7 @@ func FromEnv(lookup func(string) (string, bool)) (Config, error) {
 		str(podenv.TURNPassword(i), &t.Password)
 		str(podenv.TURNSecret(i), &t.Secret)
 		dur(podenv.TURNTTL(i), &t.TTL)
+		boolean(podenv.TURNClientsOnly(i), &t.ClientsOnly)
 		c.TURNServers = append(c.TURNServers, t)
 	}
 	if len(errs) > 0 {

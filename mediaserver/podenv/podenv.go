@@ -106,6 +106,34 @@ const (
 	NodeName     = "NODE_NAME"
 	// ServiceName is the owning MediaService's name.
 	ServiceName = "MEDIASERVICE_NAME"
+
+	// The TURN gateway (mediaserver turn) reads these, besides ADMIN_PORT,
+	// ADMIN_TOKEN, ADMIN_LISTEN_HOST, TLS_CERT_FILE, TLS_KEY_FILE, POD_IP
+	// (the address relayed packets leave from), MAX_CONNECTIONS,
+	// DRAIN_TIMEOUT, LOG_LEVEL and LOG_FORMAT.
+	//
+	// RelayUDPPort, RelayTCPPort and RelayTLSPort are the listeners' ports
+	// ("off" disables one; UDP 3478 is on by default, TLS needs the
+	// certificate files).
+	RelayUDPPort = "RELAY_UDP_PORT"
+	RelayTCPPort = "RELAY_TCP_PORT"
+	RelayTLSPort = "RELAY_TLS_PORT"
+	// RelayRealm is the TURN realm (default "mediafleet").
+	RelayRealm = "RELAY_REALM"
+	// RelaySecret is the shared secret of the TURN REST API scheme: the
+	// media pods mint per-session credentials with it (TURN_<i>_SECRET)
+	// and the gateway verifies them.
+	RelaySecret = "RELAY_SECRET"
+	// RelayPeerPorts are the media pods' ICE ports ("50000" or
+	// "40000-40999"): the only ports relayed packets may go to.
+	RelayPeerPorts = "RELAY_PEER_PORTS"
+	// RelayMaxAllocations bounds the gateway's allocations, and
+	// RelayUserAllocations those of one username (one session).
+	RelayMaxAllocations  = "RELAY_MAX_ALLOCATIONS"
+	RelayUserAllocations = "RELAY_USER_ALLOCATIONS"
+	// RelayAllocationBPS bounds one allocation's bitrate in each direction
+	// (bits per second; 0 or unset: unbounded).
+	RelayAllocationBPS = "RELAY_ALLOCATION_BPS"
 )
 
 // TURNURLs is the variable holding the comma-separated URLs of TURN server i.
@@ -125,3 +153,8 @@ func TURNSecret(i int) string { return "TURN_" + strconv.Itoa(i) + "_SECRET" }
 // TURNTTL is the lifetime of credentials minted for TURN server i (Go
 // duration, default 1h).
 func TURNTTL(i int) string { return "TURN_" + strconv.Itoa(i) + "_TTL" }
+
+// TURNClientsOnly ("true") marks TURN server i as the clients' only: the
+// media pod announces it but does not gather a relay candidate on it (the
+// MediaService's own gateway relays to the pod directly).
+func TURNClientsOnly(i int) string { return "TURN_" + strconv.Itoa(i) + "_CLIENTS_ONLY" }

@@ -21,6 +21,7 @@ import (
 	"github.com/pion/interceptor/pkg/gcc"
 	"github.com/pion/interceptor/pkg/nack"
 	"github.com/pion/interceptor/pkg/report"
+	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/mediafleet/mediafleet/mediaserver/config"
@@ -166,6 +167,12 @@ func NewAPIs(cfg *config.Config) (APIs, io.Closer, error) {
 			ir.Add(rr)
 		}
 		if send {
+			// abs-send-time, written per viewer where it negotiated it
+			// (browsers offer it; their receive-side estimate and REMB
+			// rest on it).
+			if err := me.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: sdp.ABSSendTimeURI}, webrtc.RTPCodecTypeVideo); err != nil {
+				return nil, fmt.Errorf("abs-send-time: %w", err)
+			}
 			sr, err := report.NewSenderInterceptor()
 			if err != nil {
 				return nil, fmt.Errorf("sender reports: %w", err)
@@ -236,13 +243,18 @@ func publicAddresses(cfg *config.Config) ([]string, error) {
 
 // ICEServers turns the configured STUN and TURN servers into pion's form,
 // with the credentials of one session (id): a TURN server with a shared
-// secret gets credentials minted for it, valid for the server's TTL.
-func ICEServers(cfg *config.Config, id string, now time.Time) []webrtc.ICEServer {
+// secret gets credentials minted for it, valid for the server's TTL. For
+// the server's own PeerConnections (forServer) the clients-only ones are
+// left out.
+func ICEServers(cfg *config.Config, id string, now time.Time, forServer bool) []webrtc.ICEServer {
 	var out []webrtc.ICEServer
 	if len(cfg.STUNServers) > 0 {
 		out = append(out, webrtc.ICEServer{URLs: cfg.STUNServers})
 	}
 	for _, t := range cfg.TURNServers {
+		if forServer && t.ClientsOnly {
+			continue
+		}
 		user, pass := t.Credentials(now, id)
 		out = append(out, webrtc.ICEServer{URLs: t.URLs, Username: user, Credential: pass})
 	}

@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/pion/rtp"
-	"github.com/pion/webrtc/v4"
 )
 
 // DownTrack is what one viewer receives of one feed: its own local track
@@ -16,7 +15,7 @@ import (
 // the same epochs), and NACKs are answered from the feed's packet cache.
 type DownTrack struct {
 	feed  *Feed
-	local *webrtc.TrackLocalStaticRTP
+	local *downLocal
 
 	// mu orders everything written to the viewer (packets, retransmissions)
 	// and guards the rewriting state.
@@ -39,15 +38,14 @@ type DownTrack struct {
 	lastTS    uint32
 	lastAt    time.Time
 	out       rtp.Packet
+	ext       extScratch
+	rtxSeq    uint16 // the RTX stream's last sequence number
 	scratch   []byte
+	rtxBuf    []byte
 }
 
 func newDownTrack(f *Feed) (*DownTrack, error) {
-	local, err := webrtc.NewTrackLocalStaticRTP(f.codec, f.trackID, f.streamID)
-	if err != nil {
-		return nil, err
-	}
-	return &DownTrack{feed: f, local: local, capRank: noCap, bweRank: noCap}, nil
+	return &DownTrack{feed: f, local: newDownLocal(f.codec, f.trackID, f.streamID), capRank: noCap, bweRank: noCap}, nil
 }
 
 // noCap lets a viewer have the best layer there is.
@@ -168,13 +166,13 @@ func (d *DownTrack) write(h *rtp.Header, payload []byte) error {
 // writeLocked forwards one packet of the current layer. h and payload are
 // shared with the feed's other viewers and only read. The publisher's
 // header extensions are not passed on: their ids are the publisher's
-// negotiation, not the viewer's.
+// negotiation, not the viewer's; the viewer's own are written per viewer
+// (see downLocal).
 func (d *DownTrack) writeLocked(h *rtp.Header, payload []byte) error {
 	if !d.started {
 		d.startEpoch(h)
 	}
 	d.out.Header = *h
-	d.out.Extension, d.out.Extensions, d.out.ExtensionProfile = false, nil, 0
 	d.out.SequenceNumber = h.SequenceNumber + d.seqOffset
 	d.out.Timestamp = h.Timestamp + d.tsOffset
 	d.out.Payload = payload
@@ -184,12 +182,13 @@ func (d *DownTrack) writeLocked(h *rtp.Header, payload []byte) error {
 	if !d.hasPrev || int16(d.out.SequenceNumber-d.lastSeq) > 0 {
 		d.lastSeq, d.lastTS, d.lastAt, d.hasPrev = d.out.SequenceNumber, d.out.Timestamp, time.Now(), true
 	}
-	return d.local.WriteRTP(&d.out)
+	return d.local.write(&d.out.Header, payload, &d.ext)
 }
 
 // retransmit answers a viewer's NACK for the given sequence numbers (as
-// the viewer numbers them) from the feed's cache. Packets from before this
-// epoch, not yet forwarded, or no longer cached are missed.
+// the viewer numbers them) from the feed's cache, on the viewer's RTX
+// stream where it negotiated one. Packets from before this epoch, not yet
+// forwarded, or no longer cached are missed.
 func (d *DownTrack) retransmit(seqs []uint16) (answered, missed int) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -210,8 +209,7 @@ func (d *DownTrack) retransmit(seqs []uint16) (answered, missed int) {
 		}
 		p.SequenceNumber = vs
 		p.Timestamp += d.tsOffset
-		p.Extension, p.Extensions, p.ExtensionProfile = false, nil, 0
-		if err := d.local.WriteRTP(&p); err != nil {
+		if _, err := d.local.retransmit(&p.Header, p.Payload, &d.ext, &d.rtxSeq, &d.rtxBuf); err != nil {
 			missed++
 			continue
 		}

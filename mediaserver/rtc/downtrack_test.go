@@ -234,3 +234,21 @@ func TestFitLayer(t *testing.T) {
 		}
 	}
 }
+
+func TestAbsSendTime(t *testing.T) {
+	for _, tc := range []struct {
+		t    time.Time
+		want uint32
+	}{
+		{time.Unix(0, 0), 0},
+		{time.Unix(1, 0), 1 << 18},
+		{time.Unix(0, 500_000_000), 1 << 17},
+		{time.Unix(63, 0), 63 << 18},
+		{time.Unix(64, 0), 0}, // 6 bits of seconds: wraps every 64 s
+		{time.Unix(65, 250_000_000), 1<<18 | 1<<16},
+	} {
+		if got := absSendTime(tc.t); got != tc.want {
+			t.Errorf("absSendTime(%v) = %#x, want %#x", tc.t.UnixNano(), got, tc.want)
+		}
+	}
+}

@@ -189,7 +189,7 @@ func (e *Engine) newSession(kind Kind, roomName string) (*Session, error) {
 		api = e.apis.FullBWE
 	}
 	pc, err := api.NewPeerConnection(webrtc.Configuration{
-		ICEServers:   ICEServers(e.cfg, s.ID, s.created),
+		ICEServers:   ICEServers(e.cfg, s.ID, s.created, true),
 		BundlePolicy: webrtc.BundlePolicyMaxBundle,
 	})
 	if err != nil {

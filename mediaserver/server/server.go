@@ -5,7 +5,6 @@ package server
 
 import (
 	"context"
-	"crypto/subtle"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
@@ -295,29 +294,7 @@ func (s *Server) adminHandler() http.Handler {
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	return signal.Instrument(s.metrics, s.requireAdminToken(mux))
-}
-
-// openAdminPaths are what kubelet probes and Prometheus scrapes: they
-// reveal nothing that needs guarding.
-var openAdminPaths = map[string]bool{"/healthz": true, "/readyz": true, "/metrics": true}
-
-// requireAdminToken answers 401 to every admin request but the open paths
-// unless it carries "Authorization: Bearer <ADMIN_TOKEN>" (compared in
-// constant time). Without a token the admin port is loopback-only and open.
-func (s *Server) requireAdminToken(next http.Handler) http.Handler {
-	if s.cfg.AdminToken == "" {
-		return next
-	}
-	want := []byte("Bearer " + s.cfg.AdminToken)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if openAdminPaths[r.URL.Path] || subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) == 1 {
-			next.ServeHTTP(w, r)
-			return
-		}
-		w.Header().Set("WWW-Authenticate", `Bearer realm="mediafleet-admin"`)
-		http.Error(w, "the admin API needs Authorization: Bearer <ADMIN_TOKEN>", http.StatusUnauthorized)
-	})
+	return signal.Instrument(s.metrics, statusapi.RequireAdminToken(s.cfg.AdminToken, mux))
 }
 
 // Report is the /status document. It reads the goroutine count (cheap) but

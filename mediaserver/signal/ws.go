@@ -229,7 +229,7 @@ func (c *wsConn) join(room string) {
 		c.sess = sess
 		c.sessMu.Unlock()
 		c.log = c.log.With("session", sess.ID, "room", room)
-		c.safeSend(&Message{Type: TypeJoined, SessionID: sess.ID, Room: room, ICEServers: rtc.ICEServers(c.srv.cfg, sess.ID, time.Now())})
+		c.safeSend(&Message{Type: TypeJoined, SessionID: sess.ID, Room: room, ICEServers: rtc.ICEServers(c.srv.cfg, sess.ID, time.Now(), false)})
 		sess.OnClose(func(reason string) {
 			c.safeSend(&Message{Type: TypeClosed, Reason: reason})
 			c.closeAfterFlush()

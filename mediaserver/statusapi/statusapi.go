@@ -7,7 +7,11 @@
 // version only when old readers can ignore them.
 package statusapi
 
-import "time"
+import (
+	"crypto/subtle"
+	"net/http"
+	"time"
+)
 
 // APIVersion is the version of the report this package describes.
 const APIVersion = "status.mediafleet.io/v1"
@@ -116,4 +120,26 @@ type Member struct {
 	AdminAddress string `json:"adminAddress"`
 	Ready        bool   `json:"ready"`
 	Draining     bool   `json:"draining"`
+}
+
+// OpenAdminPaths are what kubelet probes and Prometheus scrapes on an
+// admin port: they reveal nothing that needs guarding.
+var OpenAdminPaths = map[string]bool{"/healthz": true, "/readyz": true, "/metrics": true}
+
+// RequireAdminToken answers 401 to every request but OpenAdminPaths unless
+// it carries "Authorization: Bearer <token>" (compared in constant time).
+// An empty token guards nothing (an admin port on loopback only).
+func RequireAdminToken(token string, next http.Handler) http.Handler {
+	if token == "" {
+		return next
+	}
+	want := []byte("Bearer " + token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if OpenAdminPaths[r.URL.Path] || subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) == 1 {
+			next.ServeHTTP(w, r)
+			return
+		}
+		w.Header().Set("WWW-Authenticate", `Bearer realm="mediafleet-admin"`)
+		http.Error(w, "the admin API needs Authorization: Bearer <ADMIN_TOKEN>", http.StatusUnauthorized)
+	})
 }

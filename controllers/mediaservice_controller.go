@@ -139,6 +139,9 @@ func (r *MediaServiceReconciler) finish(ctx context.Context, sc *scope, res ctrl
 	if sc.monitoring != nil {
 		meta.SetStatusCondition(&sc.ms.Status.Conditions, *sc.monitoring)
 	}
+	if sc.turnDone {
+		sc.ms.Status.TURN = sc.turn
+	}
 	undelivered, err := r.writeStatus(ctx, sc.ms, sc.before, sc.pods, sc.reports, retErr)
 	if err != nil {
 		log.FromContext(ctx).Error(err, "write status")
@@ -186,7 +189,7 @@ func (r *MediaServiceReconciler) reconcileDeployment(ctx context.Context, sc *sc
 	if err != nil {
 		return done, err
 	}
-	return result(applyChild(ctx, r, sc, "Deployment", &appsv1.Deployment{}, desired.Deployment(sc.ms, r.Options.builders(), hash), extractDeployment))
+	return result(applyChild(ctx, r, sc, "Deployment", &appsv1.Deployment{}, desired.Deployment(sc.ms, r.Options.builders(), hash, desired.Gateway{URLs: sc.turnURLs, SecretHash: sc.turnSecretHash}), extractDeployment))
 }
 
 func (r *MediaServiceReconciler) reconcileServices(ctx context.Context, sc *scope) (ctrl.Result, error) {
@@ -335,6 +338,9 @@ func (r *MediaServiceReconciler) SetupWithManager(mgr ctrl.Manager) error {
 // Service, which carries the Service's labels) to its MediaService by label.
 func podToMediaService(_ context.Context, obj client.Object) []reconcile.Request {
 	name := obj.GetLabels()[desired.LabelMediaService]
+	if name == "" {
+		name = obj.GetLabels()[desired.LabelTURNGateway] // a gateway pod
+	}
 	if name == "" || obj.GetLabels()[desired.LabelManagedBy] != desired.ManagedByValue {
 		return nil
 	}

@@ -93,6 +93,10 @@ func (o *Observer) deliverMembership(ctx context.Context, pods []corev1.Pod) {
 	for i := range pods {
 		p := &pods[i]
 		ms := p.Labels[desired.LabelMediaService]
+		if gw := p.Labels[desired.LabelTURNGateway]; ms == "" && gw != "" {
+			alive[types.NamespacedName{Namespace: p.Namespace, Name: p.Name}] = true
+			continue
+		}
 		if ms == "" {
 			continue
 		}
@@ -115,23 +119,41 @@ func (o *Observer) deliverMembership(ctx context.Context, pods []corev1.Pod) {
 		}
 	}
 	m.mu.Unlock()
+	gateways := gatewayPods(pods)
 	var all []membershipSend
 	for key, ps := range byMS {
-		all = append(all, o.membershipSends(ctx, key, ps)...)
+		all = append(all, o.membershipSends(ctx, key, ps, gateways[key])...)
 	}
 	o.sendMembership(ctx, all)
+}
+
+// gatewayPods are the TURN gateway pods (running, with an address) by
+// MediaService: they get the member list (the media pods they may relay
+// to) without being members.
+func gatewayPods(pods []corev1.Pod) map[types.NamespacedName][]*corev1.Pod {
+	out := map[types.NamespacedName][]*corev1.Pod{}
+	for i := range pods {
+		p := &pods[i]
+		gw := p.Labels[desired.LabelTURNGateway]
+		if gw == "" || p.Labels[desired.LabelMediaService] != "" || !observable(p) || p.DeletionTimestamp != nil {
+			continue
+		}
+		key := types.NamespacedName{Namespace: p.Namespace, Name: gw}
+		out[key] = append(out[key], p)
+	}
+	return out
 }
 
 // DeliverMembershipFor brings one MediaService's pods up to date with the
 // member list its pods (as cached) describe, at once: the reconciler calls
 // it on every pod change, so a pod that turns ready learns within moments
 // that it may own rooms, not at the next observation pass.
-func (o *Observer) DeliverMembershipFor(ctx context.Context, key types.NamespacedName, pods []corev1.Pod) {
+func (o *Observer) DeliverMembershipFor(ctx context.Context, key types.NamespacedName, pods, gateways []corev1.Pod) {
 	ps := make([]*corev1.Pod, 0, len(pods))
 	for i := range pods {
 		ps = append(ps, &pods[i])
 	}
-	o.sendMembership(ctx, o.membershipSends(ctx, key, ps))
+	o.sendMembership(ctx, o.membershipSends(ctx, key, ps, gatewayPods(gateways)[key]))
 }
 
 // noteHeldMembership compares the generation a pod reports holding with
@@ -181,7 +203,7 @@ type membershipSend struct {
 
 // membershipSends updates the MediaService's current list from its pods and
 // returns the deliveries still owed.
-func (o *Observer) membershipSends(ctx context.Context, key types.NamespacedName, ps []*corev1.Pod) []membershipSend {
+func (o *Observer) membershipSends(ctx context.Context, key types.NamespacedName, ps, gateways []*corev1.Pod) []membershipSend {
 	members := o.members(ps)
 	// The highest generation a pod said it holds (its /status): a list
 	// that must win over a refused one starts above it. Pods refuse
@@ -213,6 +235,13 @@ func (o *Observer) membershipSends(ctx context.Context, key types.NamespacedName
 		podKey := types.NamespacedName{Namespace: key.Namespace, Name: mb.Name}
 		if m.delivered[podKey] < cur.Generation {
 			sends = append(sends, membershipSend{ms: key, pod: podKey, addr: mb.AdminAddress, token: token, list: cur})
+		}
+	}
+	for _, p := range gateways {
+		podKey := types.NamespacedName{Namespace: p.Namespace, Name: p.Name}
+		if m.delivered[podKey] < cur.Generation {
+			addr := net.JoinHostPort(p.Status.PodIP, strconv.Itoa(int(adminPort(p))))
+			sends = append(sends, membershipSend{ms: key, pod: podKey, addr: addr, token: token, list: cur})
 		}
 	}
 	return sends

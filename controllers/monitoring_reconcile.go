@@ -144,6 +144,14 @@ func (r *MediaServiceReconciler) reconcileMonitoring(ctx context.Context, sc *sc
 	} else if err := r.deleteOwned(ctx, ms, &monitoringv1.PodMonitor{ObjectMeta: metav1.ObjectMeta{Name: desired.PodMonitorName(ms), Namespace: ms.Namespace}}); err != nil {
 		return 0, cond, err
 	}
+	if pmOn && desired.TURNEnabled(ms) {
+		if err := r.applyTyped(ctx, sc, &monitoringv1.PodMonitor{}, desired.TURNPodMonitor(ms)); err != nil {
+			return 0, cond, err
+		}
+		done = append(done, "PodMonitor "+desired.TURNPodMonitorName(ms))
+	} else if err := r.deleteOwned(ctx, ms, &monitoringv1.PodMonitor{ObjectMeta: metav1.ObjectMeta{Name: desired.TURNPodMonitorName(ms), Namespace: ms.Namespace}}); err != nil {
+		return 0, cond, err
+	}
 	if rulesOn {
 		if err := r.applyTyped(ctx, sc, &monitoringv1.PrometheusRule{}, desired.PrometheusRule(ms)); err != nil {
 			return 0, cond, err

@@ -134,6 +134,26 @@ func (o *Observer) ObserveOnce(ctx context.Context) {
 		p := &pods.Items[i]
 		key := client.ObjectKeyFromObject(p)
 		msName := p.Labels[desired.LabelMediaService]
+		if gw := p.Labels[desired.LabelTURNGateway]; msName == "" && gw != "" && observable(p) {
+			// A TURN gateway pod: only which member list it holds (a
+			// restarted one is owed the list again).
+			msKey := types.NamespacedName{Namespace: p.Namespace, Name: gw}
+			token, ok := tokens[msKey]
+			if !ok {
+				token = o.token(ctx, p.Namespace, gw)
+				tokens[msKey] = token
+			}
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				if obs := o.fetch(ctx, p, token); obs.Reachable {
+					o.noteHeldMembership(msKey, key, obs.Report.MembershipGeneration)
+				}
+			}()
+			continue
+		}
 		if msName == "" {
 			continue
 		}

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -9,6 +10,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	mediav1alpha1 "github.com/mediafleet/mediafleet/api/v1alpha1"
+	"github.com/mediafleet/mediafleet/controllers/desired"
 )
 
 // scope is what one reconcile of one MediaService works on, handed to every
@@ -22,6 +24,11 @@ type scope struct {
 	reports    []podReport
 	applied    appliedLog
 	monitoring *metav1.Condition
+	// The TURN gateway as the turn phase found it (turnDone: it ran).
+	turn           *mediav1alpha1.TURNStatus
+	turnURLs       []string
+	turnSecretHash string
+	turnDone       bool
 }
 
 // phase is one step of a reconcile. A phase asks to be run again after
@@ -40,6 +47,7 @@ func (r *MediaServiceReconciler) phases() []phase {
 		{"serviceaccount", r.reconcileServiceAccount},
 		{"admin-token", r.reconcileAdminToken},
 		{"node-addresses", r.reconcileNodeAddresses},
+		{"turn", r.reconcileTURN},
 		{"deployment", r.reconcileDeployment},
 		{"services", r.reconcileServices},
 		{"poddisruptionbudget", r.reconcilePDB},
@@ -60,7 +68,13 @@ func result(err error) (ctrl.Result, error) { return done, err }
 // readiness changes, not at the next observation pass.
 func (r *MediaServiceReconciler) reconcileMembership(ctx context.Context, sc *scope) (ctrl.Result, error) {
 	if r.Observer != nil {
-		r.Observer.DeliverMembershipFor(ctx, client.ObjectKeyFromObject(sc.ms), sc.pods)
+		gateways := &corev1.PodList{}
+		if desired.TURNEnabled(sc.ms) {
+			if err := r.List(ctx, gateways, client.InNamespace(sc.ms.Namespace), client.MatchingLabels(desired.TURNSelectorLabels(sc.ms))); err != nil {
+				return done, fmt.Errorf("list TURN gateway pods: %w", err)
+			}
+		}
+		r.Observer.DeliverMembershipFor(ctx, client.ObjectKeyFromObject(sc.ms), sc.pods, gateways.Items)
 	}
 	return done, nil
 }

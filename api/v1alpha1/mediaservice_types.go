@@ -104,6 +104,149 @@ type MediaServiceSpec struct {
 	// spec.replicas is yours.
 	// +optional
 	Autoscaling *AutoscalingSpec `json:"autoscaling,omitempty"`
+
+	// TURN runs a TURN gateway for this MediaService (off by default): its
+	// own Deployment and Service, relaying clients that cannot reach the
+	// media pods directly (outside the cluster, behind NAT, or behind
+	// firewalls that pass only TLS on 443) to the media pods, and only to
+	// them. The media pods then hand clients short-lived credentials for
+	// it.
+	// +optional
+	TURN *TURNSpec `json:"turn,omitempty"`
+}
+
+// TURNSpec configures the MediaService's TURN gateway.
+// +kubebuilder:validation:XValidation:rule="!has(self.tls.enabled) || !self.tls.enabled || has(self.tls.secretRef)",message="turn.tls.enabled needs turn.tls.secretRef: a kubernetes.io/tls Secret holding the gateway's certificate"
+// +kubebuilder:validation:XValidation:rule="(has(self.udp.enabled) && self.udp.enabled) || (has(self.tcp.enabled) && self.tcp.enabled) || (has(self.tls.enabled) && self.tls.enabled)",message="turn needs at least one listener: udp, tcp or tls"
+// +kubebuilder:validation:XValidation:rule="!has(self.tcp.enabled) || !self.tcp.enabled || !has(self.tls.enabled) || !self.tls.enabled || self.tcp.port != self.tls.port",message="turn.tcp.port and turn.tls.port must differ (both are TCP)"
+// +kubebuilder:validation:XValidation:rule="self.serviceType != 'NodePort' || has(self.publicAddress)",message="turn.serviceType NodePort needs turn.publicAddress: the address clients reach a node at"
+type TURNSpec struct {
+	// Enabled runs the gateway.
+	// +optional
+	Enabled bool `json:"enabled,omitempty"`
+
+	// Replicas of the gateway.
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100
+	// +optional
+	Replicas *int32 `json:"replicas,omitempty"`
+
+	// UDP is the plain TURN listener over UDP (on, port 3478 by default).
+	// +kubebuilder:default={enabled: true, port: 3478}
+	// +optional
+	UDP TURNUDPListener `json:"udp,omitzero"`
+
+	// TCP is the plain TURN listener over TCP (off by default).
+	// +kubebuilder:default={enabled: false, port: 3478}
+	// +optional
+	TCP TURNListener `json:"tcp,omitzero"`
+
+	// TLS is TURN over TLS (turns:), for networks that pass only TLS on
+	// 443 (off by default; needs secretRef).
+	// +kubebuilder:default={enabled: false, port: 443}
+	// +optional
+	TLS TURNTLSListener `json:"tls,omitzero"`
+
+	// ServiceType of the gateway's Service. With NodePort, publicAddress
+	// says where clients reach a node.
+	// +kubebuilder:default=LoadBalancer
+	// +optional
+	ServiceType ServiceType `json:"serviceType,omitempty"`
+
+	// PublicAddress is the IP address or DNS name clients are told to
+	// use, when the Service's own address (its load balancer's, or its
+	// cluster IP) is not what they reach.
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9]([-A-Za-z0-9.:]*[A-Za-z0-9])?$`
+	// +optional
+	PublicAddress string `json:"publicAddress,omitempty"`
+
+	// CredentialTTL is how long the credentials a media pod hands a client
+	// stay valid (default 1h).
+	// +kubebuilder:default="1h"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$') || (duration(self) >= duration('1m') && duration(self) <= duration('24h'))",message="turn.credentialTTL must be between 1m and 24h"
+	// +optional
+	CredentialTTL metav1.Duration `json:"credentialTTL,omitzero"`
+
+	// MaxAllocationsPerPod bounds one gateway pod's allocations (a
+	// client's relay; about one per session and client).
+	// +kubebuilder:default=1000
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100000
+	// +optional
+	MaxAllocationsPerPod int32 `json:"maxAllocationsPerPod,omitempty"`
+
+	// MaxAllocationsPerUser bounds the allocations of one username (one
+	// session's credentials).
+	// +kubebuilder:default=4
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=64
+	// +optional
+	MaxAllocationsPerUser int32 `json:"maxAllocationsPerUser,omitempty"`
+
+	// MaxKbpsPerAllocation bounds an allocation's bitrate in each
+	// direction, in kbit/s (0: unbounded). Packets beyond it are dropped
+	// and counted.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1000000
+	// +optional
+	MaxKbpsPerAllocation int32 `json:"maxKbpsPerAllocation,omitempty"`
+
+	// Resources of the gateway container.
+	// +optional
+	Resources corev1.ResourceRequirements `json:"resources,omitzero"`
+}
+
+// TURNUDPListener is the UDP listener (on unless switched off).
+type TURNUDPListener struct {
+	// Enabled opens the listener (default true).
+	// +kubebuilder:default=true
+	// +optional
+	Enabled *bool `json:"enabled,omitempty"`
+	// Port on the Service.
+	// +kubebuilder:default=3478
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	// +optional
+	Port int32 `json:"port,omitempty"`
+}
+
+// On says whether the UDP listener is open (nil: the default, on).
+func (l TURNUDPListener) On() bool { return l.Enabled == nil || *l.Enabled }
+
+// TURNListener is one plain TURN listener: the Service's port.
+type TURNListener struct {
+	// Enabled opens the listener.
+	// +optional
+	Enabled bool `json:"enabled,omitempty"`
+	// Port on the Service.
+	// +kubebuilder:default=3478
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	// +optional
+	Port int32 `json:"port,omitempty"`
+}
+
+// TURNTLSListener is the TURN-over-TLS listener.
+type TURNTLSListener struct {
+	// Enabled opens the listener.
+	// +optional
+	Enabled bool `json:"enabled,omitempty"`
+	// Port on the Service.
+	// +kubebuilder:default=443
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	// +optional
+	Port int32 `json:"port,omitempty"`
+	// SecretRef names a kubernetes.io/tls Secret (tls.crt, tls.key) with
+	// the gateway's certificate; renewals are picked up without a
+	// restart.
+	// +optional
+	SecretRef *corev1.LocalObjectReference `json:"secretRef,omitempty"`
 }
 
 // NetworkPolicySpec configures the generated NetworkPolicy.
@@ -202,6 +345,16 @@ type RulesSpec struct {
 	// +kubebuilder:default={for: "5m", severity: warning, threshold: 5}
 	// +optional
 	PacketLoss AlertSpec `json:"packetLoss,omitzero"`
+	// TURNAllocations fires when a TURN gateway pod's allocations exceed
+	// threshold percent of turn.maxAllocationsPerPod (spec.turn only).
+	// +kubebuilder:default={for: "5m", severity: warning, threshold: 80}
+	// +optional
+	TURNAllocations AlertSpec `json:"turnAllocations,omitzero"`
+	// TURNGatewayDown fires when a TURN gateway pod cannot be scraped
+	// (spec.turn only).
+	// +kubebuilder:default={for: "2m", severity: critical}
+	// +optional
+	TURNGatewayDown AlertSpec `json:"turnGatewayDown,omitzero"`
 }
 
 // DefaultRunbookBaseURL is RunbookBaseURL's default (the marker above must
@@ -637,6 +790,23 @@ type PodStatus struct {
 	Message string `json:"message,omitempty"`
 }
 
+// TURNStatus is the TURN gateway as last seen.
+type TURNStatus struct {
+	// URLs clients are given (turn: and turns:); empty until the
+	// Service has an address clients can use.
+	// +kubebuilder:validation:MaxItems=3
+	// +optional
+	URLs []string `json:"urls,omitempty"`
+	// Address is the host in URLs.
+	// +optional
+	Address string `json:"address,omitempty"`
+	// Replicas and ReadyReplicas of the gateway.
+	// +optional
+	Replicas int32 `json:"replicas,omitempty"`
+	// +optional
+	ReadyReplicas int32 `json:"readyReplicas,omitempty"`
+}
+
 // MediaServiceStatus is what the operator observed.
 type MediaServiceStatus struct {
 	// ObservedGeneration is the generation the status reflects.
@@ -668,6 +838,9 @@ type MediaServiceStatus struct {
 	// +listType=set
 	// +optional
 	LeakingPods []string `json:"leakingPods,omitempty"`
+	// TURN is the gateway as clients reach it (spec.turn.enabled).
+	// +optional
+	TURN *TURNStatus `json:"turn,omitempty"`
 	// Conditions: Available, Progressing, Degraded, GoroutineLeak.
 	// +listType=map
 	// +listMapKey=type
@@ -686,6 +859,7 @@ type MediaServiceStatus struct {
 // +kubebuilder:printcolumn:name="Capacity",type=integer,JSONPath=`.status.sessions.capacity`
 // +kubebuilder:printcolumn:name="Available",type=string,JSONPath=`.status.conditions[?(@.type=="Available")].status`
 // +kubebuilder:printcolumn:name="Leak",type=string,JSONPath=`.status.conditions[?(@.type=="GoroutineLeak")].status`
+// +kubebuilder:printcolumn:name="TURN",type=string,JSONPath=`.status.turn.address`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:validation:XValidation:rule="self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && size(self.metadata.name) <= 52",message="metadata.name must be a DNS label of at most 52 characters starting with a letter (it names Services and pods)"
 type MediaService struct {

@@ -255,7 +255,7 @@ func TestDesiredDeployment(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			d := Deployment(defaulted(tc.mut), opts, "0123abcd")
+			d := Deployment(defaulted(tc.mut), opts, "0123abcd", Gateway{})
 			if *d.Name != "demo" || *d.Namespace != "media" || len(d.OwnerReferences) != 1 || !*d.OwnerReferences[0].Controller {
 				t.Fatalf("metadata %+v", d.ObjectMetaApplyConfiguration)
 			}
@@ -349,7 +349,7 @@ func TestPodTemplateFieldsSurviveTheBuilder(t *testing.T) {
 	d := Deployment(defaulted(func(ms *mediav1alpha1.MediaService) {
 		ms.Spec.PodTemplate.Affinity = aff
 		ms.Spec.PodTemplate.Tolerations = tols
-	}), Options{}, "")
+	}), Options{}, "", Gateway{})
 	asJSON := func(v any) string {
 		raw, err := json.Marshal(v)
 		if err != nil {
@@ -368,7 +368,7 @@ func TestPodTemplateFieldsSurviveTheBuilder(t *testing.T) {
 	d = Deployment(defaulted(func(ms *mediav1alpha1.MediaService) {
 		ms.Spec.PodTemplate.Affinity = aff.DeepCopy()
 		ms.Spec.ICE = mediav1alpha1.ICESpec{HostNetwork: true, UDPMuxPort: ptr.To(int32(50000))}
-	}), Options{}, "")
+	}), Options{}, "", Gateway{})
 	anti := d.Spec.Template.Spec.Affinity.PodAntiAffinity
 	if len(anti.PreferredDuringSchedulingIgnoredDuringExecution) != 1 || len(anti.RequiredDuringSchedulingIgnoredDuringExecution) != 1 ||
 		*anti.RequiredDuringSchedulingIgnoredDuringExecution[0].TopologyKey != corev1.LabelHostname {

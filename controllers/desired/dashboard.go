@@ -80,10 +80,11 @@ func dashboardJSON(ms *mediav1alpha1.MediaService) (string, error) {
 	sel := fmt.Sprintf(`namespace=%q,%s=%q`, ms.Namespace, LabelMediaServiceSeries, ms.Name)
 	ds := gDatasource{Type: "prometheus", UID: "${datasource}"}
 	type q struct{ expr, legend string }
-	panels := []struct {
+	type panel struct {
 		title, unit string
 		queries     []q
-	}{
+	}
+	panels := []panel{
 		{"Active sessions", "short", []q{{fmt.Sprintf(`sum by (kind) (media_active_sessions{%s})`, sel), "{{kind}}"},
 			{fmt.Sprintf(`sum(media_session_capacity{%s})`, sel), "capacity"}}},
 		{"Request rate", "reqps", []q{{fmt.Sprintf(`sum by (route) (rate(media_http_requests_total{%s}[5m]))`, sel), "{{route}}"}}},
@@ -111,6 +112,19 @@ func dashboardJSON(ms *mediav1alpha1.MediaService) (string, error) {
 			{fmt.Sprintf(`sum(rate(media_keyframe_requests_total{%s}[5m]))`, sel), "keyframe requests/s"},
 			{fmt.Sprintf(`sum(rate(media_layer_switches_total{%s}[5m]))`, sel), "simulcast layer switches/s"},
 			{fmt.Sprintf(`sum by (layer) (rate(media_layer_seconds_total{%s}[5m]))`, sel), "viewers on layer {{layer}}"}}},
+	}
+	if TURNEnabled(ms) {
+		tsel := fmt.Sprintf(`namespace=%q,%s=%q`, ms.Namespace, LabelTURNGatewaySeries, ms.Name)
+		panels = append(panels,
+			panel{"TURN gateway: allocations and refusals", "short", []q{
+				{fmt.Sprintf(`turn_allocations{%s}`, tsel), "{{pod}} allocations"},
+				{fmt.Sprintf(`turn_allocations_limit{%s}`, tsel), "{{pod}} limit"},
+				{fmt.Sprintf(`sum by (reason) (rate(turn_refused_permissions_total{%s}[5m]))`, tsel), "refused {{reason}}/s"},
+				{fmt.Sprintf(`sum by (reason) (rate(turn_auth_failures_total{%s}[5m]))`, tsel), "auth failures {{reason}}/s"},
+				{fmt.Sprintf(`sum by (reason) (rate(turn_quota_refused_total{%s}[5m]))`, tsel), "quota refusals {{reason}}/s"}}},
+			panel{"TURN gateway: relayed traffic", "Bps", []q{
+				{fmt.Sprintf(`sum by (direction) (rate(turn_relayed_bytes_total{%s}[5m]))`, tsel), "{{direction}}"},
+				{fmt.Sprintf(`sum by (direction) (rate(turn_over_budget_packets_total{%s}[5m]))`, tsel), "over budget {{direction}} (pkts/s)"}}})
 	}
 	d := gDashboard{
 		UID:   "mediafleet-" + shortHash(ms.Namespace+"/"+ms.Name),

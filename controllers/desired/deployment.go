@@ -39,8 +39,11 @@ func ownerRef(ms *mediav1alpha1.MediaService) *metav1ac.OwnerReferenceApplyConfi
 
 // Deployment builds the media Deployment of a MediaService.
 // adminTokenHash (of the admin token Secret, "" before it exists) goes on
-// the pod template so that a new token rolls the pods.
-func Deployment(ms *mediav1alpha1.MediaService, opts Options, adminTokenHash string) *appsv1ac.DeploymentApplyConfiguration {
+// the pod template so that a new token rolls the pods. gw is the
+// MediaService's own TURN gateway as clients reach it (no URLs while it has
+// no address): the pods announce it to clients with credentials minted
+// from its shared secret.
+func Deployment(ms *mediav1alpha1.MediaService, opts Options, adminTokenHash string, gw Gateway) *appsv1ac.DeploymentApplyConfiguration {
 	spec := ms.Spec
 	replicas := int32(1)
 	if spec.Replicas != nil {
@@ -63,7 +66,7 @@ func Deployment(ms *mediav1alpha1.MediaService, opts Options, adminTokenHash str
 		WithName(ContainerName).
 		WithImage(image).
 		WithPorts(containerPorts(ms)...).
-		WithEnv(podEnv(ms)...).
+		WithEnv(podEnv(ms, gw.URLs)...).
 		WithReadinessProbe(corev1ac.Probe().
 			WithHTTPGet(corev1ac.HTTPGetAction().WithPath("/readyz").WithPort(intstr.FromString(PortNameAdmin)).WithScheme(corev1.URISchemeHTTP)).
 			WithPeriodSeconds(2).WithTimeoutSeconds(1).WithSuccessThreshold(1).WithFailureThreshold(2)).
@@ -130,6 +133,10 @@ func Deployment(ms *mediav1alpha1.MediaService, opts Options, adminTokenHash str
 	if adminTokenHash != "" {
 		annotations[AnnotationAdminTokenHash] = adminTokenHash // ours wins
 	}
+	if len(gw.URLs) > 0 && gw.SecretHash != "" {
+		// A new gateway secret rolls the media pods, which mint with it.
+		annotations[AnnotationTURNSecretHash] = gw.SecretHash
+	}
 	if len(annotations) > 0 {
 		template.WithAnnotations(annotations)
 	}
@@ -143,6 +150,12 @@ func Deployment(ms *mediav1alpha1.MediaService, opts Options, adminTokenHash str
 			WithStrategy(rolloutStrategy(ms)).
 			WithRevisionHistoryLimit(5).
 			WithTemplate(template))
+}
+
+// Gateway is the MediaService's TURN gateway as the media pods announce it.
+type Gateway struct {
+	URLs       []string
+	SecretHash string
 }
 
 // rolloutStrategy: a pod-network fleet surges first so no ready pod is lost
@@ -208,7 +221,7 @@ func secretEnv(name, secret, key string) *corev1ac.EnvVarApplyConfiguration {
 
 // podEnv is the configuration contract (package podenv) rendered for a
 // MediaService. Secrets go by reference: the operator never reads them.
-func podEnv(ms *mediav1alpha1.MediaService) []*corev1ac.EnvVarApplyConfiguration {
+func podEnv(ms *mediav1alpha1.MediaService, gatewayURLs []string) []*corev1ac.EnvVarApplyConfiguration {
 	spec := ms.Spec
 	env := []*corev1ac.EnvVarApplyConfiguration{
 		fieldEnv(podenv.PodName, "metadata.name"),
@@ -250,7 +263,11 @@ func podEnv(ms *mediav1alpha1.MediaService) []*corev1ac.EnvVarApplyConfiguration
 	if len(spec.ICE.STUNServers) > 0 {
 		env = append(env, valueEnv(podenv.STUNServers, strings.Join(spec.ICE.STUNServers, ",")))
 	}
-	if n := len(spec.ICE.TURNServers); n > 0 {
+	gateway := len(gatewayURLs) > 0 && TURNEnabled(ms)
+	if n := len(spec.ICE.TURNServers); n > 0 || gateway {
+		if gateway {
+			n++
+		}
 		env = append(env, valueEnv(podenv.TURNServerCount, strconv.Itoa(n)))
 		for i, t := range spec.ICE.TURNServers {
 			env = append(env, valueEnv(podenv.TURNURLs(i), strings.Join(t.URLs, ",")))
@@ -269,6 +286,16 @@ func podEnv(ms *mediav1alpha1.MediaService) []*corev1ac.EnvVarApplyConfiguration
 					secretEnv(podenv.TURNUsername(i), t.CredentialsSecretRef.Name, "username"),
 					secretEnv(podenv.TURNPassword(i), t.CredentialsSecretRef.Name, "password"))
 			}
+		}
+		if gateway {
+			// The gateway relays to the pods on the pod network: the pods
+			// announce it to clients but gather no relay candidate on it.
+			i := len(spec.ICE.TURNServers)
+			env = append(env,
+				valueEnv(podenv.TURNURLs(i), strings.Join(gatewayURLs, ",")),
+				secretEnv(podenv.TURNSecret(i), TURNSecretName(ms), TURNSecretKey),
+				valueEnv(podenv.TURNTTL(i), spec.TURN.CredentialTTL.Duration.String()),
+				valueEnv(podenv.TURNClientsOnly(i), "true"))
 		}
 	}
 	if spec.ICE.HostNetwork {

@@ -68,6 +68,27 @@ func PodMonitor(ms *mediav1alpha1.MediaService) *monitoringv1.PodMonitor {
 	}
 }
 
+// LabelTURNGatewaySeries carries the MediaService's name on its TURN
+// gateway's series (not "mediaservice": the media pods' alerts, such as
+// MediaPodDown, must not fire for a gateway pod).
+const LabelTURNGatewaySeries = "turn_gateway"
+
+func TURNPodMonitorName(ms *mediav1alpha1.MediaService) string { return TURNName(ms) }
+
+// TURNPodMonitor scrapes the gateway pods' /metrics.
+func TURNPodMonitor(ms *mediav1alpha1.MediaService) *monitoringv1.PodMonitor {
+	pm := PodMonitor(ms)
+	pm.Name = TURNPodMonitorName(ms)
+	pm.Labels = withLabels(TURNLabels(ms), ms.Spec.Monitoring.PodMonitor.Labels)
+	pm.Spec.Selector = metav1.LabelSelector{MatchLabels: TURNSelectorLabels(ms)}
+	pm.Spec.PodMetricsEndpoints[0].RelabelConfigs = []monitoringv1.RelabelConfig{{
+		SourceLabels: []monitoringv1.LabelName{monitoringv1.LabelName("__meta_kubernetes_pod_label_" + sanitizeLabel(LabelTURNGateway))},
+		TargetLabel:  LabelTURNGatewaySeries,
+		Action:       "replace",
+	}}
+	return pm
+}
+
 // sanitizeLabel is how Prometheus turns a Kubernetes label name into a meta
 // label suffix.
 func sanitizeLabel(s string) string {
@@ -88,6 +109,8 @@ var alertDefaults = map[string]mediav1alpha1.AlertSpec{
 	"SessionCapacityNearlyExhausted": {For: "5m", Severity: "warning", Threshold: 90},
 	"MediaPodDown":                   {For: "2m", Severity: "critical"},
 	"HighPacketLoss":                 {For: "5m", Severity: "warning", Threshold: 5},
+	"TURNAllocationsNearQuota":       {For: "5m", Severity: "warning", Threshold: 80},
+	"TURNGatewayDown":                {For: "2m", Severity: "critical"},
 }
 
 func alertSpec(name string, a mediav1alpha1.AlertSpec) mediav1alpha1.AlertSpec {
@@ -144,6 +167,18 @@ func PrometheusRule(ms *mediav1alpha1.MediaService) *monitoringv1.PrometheusRule
 			"Sustained packet loss in " + fleet,
 			"Median packet loss is {{ $value | humanize }}%.",
 			rs.PacketLoss},
+	}
+	if TURNEnabled(ms) {
+		tsel := fmt.Sprintf(`namespace=%q,%s=%q`, ms.Namespace, LabelTURNGatewaySeries, ms.Name)
+		defs = append(defs,
+			def{"TURNAllocationsNearQuota", fmt.Sprintf(`max by (namespace, %s, pod) (turn_allocations{%s} / turn_allocations_limit{%s}) * 100 > THRESHOLD`, LabelTURNGatewaySeries, tsel, tsel),
+				"The TURN gateway of " + fleet + " is nearly full",
+				"Gateway pod {{ $labels.pod }} holds {{ $value | humanize }}% of its allocations; new clients that need the relay will be refused (486). Add turn.replicas or raise turn.maxAllocationsPerPod.",
+				rs.TURNAllocations},
+			def{"TURNGatewayDown", fmt.Sprintf(`up{%s} == 0`, tsel),
+				"A TURN gateway pod of " + fleet + " cannot be scraped",
+				"Gateway pod {{ $labels.pod }} did not answer on its admin port; clients that need the relay may not connect.",
+				rs.TURNGatewayDown})
 	}
 	var rules []monitoringv1.Rule
 	for _, d := range defs {

@@ -67,8 +67,9 @@ func runPromtool(t *testing.T, args ...string) {
 func TestAlertRulesWithPromtool(t *testing.T) {
 	promtool(t)
 	dir := t.TempDir()
-	x := defaulted(func(ms *mediav1alpha1.MediaService) { ms.Namespace, ms.Name = "media", "x" })
-	y := defaulted(func(ms *mediav1alpha1.MediaService) { ms.Namespace, ms.Name = "media", "y" })
+	withGateway := &mediav1alpha1.TURNSpec{Enabled: true}
+	x := defaulted(func(ms *mediav1alpha1.MediaService) { ms.Namespace, ms.Name, ms.Spec.TURN = "media", "x", withGateway })
+	y := defaulted(func(ms *mediav1alpha1.MediaService) { ms.Namespace, ms.Name, ms.Spec.TURN = "media", "y", withGateway })
 	writeRules(t, filepath.Join(dir, "rules.yaml"), PrometheusRule(x), PrometheusRule(y))
 
 	// x misbehaves in every way, y is healthy; the series differ only by
@@ -115,6 +116,16 @@ func TestAlertRulesWithPromtool(t *testing.T) {
 		{"media_packet_loss_ratio_bucket" + sel("y", `le="0"`), "0+12x20"},
 		{"media_packet_loss_ratio_bucket" + sel("y", `le="0.05"`), "0+12x20"},
 		{"media_packet_loss_ratio_bucket" + sel("y", `le="+Inf"`), "0+12x20"},
+		// The TURN gateways: x's pod holds 900 of 1000 allocations and its
+		// other pod is down; y's holds 100 and is up. Their series carry
+		// turn_gateway, not mediaservice: MediaPodDown does not fire for
+		// x's gateway pod (it expects x-1 alone).
+		{`turn_allocations{namespace="media",turn_gateway="x",pod="x-turn-1"}`, "900x20"},
+		{`turn_allocations_limit{namespace="media",turn_gateway="x",pod="x-turn-1"}`, "1000x20"},
+		{`turn_allocations{namespace="media",turn_gateway="y",pod="y-turn-1"}`, "100x20"},
+		{`turn_allocations_limit{namespace="media",turn_gateway="y",pod="y-turn-1"}`, "1000x20"},
+		{`up{namespace="media",turn_gateway="x",pod="x-turn-2",job="media/x-turn"}`, "0x20"},
+		{`up{namespace="media",turn_gateway="y",pod="y-turn-2",job="media/y-turn"}`, "1x20"},
 	}
 	runbook := mediav1alpha1.DefaultRunbookBaseURL + "#runbook-"
 	type alert struct {
@@ -138,6 +149,12 @@ func TestAlertRulesWithPromtool(t *testing.T) {
 			"Pod x-1 did not answer on its admin port.", "A media pod of media/x cannot be scraped"},
 		{"HighPacketLoss", "5m", "7m", map[string]string{"severity": "warning"},
 			"Median packet loss is 7.5%.", "Sustained packet loss in media/x"},
+		{"TURNAllocationsNearQuota", "4m", "6m", map[string]string{"severity": "warning", "pod": "x-turn-1", "turn_gateway": "x"},
+			"Gateway pod x-turn-1 holds 90% of its allocations; new clients that need the relay will be refused (486). Add turn.replicas or raise turn.maxAllocationsPerPod.",
+			"The TURN gateway of media/x is nearly full"},
+		{"TURNGatewayDown", "1m", "3m", map[string]string{"severity": "critical", "pod": "x-turn-2", "turn_gateway": "x", "job": "media/x-turn"},
+			"Gateway pod x-turn-2 did not answer on its admin port; clients that need the relay may not connect.",
+			"A TURN gateway pod of media/x cannot be scraped"},
 	}
 	// promtool's unit-test file format, marshalled rather than printed.
 	type expAlert struct {

@@ -65,12 +65,16 @@ type Server struct {
 	once     sync.Once
 }
 
-// Status is the gateway's GET /status document (admin token).
+// Status is the gateway's GET /status document (admin token). It shares
+// statusapi.Report's apiVersion, ready, draining and membershipGeneration,
+// so the operator reads what list a gateway holds as it does a media pod's.
 type Status struct {
-	Allocations int   `json:"allocations"`
-	Draining    bool  `json:"draining"`
-	Peers       int   `json:"peers"`
-	Generation  int64 `json:"membershipGeneration"`
+	APIVersion  string `json:"apiVersion"`
+	Ready       bool   `json:"ready"`
+	Allocations int    `json:"allocations"`
+	Draining    bool   `json:"draining"`
+	Peers       int    `json:"peers"`
+	Generation  int64  `json:"membershipGeneration"`
 }
 
 // New opens the listeners and starts serving.
@@ -380,7 +384,9 @@ func (s *Server) adminHandler() http.Handler {
 	})
 	mux.HandleFunc("GET "+statusapi.Path, func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(Status{Allocations: s.Allocations(), Draining: s.draining.Load(), Peers: len(*s.peers.Load()), Generation: s.members.Current().Generation})
+		peers := len(*s.peers.Load())
+		_ = json.NewEncoder(w).Encode(Status{APIVersion: statusapi.APIVersion, Ready: peers > 0 && !s.draining.Load(),
+			Allocations: s.Allocations(), Draining: s.draining.Load(), Peers: peers, Generation: s.members.Current().Generation})
 	})
 	mux.HandleFunc("PUT "+statusapi.MembershipPath, func(w http.ResponseWriter, r *http.Request) {
 		var mb statusapi.Membership

@@ -1,0 +1,136 @@
+package controllers
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	mediav1alpha1 "github.com/mediafleet/mediafleet/api/v1alpha1"
+	"github.com/mediafleet/mediafleet/controllers/desired"
+)
+
+// turnSecretBytes is the gateway's shared secret's entropy.
+const turnSecretBytes = 32
+
+// reconcileTURN runs the MediaService's TURN gateway (spec.turn.enabled):
+// its shared secret (made once by the operator, never logged), Deployment,
+// Service and PDB, and works out the URLs clients get. Disabled, it
+// removes them. It runs before the media Deployment, whose pods announce
+// the gateway.
+func (r *MediaServiceReconciler) reconcileTURN(ctx context.Context, sc *scope) (ctrl.Result, error) {
+	ms := sc.ms
+	if !desired.TURNEnabled(ms) {
+		meta := metav1.ObjectMeta{Name: desired.TURNName(ms), Namespace: ms.Namespace}
+		for _, obj := range []client.Object{
+			&appsv1.Deployment{ObjectMeta: meta}, &corev1.Service{ObjectMeta: meta}, &policyv1.PodDisruptionBudget{ObjectMeta: meta},
+			&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: desired.TURNSecretName(ms), Namespace: ms.Namespace}},
+		} {
+			if err := r.deleteOwned(ctx, ms, obj); err != nil {
+				return done, err
+			}
+		}
+		sc.turn, sc.turnURLs, sc.turnDone = nil, nil, true
+		return done, nil
+	}
+	secret, err := r.ensureTURNSecret(ctx, sc)
+	if err != nil {
+		return done, err
+	}
+	if err := applyChild(ctx, r, sc, "Deployment", &appsv1.Deployment{}, desired.TURNDeployment(ms, r.Options.builders(), tokenHash(secret)), extractDeployment); err != nil {
+		return done, err
+	}
+	if err := applyChild(ctx, r, sc, "Service", &corev1.Service{}, desired.TURNService(ms), extractService); err != nil {
+		return done, err
+	}
+	if err := applyChild(ctx, r, sc, "PodDisruptionBudget", &policyv1.PodDisruptionBudget{}, desired.TURNPDB(ms), extractPDB); err != nil {
+		return done, err
+	}
+	key := types.NamespacedName{Namespace: ms.Namespace, Name: desired.TURNName(ms)}
+	svc := &corev1.Service{}
+	if err := r.Get(ctx, key, svc); err != nil {
+		if !apierrors.IsNotFound(err) {
+			return done, fmt.Errorf("get TURN Service: %w", err)
+		}
+		svc = nil
+	}
+	st := &mediav1alpha1.TURNStatus{Address: desired.TURNAddress(ms, svc)}
+	st.URLs = desired.TURNURLs(ms, svc, st.Address)
+	dep := &appsv1.Deployment{}
+	if err := r.Get(ctx, key, dep); err == nil {
+		st.Replicas, st.ReadyReplicas = dep.Status.Replicas, dep.Status.ReadyReplicas
+	} else if !apierrors.IsNotFound(err) {
+		return done, fmt.Errorf("get TURN Deployment: %w", err)
+	}
+	if len(st.URLs) == 0 {
+		st.Address = ""
+	}
+	sc.turn, sc.turnURLs, sc.turnSecretHash, sc.turnDone = st, st.URLs, tokenHash(secret), true
+	return done, nil
+}
+
+// ensureTURNSecret makes the gateway's shared secret once and returns it.
+// Like the admin token it is created, never applied, and a Secret of its
+// name that this MediaService does not control is never used.
+func (r *MediaServiceReconciler) ensureTURNSecret(ctx context.Context, sc *scope) (string, error) {
+	ms := sc.ms
+	sec := &corev1.Secret{}
+	err := r.Get(ctx, types.NamespacedName{Namespace: ms.Namespace, Name: desired.TURNSecretName(ms)}, sec)
+	switch {
+	case apierrors.IsNotFound(err):
+		b := make([]byte, turnSecretBytes)
+		if _, err := rand.Read(b); err != nil {
+			return "", fmt.Errorf("TURN secret: %w", err)
+		}
+		secret := base64.RawURLEncoding.EncodeToString(b)
+		sec = &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: desired.TURNSecretName(ms), Namespace: ms.Namespace, Labels: desired.TURNLabels(ms)},
+			Type:       corev1.SecretTypeOpaque,
+			Data:       map[string][]byte{desired.TURNSecretKey: []byte(secret)},
+		}
+		if err := controllerutil.SetControllerReference(ms, sec, r.Scheme()); err != nil {
+			return "", err
+		}
+		if err := r.Create(ctx, sec, client.FieldOwner(FieldOwner)); err != nil {
+			if apierrors.IsAlreadyExists(err) {
+				return "", fmt.Errorf("TURN secret %s exists without mediafleet's labels (%w): delete or rename it", sec.Name, errForeignSecret)
+			}
+			return "", fmt.Errorf("create TURN secret %s: %w", sec.Name, err)
+		}
+		sc.applied.record(false, "Secret", sec.Name)
+		return secret, nil
+	case err != nil:
+		return "", fmt.Errorf("get TURN secret: %w", err)
+	}
+	if !metav1.IsControlledBy(sec, ms) {
+		return "", fmt.Errorf("TURN secret %s: %w", sec.Name, errForeignSecret)
+	}
+	if v := sec.Data[desired.TURNSecretKey]; len(v) >= 32 {
+		return string(v), nil
+	}
+	// Emptied or cut short: a new one, and the gateway and media pods roll.
+	b := make([]byte, turnSecretBytes)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("TURN secret: %w", err)
+	}
+	secret := base64.RawURLEncoding.EncodeToString(b)
+	if sec.Data == nil {
+		sec.Data = map[string][]byte{}
+	}
+	sec.Data[desired.TURNSecretKey] = []byte(secret)
+	if err := r.Update(ctx, sec, client.FieldOwner(FieldOwner)); err != nil {
+		return "", fmt.Errorf("renew TURN secret %s: %w", sec.Name, err)
+	}
+	sc.applied.record(true, "Secret", sec.Name)
+	return secret, nil
+}

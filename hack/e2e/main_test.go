@@ -63,6 +63,8 @@ var (
 	rtcAPI     *webrtc.API
 	httpc      = &http.Client{Timeout: 10 * time.Second}
 
+	turnCAFile string
+
 	phasesMu sync.Mutex
 	phases   []string
 )
@@ -79,6 +81,17 @@ func TestMain(m *testing.M) {
 		}
 		kubectlBin = filepath.Join(strings.TrimSpace(string(dir)), "kubectl")
 	}
+	// pion's ICE agent checks turns: servers against the system roots
+	// only: they are read from SSL_CERT_FILE when first needed, which the
+	// TURN test fills with its CA before it dials (nothing else in the
+	// suite uses the system roots).
+	caDir, err := os.MkdirTemp("", "e2e-turn-ca")
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
+		os.Exit(1)
+	}
+	turnCAFile = filepath.Join(caDir, "ca.pem")
+	_ = os.Setenv("SSL_CERT_FILE", turnCAFile)
 	if err := setup(strings.Split(envOr("E2E_INTERFACES", "mfdev0,mfbr0"), ",")); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: %v\n(start the cluster with `make dev`, or run `make test-e2e`)\n", err)
 		os.Exit(1)
@@ -90,6 +103,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "e2e: delete namespace %s: %v\n", ns, err)
 	}
 	cancel()
+	_ = os.RemoveAll(caDir)
 	fmt.Println("\nphase durations:")
 	for _, p := range phases {
 		fmt.Println("  " + p)
@@ -298,7 +312,8 @@ func waitAvailableIn(t *testing.T, namespace, name string, n int32, timeout time
 	})
 }
 
-// mediaPods lists the pods of a MediaService, sorted by name.
+// mediaPods lists the media pods of a MediaService (not its TURN
+// gateway's), sorted by name.
 func mediaPods(t *testing.T, name string) []corev1.Pod {
 	t.Helper()
 	return mediaPodsIn(t, ns, name)
@@ -307,7 +322,7 @@ func mediaPods(t *testing.T, name string) []corev1.Pod {
 func mediaPodsIn(t *testing.T, namespace, name string) []corev1.Pod {
 	t.Helper()
 	var list corev1.PodList
-	if err := kc.List(ctxFor(t, 10*time.Second), &list, client.InNamespace(namespace), client.MatchingLabels{instanceLabel: name}); err != nil {
+	if err := kc.List(ctxFor(t, 10*time.Second), &list, client.InNamespace(namespace), client.MatchingLabels{instanceLabel: name, "app.kubernetes.io/name": "mediaserver"}); err != nil {
 		t.Fatalf("list pods: %v", err)
 	}
 	sort.Slice(list.Items, func(i, j int) bool { return list.Items[i].Name < list.Items[j].Name })

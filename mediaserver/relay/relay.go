@@ -27,6 +27,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -74,7 +75,9 @@ type Status struct {
 	Allocations int    `json:"allocations"`
 	Draining    bool   `json:"draining"`
 	Peers       int    `json:"peers"`
-	Generation  int64  `json:"membershipGeneration"`
+	// PeerAddresses are the media pod addresses relayed to, sorted.
+	PeerAddresses []string `json:"peerAddresses,omitempty"`
+	Generation    int64    `json:"membershipGeneration"`
 }
 
 // New opens the listeners and starts serving.
@@ -384,9 +387,14 @@ func (s *Server) adminHandler() http.Handler {
 	})
 	mux.HandleFunc("GET "+statusapi.Path, func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		peers := len(*s.peers.Load())
-		_ = json.NewEncoder(w).Encode(Status{APIVersion: statusapi.APIVersion, Ready: peers > 0 && !s.draining.Load(),
-			Allocations: s.Allocations(), Draining: s.draining.Load(), Peers: peers, Generation: s.members.Current().Generation})
+		set := *s.peers.Load()
+		addrs := make([]string, 0, len(set))
+		for a := range set {
+			addrs = append(addrs, a.String())
+		}
+		sort.Strings(addrs)
+		_ = json.NewEncoder(w).Encode(Status{APIVersion: statusapi.APIVersion, Ready: len(set) > 0 && !s.draining.Load(),
+			Allocations: s.Allocations(), Draining: s.draining.Load(), Peers: len(set), PeerAddresses: addrs, Generation: s.members.Current().Generation})
 	})
 	mux.HandleFunc("PUT "+statusapi.MembershipPath, func(w http.ResponseWriter, r *http.Request) {
 		var mb statusapi.Membership

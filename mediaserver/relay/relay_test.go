@@ -2,6 +2,7 @@ package relay_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -581,8 +582,18 @@ func TestAdminAPI(t *testing.T) {
 	if code := get(t, gw.AdminURL()+statusapi.Path, ""); code != http.StatusUnauthorized {
 		t.Errorf("status without a token: %d", code)
 	}
-	if code := get(t, gw.AdminURL()+statusapi.Path, adminToken); code != http.StatusOK {
-		t.Errorf("status with the token: %d", code)
+	req, _ := http.NewRequest(http.MethodGet, gw.AdminURL()+statusapi.Path, nil)
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st relay.Status
+	err = json.NewDecoder(resp.Body).Decode(&st)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK || st.APIVersion != statusapi.APIVersion || !st.Ready ||
+		strings.Join(st.PeerAddresses, ",") != "10.0.0.1" || st.Generation != now {
+		t.Errorf("status with the token: %d %+v %v (want the good list's one address and generation)", resp.StatusCode, st, err)
 	}
 	for _, open := range []string{"/healthz", "/readyz", "/metrics"} {
 		if code := get(t, gw.AdminURL()+open, ""); code == http.StatusUnauthorized {

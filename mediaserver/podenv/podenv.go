@@ -118,6 +118,9 @@ const (
 	RelayUDPPort = "RELAY_UDP_PORT"
 	RelayTCPPort = "RELAY_TCP_PORT"
 	RelayTLSPort = "RELAY_TLS_PORT"
+	// RelayUDPListeners is how many UDP sockets share the UDP port
+	// (SO_REUSEPORT), each with its own read loop (default 1).
+	RelayUDPListeners = "RELAY_UDP_LISTENERS"
 	// RelayRealm is the TURN realm (default "mediafleet").
 	RelayRealm = "RELAY_REALM"
 	// RelaySecret is the shared secret of the TURN REST API scheme: the

@@ -17,9 +17,13 @@ type Config struct {
 	// Listeners: UDP and TCP carry plain TURN, TLS carries TURN over TLS
 	// (turns:). A port of 0 with its listener enabled takes any free
 	// port (tests).
-	ListenHost         string
-	UDP, TCP, TLS      bool
-	UDPPort, TCPPort   int
+	ListenHost       string
+	UDP, TCP, TLS    bool
+	UDPPort, TCPPort int
+	// UDPListeners is how many UDP sockets share the UDP port
+	// (SO_REUSEPORT: the kernel spreads clients over them by address, and
+	// each has its own read loop).
+	UDPListeners       int
 	TLSPort            int
 	TLSCertFile        string
 	TLSKeyFile         string
@@ -49,7 +53,7 @@ type PortRange struct{ Min, Max int }
 // Default is the configuration the operator starts from.
 func Default() Config {
 	return Config{
-		UDP: true, UDPPort: 3478,
+		UDP: true, UDPPort: 3478, UDPListeners: 1,
 		AdminPort:         9090,
 		Realm:             "mediafleet",
 		MaxAllocations:    1000,
@@ -130,6 +134,7 @@ func FromEnv(lookup func(string) (string, bool)) (Config, error) {
 		}
 		c.PeerPorts = pr
 	}
+	num(podenv.RelayUDPListeners, &c.UDPListeners)
 	num(podenv.RelayMaxAllocations, &c.MaxAllocations)
 	num(podenv.RelayUserAllocations, &c.UserAllocations)
 	num(podenv.RelayAllocationBPS, &c.AllocationBPS)
@@ -185,6 +190,9 @@ func (c *Config) Validate() error {
 		if p.on && (p.v < 0 || p.v > 65535) {
 			bad("%s=%d: not a port", p.name, p.v)
 		}
+	}
+	if c.UDPListeners < 1 || c.UDPListeners > 16 {
+		bad("%s=%d: must be 1-16", podenv.RelayUDPListeners, c.UDPListeners)
 	}
 	if c.TLS && (c.TLSCertFile == "" || c.TLSKeyFile == "") {
 		bad("the TLS listener needs %s and %s", podenv.TLSCertFile, podenv.TLSKeyFile)

@@ -32,11 +32,13 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/pion/logging"
 	"github.com/pion/turn/v4"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sys/unix"
 
 	"github.com/mediafleet/mediafleet/mediaserver/fleet"
 	"github.com/mediafleet/mediafleet/mediaserver/statusapi"
@@ -52,6 +54,7 @@ type Server struct {
 
 	turn    *turn.Server
 	udp     net.PacketConn
+	udps    []net.PacketConn
 	tcp     *trackedListener
 	tls     *trackedListener
 	certs   *certReloader
@@ -100,14 +103,28 @@ func (s *Server) start() error {
 	var sc turn.ServerConfig
 	host := s.cfg.ListenHost
 	if s.cfg.UDP {
-		conn, err := net.ListenPacket("udp4", net.JoinHostPort(host, strconv.Itoa(s.cfg.UDPPort)))
-		if err != nil {
-			return fmt.Errorf("UDP listener: %w", err)
+		// Several sockets on one port (SO_REUSEPORT) when asked: the
+		// kernel hashes each client to one of them, so a client's
+		// allocation always meets the same read loop.
+		lc := net.ListenConfig{}
+		if s.cfg.UDPListeners > 1 {
+			lc.Control = reusePort
 		}
-		s.udp = conn
-		sc.PacketConnConfigs = append(sc.PacketConnConfigs, turn.PacketConnConfig{
-			PacketConn: conn, RelayAddressGenerator: gen, PermissionHandler: s.permit,
-		})
+		port := s.cfg.UDPPort
+		for i := 0; i < s.cfg.UDPListeners; i++ {
+			conn, err := lc.ListenPacket(context.Background(), "udp4", net.JoinHostPort(host, strconv.Itoa(port)))
+			if err != nil {
+				return fmt.Errorf("UDP listener: %w", err)
+			}
+			if i == 0 {
+				s.udp = conn
+				port = conn.LocalAddr().(*net.UDPAddr).Port
+			}
+			s.udps = append(s.udps, conn)
+			sc.PacketConnConfigs = append(sc.PacketConnConfigs, turn.PacketConnConfig{
+				PacketConn: conn, RelayAddressGenerator: gen, PermissionHandler: s.permit,
+			})
+		}
 	}
 	if s.cfg.TCP {
 		ln, err := net.Listen("tcp4", net.JoinHostPort(host, strconv.Itoa(s.cfg.TCPPort)))
@@ -354,8 +371,10 @@ func (s *Server) Close() {
 		}
 		if s.turn != nil {
 			_ = s.turn.Close()
-		} else if s.udp != nil {
-			_ = s.udp.Close()
+		} else {
+			for _, c := range s.udps {
+				_ = c.Close()
+			}
 		}
 		for _, l := range []*trackedListener{s.tcp, s.tls} {
 			if l != nil {
@@ -421,4 +440,15 @@ type slogWriter struct{ log *slog.Logger }
 func (w slogWriter) Write(p []byte) (int, error) {
 	w.log.Warn(strings.TrimSpace(string(p)), "component", "pion/turn")
 	return len(p), nil
+}
+
+// reusePort sets SO_REUSEPORT on a socket before it binds.
+func reusePort(_, _ string, c syscall.RawConn) error {
+	var serr error
+	if err := c.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+	}); err != nil {
+		return err
+	}
+	return serr
 }

@@ -601,3 +601,44 @@ func TestAdminAPI(t *testing.T) {
 		}
 	}
 }
+
+// TestReusePortListeners: with four UDP sockets on one port
+// (SO_REUSEPORT), clients spread over them and each one's allocation
+// relays to the media pod.
+func TestReusePortListeners(t *testing.T) {
+	leakCheck(t)
+	media, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer media.Close()
+	gw := gateway(t, func(c *relay.Config) { c.UDPListeners = 4 })
+	if err := gw.SetMembers(members(media.LocalAddr().String())); err != nil {
+		t.Fatal(err)
+	}
+	const clients = 12
+	for i := 0; i < clients; i++ {
+		user, pass := creds(time.Now(), time.Hour, fmt.Sprintf("c%d", i))
+		a, err := turnClient(t, gw, user, pass).Allocate()
+		if err != nil {
+			t.Fatalf("client %d: %v", i, err)
+		}
+		defer a.Close()
+		if _, err := a.WriteTo([]byte(fmt.Sprintf("hello %d", i)), media.LocalAddr()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen := map[string]bool{}
+	buf := make([]byte, 100)
+	_ = media.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for len(seen) < clients {
+		n, _, err := media.ReadFrom(buf)
+		if err != nil {
+			t.Fatalf("%d of %d clients relayed: %v", len(seen), clients, err)
+		}
+		seen[string(buf[:n])] = true
+	}
+	if gw.Allocations() != clients {
+		t.Errorf("%d allocations, want %d", gw.Allocations(), clients)
+	}
+}

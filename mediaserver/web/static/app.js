@@ -91,8 +91,43 @@ function waitGathering(pc, ms) {
   });
 }
 
-function newPC() {
-  const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle' });
+// parseLinks reads the ICE servers a WHIP/WHEP response announces
+// (RFC 9725: Link: <turn:host:port?transport=udp>; rel="ice-server";
+// username="..."; credential="...").
+function parseLinks(header) {
+  const out = [];
+  if (!header) return out;
+  for (const m of header.matchAll(/<([^>]+)>([^<]*)/g)) {
+    const params = {};
+    for (const p of m[2].matchAll(/([\w-]+)="([^"]*)"/g)) params[p[1]] = p[2];
+    if (params.rel !== 'ice-server') continue;
+    const server = { urls: m[1] };
+    if (params.username !== undefined) { server.username = params.username; server.credential = params.credential; }
+    out.push(server);
+  }
+  return out;
+}
+
+// relayOnly: ?relay=1 makes the page use TURN relays only (what a client
+// behind a firewall that passes only the TURN server's port ends up with).
+const relayOnly = new URLSearchParams(location.search).get('relay') === '1';
+
+// iceServers asks the server which STUN and TURN servers to use (an
+// authenticated OPTIONS on the WHIP/WHEP path: TURN credentials are given
+// only to callers who may publish or watch).
+async function iceServers(kind) {
+  try {
+    const resp = await fetch('/' + kind + '/' + encodeURIComponent($('room').value), { method: 'OPTIONS', headers: authHeaders() });
+    return parseLinks(resp.headers.get('Link'));
+  } catch (e) {
+    return [];
+  }
+}
+
+function newPC(servers) {
+  const config = { bundlePolicy: 'max-bundle', iceServers: servers || [] };
+  if (relayOnly) config.iceTransportPolicy = 'relay';
+  const pc = new RTCPeerConnection(config);
   pc.addEventListener('connectionstatechange', () => {
     if (pc.connectionState === 'connected') {
       state.status = 'connected';
@@ -166,7 +201,7 @@ async function publish() {
   try {
     state.local = await camera();
     videoTile('local', 'you (publishing)', state.local, true);
-    const pc = state.pc = newPC();
+    const pc = state.pc = newPC(await iceServers('whip'));
     for (const t of state.local.getTracks()) {
       // Video goes out as three simulcast layers (RFC 8853 rids): the
       // server gives each viewer the one its link and its cap allow.
@@ -181,7 +216,7 @@ async function publish() {
 async function watch() {
   start('watch');
   try {
-    const pc = state.pc = newPC();
+    const pc = state.pc = newPC(await iceServers('whep'));
     pc.addTransceiver('video', { direction: 'recvonly' });
     pc.addTransceiver('audio', { direction: 'recvonly' });
     const remote = new MediaStream();
@@ -241,6 +276,14 @@ function connectRoom(attempt) {
     switch (m.type) {
       case 'joined':
         joined = true;
+        // TURN servers and credentials for this session (before the
+        // server's offer, so that gathering uses them).
+        if (m.iceServers && m.iceServers.length) {
+          const config = pc.getConfiguration();
+          config.iceServers = m.iceServers.map((x) => ({ urls: x.urls, username: x.username, credential: x.credential }));
+          if (relayOnly) config.iceTransportPolicy = 'relay';
+          pc.setConfiguration(config);
+        }
         say('Joined room ' + m.room + '; negotiating…');
         break;
       case 'offer':

@@ -209,15 +209,29 @@ func msvcRow(t *testing.T, name string) map[string]string {
 	if len(lines) != 2 {
 		t.Fatalf("kubectl get msvc %s: %q", name, lines)
 	}
-	head, vals := strings.Fields(lines[0]), strings.Fields(lines[1])
-	row := map[string]string{}
-	// Empty cells (e.g. SESSIONS before the first observation) shift the
-	// fields; only trust a full row.
-	if len(vals) != len(head) {
-		return row
+	// kubectl aligns every cell under its header: cut the row at the
+	// headers' offsets, so that an empty cell (SESSIONS before the first
+	// observation, TURN without a gateway) stays empty instead of
+	// shifting the others.
+	head, val := lines[0], lines[1]
+	var starts []int
+	for i := 0; i < len(head); i++ {
+		if head[i] != ' ' && (i == 0 || head[i-1] == ' ') {
+			starts = append(starts, i)
+		}
 	}
-	for i, h := range head {
-		row[h] = vals[i]
+	row := map[string]string{}
+	for i, st := range starts {
+		end := len(head)
+		if i+1 < len(starts) {
+			end = starts[i+1]
+		}
+		name := strings.TrimSpace(head[st:end])
+		cell := ""
+		if st < len(val) {
+			cell = strings.TrimSpace(val[st:min(end, len(val))])
+		}
+		row[name] = cell
 	}
 	return row
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/stun/v3"
 	"github.com/pion/turn/v4"
 	"github.com/pion/webrtc/v4"
 	corev1 "k8s.io/api/core/v1"
@@ -100,6 +101,21 @@ func TestTURNGatewayCarriesMedia(t *testing.T) {
 		}
 		got := gatewayPeers(t)
 		return got == pods[0].Status.PodIP, "the gateway relays to " + got + ", the media pod is " + pods[0].Status.PodIP
+	})
+
+	// kube-proxy programs the gateway's Service a little after its pod
+	// is ready (until then UDP to it is refused): wait until a STUN
+	// binding request over UDP is answered and TCP 443 accepts.
+	eventually(t, time.Minute, "the TURN Service answers over UDP and TCP", func() (bool, string) {
+		if err := stunBinding(net.JoinHostPort(svc.Spec.ClusterIP, "3478")); err != nil {
+			return false, "UDP 3478: " + err.Error()
+		}
+		c, err := net.DialTimeout("tcp", net.JoinHostPort(svc.Spec.ClusterIP, "443"), time.Second)
+		if err != nil {
+			return false, "TCP 443: " + err.Error()
+		}
+		_ = c.Close()
+		return true, ""
 	})
 
 	// Direct UDP from the host to the pod network's ICE port: dropped.
@@ -247,4 +263,32 @@ func gatewayPeers(t *testing.T) string {
 		out = append(out, strings.Join(st.PeerAddresses, ","))
 	}
 	return strings.Join(out, ";")
+}
+
+// stunBinding sends one STUN binding request over UDP and waits a second
+// for the answer.
+func stunBinding(addr string) error {
+	conn, err := net.Dial("udp4", addr)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	req := stun.MustBuild(stun.TransactionID, stun.BindingRequest)
+	if _, err := conn.Write(req.Raw); err != nil {
+		return err
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(time.Second))
+	buf := make([]byte, 1500)
+	n, err := conn.Read(buf)
+	if err != nil {
+		return err
+	}
+	var resp stun.Message
+	if err := stun.Decode(buf[:n], &resp); err != nil {
+		return err
+	}
+	if resp.Type != stun.BindingSuccess {
+		return fmt.Errorf("answer %s", resp.Type)
+	}
+	return nil
 }

@@ -47,8 +47,10 @@ type MediaServiceReconciler struct {
 	Clock clock.PassiveClock
 
 	recommendations recommendationStore
-	costs           costLedger
-	monitoring      monitoringState
+	// turnRecommendations: the same for the TURN gateway's replicas.
+	turnRecommendations recommendationStore
+	costs               costLedger
+	monitoring          monitoringState
 }
 
 func (r *MediaServiceReconciler) clock() clock.PassiveClock {
@@ -94,6 +96,7 @@ func (r *MediaServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request
 // gone (or going).
 func (r *MediaServiceReconciler) forget(key types.NamespacedName) {
 	r.recommendations.forget(key)
+	r.turnRecommendations.forget(key)
 	r.costs.forget(key)
 }
 
@@ -101,7 +104,7 @@ func (r *MediaServiceReconciler) forget(key types.NamespacedName) {
 // state for (tests prove it is pruned).
 func (r *MediaServiceReconciler) heldIn(namespace string) int {
 	held := map[types.NamespacedName]bool{}
-	for _, k := range append(r.recommendations.keys(), r.costs.keys()...) {
+	for _, k := range append(append(r.recommendations.keys(), r.turnRecommendations.keys()...), r.costs.keys()...) {
 		if k.Namespace == namespace {
 			held[k] = true
 		}

@@ -53,6 +53,9 @@ type Observer struct {
 
 	mu   sync.RWMutex
 	pods map[types.NamespacedName]Observation
+	// gateways: the last /status of each TURN gateway pod (reachable
+	// ones only).
+	gateways map[types.NamespacedName]statusapi.GatewayReport
 	// passes counts completed observation passes (tests prove a steady
 	// window saw some).
 	passes atomic.Int64
@@ -78,9 +81,24 @@ func NewObserver(r client.Reader, opts ObserverOptions) *Observer {
 			MaxIdleConnsPerHost: 1, IdleConnTimeout: 3 * opts.Interval,
 			DialContext: (&net.Dialer{Timeout: opts.Timeout}).DialContext,
 		}},
-		Events: make(chan event.GenericEvent, 1024),
-		pods:   map[types.NamespacedName]Observation{},
+		Events:   make(chan event.GenericEvent, 1024),
+		pods:     map[types.NamespacedName]Observation{},
+		gateways: map[types.NamespacedName]statusapi.GatewayReport{},
 	}
+}
+
+// GatewayAllocations sums the allocations the MediaService's gateway pods
+// reported at the last pass, and says how many of them answered.
+func (o *Observer) GatewayAllocations(ns string, pods []corev1.Pod) (allocations, reporting int32) {
+	o.mu.RLock()
+	defer o.mu.RUnlock()
+	for i := range pods {
+		if r, ok := o.gateways[types.NamespacedName{Namespace: ns, Name: pods[i].Name}]; ok {
+			allocations += int32(r.Allocations)
+			reporting++
+		}
+	}
+	return allocations, reporting
 }
 
 // Get returns the last observation of a pod.
@@ -143,13 +161,31 @@ func (o *Observer) ObserveOnce(ctx context.Context) {
 				token = o.token(ctx, p.Namespace, gw)
 				tokens[msKey] = token
 			}
+			seen[key] = true
 			wg.Add(1)
 			sem <- struct{}{}
 			go func() {
 				defer wg.Done()
 				defer func() { <-sem }()
-				if obs := o.fetch(ctx, p, token); obs.Reachable {
-					o.noteHeldMembership(msKey, key, obs.Report.MembershipGeneration)
+				c := statusapi.Client{HTTP: o.HTTP, Token: token}
+				r, err := c.GatewayReport(ctx, net.JoinHostPort(p.Status.PodIP, strconv.Itoa(int(adminPort(p)))))
+				o.mu.Lock()
+				old, had := o.gateways[key]
+				if err == nil {
+					o.gateways[key] = r
+				} else {
+					delete(o.gateways, key)
+				}
+				o.mu.Unlock()
+				if err != nil {
+					return
+				}
+				o.noteHeldMembership(msKey, key, r.MembershipGeneration)
+				// The gateway's autoscaling follows its allocations.
+				if !had || sessionsBucket(old.Allocations, 1000) != sessionsBucket(r.Allocations, 1000) {
+					mu.Lock()
+					changed[msKey] = true
+					mu.Unlock()
 				}
 			}()
 			continue
@@ -192,6 +228,11 @@ func (o *Observer) ObserveOnce(ctx context.Context) {
 	for key := range o.pods {
 		if !seen[key] {
 			delete(o.pods, key)
+		}
+	}
+	for key := range o.gateways {
+		if !seen[key] {
+			delete(o.gateways, key)
 		}
 	}
 	o.mu.Unlock()

@@ -5,6 +5,8 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
+	"math"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -47,7 +49,19 @@ func (r *MediaServiceReconciler) reconcileTURN(ctx context.Context, sc *scope) (
 	if err != nil {
 		return done, err
 	}
-	if err := applyChild(ctx, r, sc, "Deployment", &appsv1.Deployment{}, desired.TURNDeployment(ms, r.Options.builders(), tokenHash(secret)), extractDeployment); err != nil {
+	key := types.NamespacedName{Namespace: ms.Namespace, Name: desired.TURNName(ms)}
+	dep := &appsv1.Deployment{}
+	if err := r.Get(ctx, key, dep); err != nil {
+		if !apierrors.IsNotFound(err) {
+			return done, fmt.Errorf("get TURN Deployment: %w", err)
+		}
+		dep = nil
+	}
+	replicas, allocations, next, err := r.turnReplicas(ctx, ms, dep)
+	if err != nil {
+		return done, err
+	}
+	if err := applyChild(ctx, r, sc, "Deployment", &appsv1.Deployment{}, desired.TURNDeployment(ms, r.Options.builders(), tokenHash(secret), replicas), extractDeployment); err != nil {
 		return done, err
 	}
 	if err := applyChild(ctx, r, sc, "Service", &corev1.Service{}, desired.TURNService(ms), extractService); err != nil {
@@ -56,7 +70,6 @@ func (r *MediaServiceReconciler) reconcileTURN(ctx context.Context, sc *scope) (
 	if err := applyChild(ctx, r, sc, "PodDisruptionBudget", &policyv1.PodDisruptionBudget{}, desired.TURNPDB(ms), extractPDB); err != nil {
 		return done, err
 	}
-	key := types.NamespacedName{Namespace: ms.Namespace, Name: desired.TURNName(ms)}
 	svc := &corev1.Service{}
 	if err := r.Get(ctx, key, svc); err != nil {
 		if !apierrors.IsNotFound(err) {
@@ -64,19 +77,58 @@ func (r *MediaServiceReconciler) reconcileTURN(ctx context.Context, sc *scope) (
 		}
 		svc = nil
 	}
-	st := &mediav1alpha1.TURNStatus{Address: desired.TURNAddress(ms, svc)}
+	st := &mediav1alpha1.TURNStatus{Address: desired.TURNAddress(ms, svc), Allocations: allocations}
 	st.URLs = desired.TURNURLs(ms, svc, st.Address)
-	dep := &appsv1.Deployment{}
-	if err := r.Get(ctx, key, dep); err == nil {
+	if dep != nil {
 		st.Replicas, st.ReadyReplicas = dep.Status.Replicas, dep.Status.ReadyReplicas
-	} else if !apierrors.IsNotFound(err) {
-		return done, fmt.Errorf("get TURN Deployment: %w", err)
 	}
 	if len(st.URLs) == 0 {
 		st.Address = ""
 	}
 	sc.turn, sc.turnURLs, sc.turnSecretHash, sc.turnDone = st, st.URLs, tokenHash(secret), true
-	return done, nil
+	return ctrl.Result{RequeueAfter: next}, nil
+}
+
+// turnReplicas is how many gateway pods to run: spec.turn.replicas, or
+// with spec.turn.autoscaling ceil(allocations / target) within min..max,
+// up at once and down only after the stabilization window (as the media
+// pods' autoscaler). It also returns the allocations observed and when the
+// window next lets a lower count through. Nothing observed: hold.
+func (r *MediaServiceReconciler) turnReplicas(ctx context.Context, ms *mediav1alpha1.MediaService, dep *appsv1.Deployment) (replicas, allocations int32, next time.Duration, err error) {
+	key := client.ObjectKeyFromObject(ms)
+	current := desired.TURNReplicas(ms)
+	if dep != nil && dep.Spec.Replicas != nil {
+		current = *dep.Spec.Replicas
+	}
+	if r.Observer == nil {
+		return desired.TURNReplicas(ms), 0, 0, nil
+	}
+	pods := &corev1.PodList{}
+	if err := r.List(ctx, pods, client.InNamespace(ms.Namespace), client.MatchingLabels(desired.TURNSelectorLabels(ms))); err != nil {
+		return 0, 0, 0, fmt.Errorf("list TURN gateway pods: %w", err)
+	}
+	allocations, reporting := r.Observer.GatewayAllocations(ms.Namespace, pods.Items)
+	as := ms.Spec.TURN.Autoscaling
+	if as == nil {
+		r.turnRecommendations.forget(key)
+		return desired.TURNReplicas(ms), allocations, 0, nil
+	}
+	if reporting == 0 {
+		return current, allocations, 0, nil
+	}
+	rec := turnRecommend(as, allocations)
+	want, next := r.turnRecommendations.decide(key, r.clock().Now(), current, rec, as.ScaleDownStabilization.Duration)
+	if want != current {
+		r.Recorder.Eventf(ms, nil, corev1.EventTypeNormal, ReasonAutoscaled, "Scale",
+			"TURN gateway autoscaling: %d → %d replicas (%d allocations on %d pods, target %d per pod)", current, want, allocations, reporting, as.TargetAllocationsPerPod)
+	}
+	return want, allocations, next, nil
+}
+
+// turnRecommend is ceil(allocations / target) within min..max.
+func turnRecommend(as *mediav1alpha1.TURNAutoscalingSpec, allocations int32) int32 {
+	rec := int32(math.Ceil(float64(allocations) / float64(max(as.TargetAllocationsPerPod, 1))))
+	return min(max(rec, as.MinReplicas, 1), as.MaxReplicas)
 }
 
 // ensureTURNSecret makes the gateway's shared secret once and returns it.

@@ -3,8 +3,15 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/pion/turn/v4"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -16,6 +23,8 @@ import (
 
 	mediav1alpha1 "github.com/mediafleet/mediafleet/api/v1alpha1"
 	"github.com/mediafleet/mediafleet/controllers/desired"
+	mfconfig "github.com/mediafleet/mediafleet/mediaserver/config"
+	"github.com/mediafleet/mediafleet/mediaserver/relay"
 )
 
 // TestEnvtestTURNGateway: spec.turn.enabled makes the gateway (its own
@@ -129,4 +138,111 @@ func TestEnvtestTURNGateway(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestEnvtestTURNAutoscaling: a real gateway (mediaserver/relay on
+// loopback) behind a gateway Pod whose status points at it; allocations
+// made by real pion/turn clients are observed, the gateway Deployment
+// scales up at once to ceil(allocations / target), status.turn counts them,
+// and once they are gone it scales down only after the window.
+func TestEnvtestTURNAutoscaling(t *testing.T) {
+	requireEnvtest(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	const secret = "envtest-gateway-secret-0123456789"
+	cfg := relay.Default()
+	cfg.ListenHost, cfg.UDPPort, cfg.AdminPort, cfg.UDPListeners = "127.0.0.1", 0, 0, 1
+	cfg.Secret, cfg.RelayIP = secret, net.ParseIP("127.0.0.1")
+	gw, err := relay.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(gw.Close)
+	adminPort, _ := strconv.Atoi(strings.TrimPrefix(gw.AdminURL(), "http://127.0.0.1:"))
+
+	ms := newMS(ns, "scaled")
+	ms.Spec.TURN = &mediav1alpha1.TURNSpec{Enabled: true, ServiceType: mediav1alpha1.ServiceTypeClusterIP,
+		Autoscaling: &mediav1alpha1.TURNAutoscalingSpec{MinReplicas: 1, MaxReplicas: 4, TargetAllocationsPerPod: 2,
+			ScaleDownStabilization: metav1.Duration{Duration: 5 * time.Minute}}}
+	createMS(t, ms)
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "scaled-turn-a", Labels: desired.TURNLabels(ms)},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "turn", Image: testImage,
+			Ports: []corev1.ContainerPort{{Name: desired.PortNameAdmin, ContainerPort: int32(adminPort), Protocol: corev1.ProtocolTCP}}}}},
+	}
+	if err := k8s.Create(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	pod.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "127.0.0.1", PodIPs: []corev1.PodIP{{IP: "127.0.0.1"}},
+		Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}
+	if err := k8s.Status().Update(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	replicasAre := func(n int32) func() error {
+		return func() error {
+			d := &appsv1.Deployment{}
+			if err := k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: "scaled-turn"}, d); err != nil {
+				return err
+			}
+			if *d.Spec.Replicas != n {
+				return fmt.Errorf("gateway replicas %d, want %d", *d.Spec.Replicas, n)
+			}
+			return nil
+		}
+	}
+	eventually(t, waitFor, "the gateway at its starting size", replicasAre(1))
+
+	// Five allocations, target 2 per pod: 3 gateway pods.
+	var closers []func()
+	for i := 0; i < 5; i++ {
+		conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		user, pass := mfconfig.TURNServer{Secret: secret, TTL: time.Hour}.Credentials(time.Now(), fmt.Sprintf("s%d", i))
+		c, err := turn.NewClient(&turn.ClientConfig{STUNServerAddr: gw.UDPAddr().String(), TURNServerAddr: gw.UDPAddr().String(),
+			Conn: conn, Username: user, Password: pass, Realm: "mediafleet"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Listen(); err != nil {
+			t.Fatal(err)
+		}
+		a, err := c.Allocate()
+		if err != nil {
+			t.Fatal(err)
+		}
+		closers = append(closers, func() { _ = a.Close(); c.Close(); _ = conn.Close() })
+	}
+	defer func() {
+		for _, c := range closers {
+			c()
+		}
+	}()
+	eventually(t, waitFor, "scale up to ceil(5/2)=3 at once", replicasAre(3))
+	assertEvent(t, ns, "scaled", ReasonAutoscaled, "TURN gateway autoscaling: 1 → 3 replicas (5 allocations on 1 pods, target 2 per pod)")
+	eventually(t, waitFor, "status.turn.allocations", func() error {
+		if st := getMS(t, ns, "scaled").Status.TURN; st == nil || st.Allocations != 5 {
+			return fmt.Errorf("status.turn %+v", st)
+		}
+		return nil
+	})
+	for _, c := range closers {
+		c()
+	}
+	closers = nil
+	eventually(t, waitFor, "allocations gone", func() error {
+		if st := getMS(t, ns, "scaled").Status.TURN; st == nil || st.Allocations != 0 {
+			return fmt.Errorf("status.turn %+v", st)
+		}
+		return nil
+	})
+	testClock.Step(4 * time.Minute)
+	reconcileFully(t, ns, "scaled")
+	if err := replicasAre(3)(); err != nil {
+		t.Fatalf("scaled down inside the stabilization window: %v", err)
+	}
+	testClock.Step(2 * time.Minute)
+	kick(ns, "scaled")
+	eventually(t, waitFor, "scale down after the window", replicasAre(1))
 }

@@ -120,6 +120,7 @@ type MediaServiceSpec struct {
 // +kubebuilder:validation:XValidation:rule="(has(self.udp.enabled) && self.udp.enabled) || (has(self.tcp.enabled) && self.tcp.enabled) || (has(self.tls.enabled) && self.tls.enabled)",message="turn needs at least one listener: udp, tcp or tls"
 // +kubebuilder:validation:XValidation:rule="!has(self.tcp.enabled) || !self.tcp.enabled || !has(self.tls.enabled) || !self.tls.enabled || self.tcp.port != self.tls.port",message="turn.tcp.port and turn.tls.port must differ (both are TCP)"
 // +kubebuilder:validation:XValidation:rule="self.serviceType != 'NodePort' || has(self.publicAddress)",message="turn.serviceType NodePort needs turn.publicAddress: the address clients reach a node at"
+// +kubebuilder:validation:XValidation:rule="!has(self.autoscaling) || self.autoscaling.targetAllocationsPerPod <= self.maxAllocationsPerPod",message="turn.autoscaling.targetAllocationsPerPod cannot exceed turn.maxAllocationsPerPod"
 type TURNSpec struct {
 	// Enabled runs the gateway.
 	// +optional
@@ -196,9 +197,46 @@ type TURNSpec struct {
 	// +optional
 	MaxKbpsPerAllocation int32 `json:"maxKbpsPerAllocation,omitempty"`
 
+	// Autoscaling sets the gateway's replicas from its allocations (then
+	// turn.replicas is only the starting point): ceil(allocations /
+	// targetAllocationsPerPod) within minReplicas..maxReplicas, up at once,
+	// down after scaleDownStabilization.
+	// +optional
+	Autoscaling *TURNAutoscalingSpec `json:"autoscaling,omitempty"`
+
 	// Resources of the gateway container.
 	// +optional
 	Resources corev1.ResourceRequirements `json:"resources,omitzero"`
+}
+
+// TURNAutoscalingSpec scales the TURN gateway on its allocations.
+// +kubebuilder:validation:XValidation:rule="self.minReplicas <= self.maxReplicas",message="turn.autoscaling.minReplicas must be <= maxReplicas"
+type TURNAutoscalingSpec struct {
+	// MinReplicas of the gateway.
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100
+	// +optional
+	MinReplicas int32 `json:"minReplicas,omitempty"`
+	// MaxReplicas of the gateway.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100
+	// +required
+	MaxReplicas int32 `json:"maxReplicas"`
+	// TargetAllocationsPerPod is the allocations one gateway pod should
+	// hold (below turn.maxAllocationsPerPod, which refuses past it).
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100000
+	// +required
+	TargetAllocationsPerPod int32 `json:"targetAllocationsPerPod"`
+	// ScaleDownStabilization: the highest recommendation within this
+	// window holds (default 5m).
+	// +kubebuilder:default="5m"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +optional
+	ScaleDownStabilization metav1.Duration `json:"scaleDownStabilization,omitzero"`
 }
 
 // TURNUDPListener is the UDP listener (on unless switched off).
@@ -803,6 +841,9 @@ type TURNStatus struct {
 	// Replicas and ReadyReplicas of the gateway.
 	// +optional
 	Replicas int32 `json:"replicas,omitempty"`
+	// Allocations over the gateway pods, as last observed.
+	// +optional
+	Allocations int32 `json:"allocations,omitempty"`
 	// +optional
 	ReadyReplicas int32 `json:"readyReplicas,omitempty"`
 }

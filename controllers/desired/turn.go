@@ -78,12 +78,10 @@ func TURNPeerPorts(ms *mediav1alpha1.MediaService) string {
 // image, hardened like the media pods (restricted Pod Security, no API
 // token, read-only root), ready once it holds a member list, draining its
 // allocations on SIGTERM.
-func TURNDeployment(ms *mediav1alpha1.MediaService, opts Options, secretHash string) *appsv1ac.DeploymentApplyConfiguration {
+// replicas is what the gateway should run (TURNReplicas, or the
+// autoscaler's decision).
+func TURNDeployment(ms *mediav1alpha1.MediaService, opts Options, secretHash string, replicas int32) *appsv1ac.DeploymentApplyConfiguration {
 	t := ms.Spec.TURN
-	replicas := int32(1)
-	if t.Replicas != nil {
-		replicas = *t.Replicas
-	}
 	image := ms.Spec.Image
 	if image == "" {
 		image = opts.MediaserverImage
@@ -205,6 +203,14 @@ func TURNDeployment(ms *mediav1alpha1.MediaService, opts Options, secretHash str
 			WithStrategy(appsv1ac.DeploymentStrategy().WithType(appsv1.RollingUpdateDeploymentStrategyType).WithRollingUpdate(ru)).
 			WithRevisionHistoryLimit(5).
 			WithTemplate(template))
+}
+
+// TURNReplicas is spec.turn.replicas (1 when unset).
+func TURNReplicas(ms *mediav1alpha1.MediaService) int32 {
+	if r := ms.Spec.TURN.Replicas; r != nil {
+		return *r
+	}
+	return 1
 }
 
 // AnnotationTURNSecretHash on the gateway's pod template changes with the

@@ -73,12 +73,15 @@ func TestTURNChildren(t *testing.T) {
 		t.MaxKbpsPerAllocation = 4000
 		t.TLS.Enabled, t.TLS.SecretRef = true, &corev1.LocalObjectReference{Name: "cert"}
 	})
-	d := TURNDeployment(ms, Options{MediaserverImage: "img"}, "hash")
+	d := TURNDeployment(ms, Options{MediaserverImage: "img"}, "hash", 2)
 	env := map[string]string{}
 	for _, e := range d.Spec.Template.Spec.Containers[0].Env {
 		if e.Value != nil {
 			env[*e.Name] = *e.Value
 		}
+	}
+	if *d.Spec.Replicas != 2 {
+		t.Errorf("replicas %d, want the 2 asked for", *d.Spec.Replicas)
 	}
 	if env["RELAY_ALLOCATION_BPS"] != "4000000" || env["RELAY_TLS_PORT"] != "5349" || env["RELAY_PEER_PORTS"] != "50000" ||
 		env["TLS_CERT_FILE"] == "" || d.Spec.Template.Annotations[AnnotationTURNSecretHash] != "hash" {

@@ -119,8 +119,14 @@ const (
 	RelayTCPPort = "RELAY_TCP_PORT"
 	RelayTLSPort = "RELAY_TLS_PORT"
 	// RelayUDPListeners is how many UDP sockets share the UDP port
-	// (SO_REUSEPORT), each with its own read loop (default 1).
+	// (SO_REUSEPORT), each with its own read loop (default: one per
+	// available core, GOMAXPROCS, at most 8; one read loop tops out near
+	// 80k relayed packets/s).
 	RelayUDPListeners = "RELAY_UDP_LISTENERS"
+	// RelayAllowLoopbackPeers ("true") lets the gateway relay to members on
+	// loopback addresses: local runs and benchmarks with every process on
+	// 127.0.0.1 only. The operator never sets it.
+	RelayAllowLoopbackPeers = "RELAY_ALLOW_LOOPBACK_PEERS"
 	// RelayRealm is the TURN realm (default "mediafleet").
 	RelayRealm = "RELAY_REALM"
 	// RelaySecret is the shared secret of the TURN REST API scheme: the

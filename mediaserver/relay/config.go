@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -53,7 +54,7 @@ type PortRange struct{ Min, Max int }
 // Default is the configuration the operator starts from.
 func Default() Config {
 	return Config{
-		UDP: true, UDPPort: 3478, UDPListeners: 1,
+		UDP: true, UDPPort: 3478, UDPListeners: min(max(runtime.GOMAXPROCS(0), 1), 8),
 		AdminPort:         9090,
 		Realm:             "mediafleet",
 		MaxAllocations:    1000,
@@ -140,6 +141,13 @@ func FromEnv(lookup func(string) (string, bool)) (Config, error) {
 	num(podenv.RelayAllocationBPS, &c.AllocationBPS)
 	num(podenv.MaxConnections, &c.MaxConnections)
 	dur(podenv.DrainTimeout, &c.DrainTimeout)
+	if v, ok := get(podenv.RelayAllowLoopbackPeers); ok {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s=%q: not true or false", podenv.RelayAllowLoopbackPeers, v))
+		}
+		c.AllowLoopbackPeers = b
+	}
 	str(podenv.LogLevel, &c.LogLevel)
 	str(podenv.LogFormat, &c.LogFormat)
 	if err := errors.Join(errs...); err != nil {

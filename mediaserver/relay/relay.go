@@ -69,19 +69,8 @@ type Server struct {
 	once     sync.Once
 }
 
-// Status is the gateway's GET /status document (admin token). It shares
-// statusapi.Report's apiVersion, ready, draining and membershipGeneration,
-// so the operator reads what list a gateway holds as it does a media pod's.
-type Status struct {
-	APIVersion  string `json:"apiVersion"`
-	Ready       bool   `json:"ready"`
-	Allocations int    `json:"allocations"`
-	Draining    bool   `json:"draining"`
-	Peers       int    `json:"peers"`
-	// PeerAddresses are the media pod addresses relayed to, sorted.
-	PeerAddresses []string `json:"peerAddresses,omitempty"`
-	Generation    int64    `json:"membershipGeneration"`
-}
+// Status is the gateway's GET /status document (admin token).
+type Status = statusapi.GatewayReport
 
 // New opens the listeners and starts serving.
 func New(cfg Config, log *slog.Logger) (*Server, error) {
@@ -116,6 +105,9 @@ func (s *Server) start() error {
 			if err != nil {
 				return fmt.Errorf("UDP listener: %w", err)
 			}
+			// Bursts from many clients arrive at once: a larger receive
+			// buffer than the default (the kernel caps it at rmem_max).
+			_ = conn.(*net.UDPConn).SetReadBuffer(4 << 20)
 			if i == 0 {
 				s.udp = conn
 				port = conn.LocalAddr().(*net.UDPAddr).Port
@@ -413,7 +405,7 @@ func (s *Server) adminHandler() http.Handler {
 		}
 		sort.Strings(addrs)
 		_ = json.NewEncoder(w).Encode(Status{APIVersion: statusapi.APIVersion, Ready: len(set) > 0 && !s.draining.Load(),
-			Allocations: s.Allocations(), Draining: s.draining.Load(), Peers: len(set), PeerAddresses: addrs, Generation: s.members.Current().Generation})
+			Allocations: s.Allocations(), Draining: s.draining.Load(), Peers: len(set), PeerAddresses: addrs, MembershipGeneration: s.members.Current().Generation})
 	})
 	mux.HandleFunc("PUT "+statusapi.MembershipPath, func(w http.ResponseWriter, r *http.Request) {
 		var mb statusapi.Membership

@@ -592,7 +592,7 @@ func TestAdminAPI(t *testing.T) {
 	err = json.NewDecoder(resp.Body).Decode(&st)
 	resp.Body.Close()
 	if err != nil || resp.StatusCode != http.StatusOK || st.APIVersion != statusapi.APIVersion || !st.Ready ||
-		strings.Join(st.PeerAddresses, ",") != "10.0.0.1" || st.Generation != now {
+		strings.Join(st.PeerAddresses, ",") != "10.0.0.1" || st.MembershipGeneration != now {
 		t.Errorf("status with the token: %d %+v %v (want the good list's one address and generation)", resp.StatusCode, st, err)
 	}
 	for _, open := range []string{"/healthz", "/readyz", "/metrics"} {

@@ -77,22 +77,34 @@ func statusError(method, url string, resp *http.Response) error {
 // A report of an APIVersion this package does not know is an error.
 func (c *Client) Report(ctx context.Context, addr string) (Report, error) {
 	var r Report
+	err := c.status(ctx, addr, &r, func() string { return r.APIVersion })
+	return r, err
+}
+
+// GatewayReport reads a TURN gateway pod's /status.
+func (c *Client) GatewayReport(ctx context.Context, addr string) (GatewayReport, error) {
+	var r GatewayReport
+	err := c.status(ctx, addr, &r, func() string { return r.APIVersion })
+	return r, err
+}
+
+func (c *Client) status(ctx context.Context, addr string, into any, version func() string) error {
 	url := admin(addr) + Path
 	resp, err := c.do(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return r, err
+		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return r, statusError(http.MethodGet, url, resp)
+		return statusError(http.MethodGet, url, resp)
 	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, MaxReportBytes)).Decode(&r); err != nil {
-		return r, fmt.Errorf("GET %s: %w", url, err)
+	if err := json.NewDecoder(io.LimitReader(resp.Body, MaxReportBytes)).Decode(into); err != nil {
+		return fmt.Errorf("GET %s: %w", url, err)
 	}
-	if r.APIVersion != APIVersion {
-		return r, fmt.Errorf("GET %s: unknown apiVersion %q", url, r.APIVersion)
+	if v := version(); v != APIVersion {
+		return fmt.Errorf("GET %s: unknown apiVersion %q", url, v)
 	}
-	return r, nil
+	return nil
 }
 
 // PutMembership delivers a member list to a pod (ErrHoldsNewer when it

@@ -143,3 +143,17 @@ func RequireAdminToken(token string, next http.Handler) http.Handler {
 		http.Error(w, "the admin API needs Authorization: Bearer <ADMIN_TOKEN>", http.StatusUnauthorized)
 	})
 }
+
+// GatewayReport is a TURN gateway pod's GET /status document (admin
+// token): what the operator reads to deliver member lists (which one the
+// gateway holds) and to scale the gateway (its allocations).
+type GatewayReport struct {
+	APIVersion  string `json:"apiVersion"`
+	Ready       bool   `json:"ready"`
+	Draining    bool   `json:"draining"`
+	Allocations int    `json:"allocations"`
+	Peers       int    `json:"peers"`
+	// PeerAddresses are the media pod addresses relayed to, sorted.
+	PeerAddresses        []string `json:"peerAddresses,omitempty"`
+	MembershipGeneration int64    `json:"membershipGeneration"`
+}

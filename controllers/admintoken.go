@@ -36,56 +36,77 @@ func (r *MediaServiceReconciler) reconcileAdminToken(ctx context.Context, sc *sc
 }
 
 func (r *MediaServiceReconciler) ensureAdminToken(ctx context.Context, sc *scope) error {
+	_, err := r.ensureGeneratedSecret(ctx, sc, generatedSecret{
+		name: desired.AdminTokenSecretName(sc.ms), key: desired.AdminTokenKey, what: "admin token",
+		labels: desired.CommonLabels(sc.ms), minLen: 2 * adminTokenBytes, generate: newAdminToken,
+	})
+	return err
+}
+
+// generatedSecret is a Secret whose value the operator makes (random,
+// once): the admin token, the TURN gateway's shared secret.
+type generatedSecret struct {
+	name, key, what string
+	labels          map[string]string
+	minLen          int // a shorter value (emptied or cut by someone) is made anew
+	generate        func() (string, error)
+}
+
+// ensureGeneratedSecret makes sure the Secret exists with a usable value
+// and returns it. It is created, never applied (an apply would need the
+// value in every reconcile), and never logged; a Secret of its name that
+// this MediaService does not control is never used or overwritten.
+func (r *MediaServiceReconciler) ensureGeneratedSecret(ctx context.Context, sc *scope, g generatedSecret) (string, error) {
 	ms := sc.ms
 	sec := &corev1.Secret{}
-	err := r.Get(ctx, types.NamespacedName{Namespace: ms.Namespace, Name: desired.AdminTokenSecretName(ms)}, sec)
+	err := r.Get(ctx, types.NamespacedName{Namespace: ms.Namespace, Name: g.name}, sec)
 	switch {
 	case apierrors.IsNotFound(err):
-		tok, err := newAdminToken()
+		v, err := g.generate()
 		if err != nil {
-			return err
+			return "", err
 		}
 		sec = &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Name: desired.AdminTokenSecretName(ms), Namespace: ms.Namespace, Labels: desired.CommonLabels(ms)},
+			ObjectMeta: metav1.ObjectMeta{Name: g.name, Namespace: ms.Namespace, Labels: g.labels},
 			Type:       corev1.SecretTypeOpaque,
-			Data:       map[string][]byte{desired.AdminTokenKey: []byte(tok)},
+			Data:       map[string][]byte{g.key: []byte(v)},
 		}
 		if err := controllerutil.SetControllerReference(ms, sec, r.Scheme()); err != nil {
-			return err
+			return "", err
 		}
 		if err := r.Create(ctx, sec, client.FieldOwner(FieldOwner)); err != nil {
 			if apierrors.IsAlreadyExists(err) {
 				// Not in the cache, which holds only Secrets with our
 				// labels: someone else's Secret has the name.
-				return fmt.Errorf("admin token Secret %s exists without mediafleet's labels (%w): delete or rename it", sec.Name, errForeignSecret)
+				return "", fmt.Errorf("%s Secret %s exists without mediafleet's labels (%w): delete or rename it", g.what, sec.Name, errForeignSecret)
 			}
-			return fmt.Errorf("create admin token Secret %s: %w", sec.Name, err)
+			return "", fmt.Errorf("create %s Secret %s: %w", g.what, sec.Name, err)
 		}
 		sc.applied.record(false, "Secret", sec.Name)
-		return nil
+		return v, nil
 	case err != nil:
-		return fmt.Errorf("get admin token Secret: %w", err)
+		return "", fmt.Errorf("get %s Secret: %w", g.what, err)
 	}
 	if !metav1.IsControlledBy(sec, ms) {
-		return fmt.Errorf("admin token Secret %s: %w", sec.Name, errForeignSecret)
+		return "", fmt.Errorf("%s Secret %s: %w", g.what, sec.Name, errForeignSecret)
 	}
-	if len(sec.Data[desired.AdminTokenKey]) >= 2*adminTokenBytes {
-		return nil
+	if v := sec.Data[g.key]; len(v) >= g.minLen {
+		return string(v), nil
 	}
-	// Emptied or cut short by someone: a new token, and the pods roll.
-	tok, err := newAdminToken()
+	// Emptied or cut short by someone: a new value, and the pods roll.
+	v, err := g.generate()
 	if err != nil {
-		return err
+		return "", err
 	}
 	if sec.Data == nil {
 		sec.Data = map[string][]byte{}
 	}
-	sec.Data[desired.AdminTokenKey] = []byte(tok)
+	sec.Data[g.key] = []byte(v)
 	if err := r.Update(ctx, sec, client.FieldOwner(FieldOwner)); err != nil {
-		return fmt.Errorf("renew admin token Secret %s: %w", sec.Name, err)
+		return "", fmt.Errorf("renew %s Secret %s: %w", g.what, sec.Name, err)
 	}
 	sc.applied.record(true, "Secret", sec.Name)
-	return nil
+	return v, nil
 }
 
 func newAdminToken() (string, error) {

@@ -79,10 +79,17 @@ func startMediaserverWithToken(t *testing.T, token string) mediaProc {
 // mediaPod creates a Pod of ms whose status points at a local process.
 func mediaPod(t *testing.T, ms *mediav1alpha1.MediaService, name string, adminPort int) *corev1.Pod {
 	t.Helper()
+	return localPod(t, ms.Namespace, name, desired.CommonLabels(ms), desired.ContainerName, adminPort)
+}
+
+// localPod creates a running, ready Pod on 127.0.0.1 whose admin port is
+// a local process's.
+func localPod(t *testing.T, ns, name string, labels map[string]string, container string, adminPort int) *corev1.Pod {
+	t.Helper()
 	ctx := context.Background()
 	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ms.Namespace, Name: name, Labels: desired.CommonLabels(ms)},
-		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: desired.ContainerName, Image: testImage,
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: labels},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: container, Image: testImage,
 			Ports: []corev1.ContainerPort{{Name: desired.PortNameAdmin, ContainerPort: int32(adminPort), Protocol: corev1.ProtocolTCP}}}}},
 	}
 	if err := k8s.Create(ctx, pod); err != nil {

@@ -16,7 +16,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	mediav1alpha1 "github.com/mediafleet/mediafleet/api/v1alpha1"
 	"github.com/mediafleet/mediafleet/controllers/desired"
@@ -131,58 +130,19 @@ func turnRecommend(as *mediav1alpha1.TURNAutoscalingSpec, allocations int32) int
 	return min(max(rec, as.MinReplicas, 1), as.MaxReplicas)
 }
 
-// ensureTURNSecret makes the gateway's shared secret once and returns it.
-// Like the admin token it is created, never applied, and a Secret of its
-// name that this MediaService does not control is never used.
+// ensureTURNSecret makes the gateway's shared secret once and returns it
+// (like the admin token: created, never applied, never logged).
 func (r *MediaServiceReconciler) ensureTURNSecret(ctx context.Context, sc *scope) (string, error) {
-	ms := sc.ms
-	sec := &corev1.Secret{}
-	err := r.Get(ctx, types.NamespacedName{Namespace: ms.Namespace, Name: desired.TURNSecretName(ms)}, sec)
-	switch {
-	case apierrors.IsNotFound(err):
-		b := make([]byte, turnSecretBytes)
-		if _, err := rand.Read(b); err != nil {
-			return "", fmt.Errorf("TURN secret: %w", err)
-		}
-		secret := base64.RawURLEncoding.EncodeToString(b)
-		sec = &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Name: desired.TURNSecretName(ms), Namespace: ms.Namespace, Labels: desired.TURNLabels(ms)},
-			Type:       corev1.SecretTypeOpaque,
-			Data:       map[string][]byte{desired.TURNSecretKey: []byte(secret)},
-		}
-		if err := controllerutil.SetControllerReference(ms, sec, r.Scheme()); err != nil {
-			return "", err
-		}
-		if err := r.Create(ctx, sec, client.FieldOwner(FieldOwner)); err != nil {
-			if apierrors.IsAlreadyExists(err) {
-				return "", fmt.Errorf("TURN secret %s exists without mediafleet's labels (%w): delete or rename it", sec.Name, errForeignSecret)
-			}
-			return "", fmt.Errorf("create TURN secret %s: %w", sec.Name, err)
-		}
-		sc.applied.record(false, "Secret", sec.Name)
-		return secret, nil
-	case err != nil:
-		return "", fmt.Errorf("get TURN secret: %w", err)
-	}
-	if !metav1.IsControlledBy(sec, ms) {
-		return "", fmt.Errorf("TURN secret %s: %w", sec.Name, errForeignSecret)
-	}
-	if v := sec.Data[desired.TURNSecretKey]; len(v) >= 32 {
-		return string(v), nil
-	}
-	// Emptied or cut short: a new one, and the gateway and media pods roll.
+	return r.ensureGeneratedSecret(ctx, sc, generatedSecret{
+		name: desired.TURNSecretName(sc.ms), key: desired.TURNSecretKey, what: "TURN",
+		labels: desired.TURNLabels(sc.ms), minLen: 32, generate: newTURNSecret,
+	})
+}
+
+func newTURNSecret() (string, error) {
 	b := make([]byte, turnSecretBytes)
 	if _, err := rand.Read(b); err != nil {
 		return "", fmt.Errorf("TURN secret: %w", err)
 	}
-	secret := base64.RawURLEncoding.EncodeToString(b)
-	if sec.Data == nil {
-		sec.Data = map[string][]byte{}
-	}
-	sec.Data[desired.TURNSecretKey] = []byte(secret)
-	if err := r.Update(ctx, sec, client.FieldOwner(FieldOwner)); err != nil {
-		return "", fmt.Errorf("renew TURN secret %s: %w", sec.Name, err)
-	}
-	sc.applied.record(true, "Secret", sec.Name)
-	return secret, nil
+	return base64.RawURLEncoding.EncodeToString(b), nil
 }

@@ -165,19 +165,7 @@ func TestEnvtestTURNAutoscaling(t *testing.T) {
 		Autoscaling: &mediav1alpha1.TURNAutoscalingSpec{MinReplicas: 1, MaxReplicas: 4, TargetAllocationsPerPod: 2,
 			ScaleDownStabilization: metav1.Duration{Duration: 5 * time.Minute}}}
 	createMS(t, ms)
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "scaled-turn-a", Labels: desired.TURNLabels(ms)},
-		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "turn", Image: testImage,
-			Ports: []corev1.ContainerPort{{Name: desired.PortNameAdmin, ContainerPort: int32(adminPort), Protocol: corev1.ProtocolTCP}}}}},
-	}
-	if err := k8s.Create(ctx, pod); err != nil {
-		t.Fatal(err)
-	}
-	pod.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "127.0.0.1", PodIPs: []corev1.PodIP{{IP: "127.0.0.1"}},
-		Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}
-	if err := k8s.Status().Update(ctx, pod); err != nil {
-		t.Fatal(err)
-	}
+	localPod(t, ns, "scaled-turn-a", desired.TURNLabels(ms), "turn", adminPort)
 	replicasAre := func(n int32) func() error {
 		return func() error {
 			d := &appsv1.Deployment{}

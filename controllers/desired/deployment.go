@@ -62,49 +62,11 @@ func Deployment(ms *mediav1alpha1.MediaService, opts Options, adminTokenHash str
 		podLabels[k] = v
 	}
 
-	container := corev1ac.Container().
-		WithName(ContainerName).
-		WithImage(image).
+	container := hardenedContainer(ContainerName, image, spec.ImagePullPolicy, spec.Resources).
 		WithPorts(containerPorts(ms)...).
 		WithEnv(podEnv(ms, gw.URLs)...).
-		WithReadinessProbe(corev1ac.Probe().
-			WithHTTPGet(corev1ac.HTTPGetAction().WithPath("/readyz").WithPort(intstr.FromString(PortNameAdmin)).WithScheme(corev1.URISchemeHTTP)).
-			WithPeriodSeconds(2).WithTimeoutSeconds(1).WithSuccessThreshold(1).WithFailureThreshold(2)).
-		WithLivenessProbe(corev1ac.Probe().
-			WithHTTPGet(corev1ac.HTTPGetAction().WithPath("/healthz").WithPort(intstr.FromString(PortNameAdmin)).WithScheme(corev1.URISchemeHTTP)).
-			WithInitialDelaySeconds(5).WithPeriodSeconds(10).WithTimeoutSeconds(2).WithSuccessThreshold(1).WithFailureThreshold(3)).
-		WithSecurityContext(corev1ac.SecurityContext().
-			WithAllowPrivilegeEscalation(false).
-			WithReadOnlyRootFilesystem(true).
-			WithRunAsNonRoot(true).
-			WithCapabilities(corev1ac.Capabilities().WithDrop("ALL"))).
-		WithVolumeMounts(volumeMounts(ms)...).
-		WithTerminationMessagePolicy(corev1.TerminationMessageFallbackToLogsOnError)
-	if spec.ImagePullPolicy != "" {
-		container.WithImagePullPolicy(spec.ImagePullPolicy)
-	}
-	if len(spec.Resources.Limits) > 0 || len(spec.Resources.Requests) > 0 {
-		res := corev1ac.ResourceRequirements()
-		if len(spec.Resources.Limits) > 0 {
-			res.WithLimits(spec.Resources.Limits)
-		}
-		if len(spec.Resources.Requests) > 0 {
-			res.WithRequests(spec.Resources.Requests)
-		}
-		container.WithResources(res)
-	}
-
-	podSpec := corev1ac.PodSpec().
-		WithServiceAccountName(ServiceAccountName(ms)).
-		WithAutomountServiceAccountToken(false).
-		WithEnableServiceLinks(false).
-		WithTerminationGracePeriodSeconds(terminationGracePeriod(ms)).
-		WithSecurityContext(corev1ac.PodSecurityContext().
-			WithRunAsNonRoot(true).
-			WithRunAsUser(mediaUID).
-			WithRunAsGroup(mediaUID).
-			WithFSGroup(mediaUID).
-			WithSeccompProfile(corev1ac.SeccompProfile().WithType(corev1.SeccompProfileTypeRuntimeDefault))).
+		WithVolumeMounts(volumeMounts(ms)...)
+	podSpec := hardenedPodSpec(ms, terminationGracePeriod(ms)).
 		WithContainers(container).
 		WithVolumes(volumes(ms)...)
 	if spec.ICE.HostNetwork {
@@ -150,6 +112,58 @@ func Deployment(ms *mediav1alpha1.MediaService, opts Options, adminTokenHash str
 			WithStrategy(rolloutStrategy(ms)).
 			WithRevisionHistoryLimit(5).
 			WithTemplate(template))
+}
+
+// hardenedContainer is a container of the MediaService's pods (media and
+// TURN gateway): readiness on /readyz and liveness on /healthz of the
+// admin port, no privilege escalation, read-only root, no capabilities.
+func hardenedContainer(name, image string, pull corev1.PullPolicy, res corev1.ResourceRequirements) *corev1ac.ContainerApplyConfiguration {
+	c := corev1ac.Container().
+		WithName(name).
+		WithImage(image).
+		WithReadinessProbe(corev1ac.Probe().
+			WithHTTPGet(corev1ac.HTTPGetAction().WithPath("/readyz").WithPort(intstr.FromString(PortNameAdmin)).WithScheme(corev1.URISchemeHTTP)).
+			WithPeriodSeconds(2).WithTimeoutSeconds(1).WithSuccessThreshold(1).WithFailureThreshold(2)).
+		WithLivenessProbe(corev1ac.Probe().
+			WithHTTPGet(corev1ac.HTTPGetAction().WithPath("/healthz").WithPort(intstr.FromString(PortNameAdmin)).WithScheme(corev1.URISchemeHTTP)).
+			WithInitialDelaySeconds(5).WithPeriodSeconds(10).WithTimeoutSeconds(2).WithSuccessThreshold(1).WithFailureThreshold(3)).
+		WithSecurityContext(corev1ac.SecurityContext().
+			WithAllowPrivilegeEscalation(false).
+			WithReadOnlyRootFilesystem(true).
+			WithRunAsNonRoot(true).
+			WithCapabilities(corev1ac.Capabilities().WithDrop("ALL"))).
+		WithTerminationMessagePolicy(corev1.TerminationMessageFallbackToLogsOnError)
+	if pull != "" {
+		c.WithImagePullPolicy(pull)
+	}
+	if len(res.Limits) > 0 || len(res.Requests) > 0 {
+		r := corev1ac.ResourceRequirements()
+		if len(res.Limits) > 0 {
+			r.WithLimits(res.Limits)
+		}
+		if len(res.Requests) > 0 {
+			r.WithRequests(res.Requests)
+		}
+		c.WithResources(r)
+	}
+	return c
+}
+
+// hardenedPodSpec is the pod-level half: the MediaService's
+// ServiceAccount without an API token, no service links, the unprivileged
+// user, RuntimeDefault seccomp (restricted Pod Security).
+func hardenedPodSpec(ms *mediav1alpha1.MediaService, grace int64) *corev1ac.PodSpecApplyConfiguration {
+	return corev1ac.PodSpec().
+		WithServiceAccountName(ServiceAccountName(ms)).
+		WithAutomountServiceAccountToken(false).
+		WithEnableServiceLinks(false).
+		WithTerminationGracePeriodSeconds(grace).
+		WithSecurityContext(corev1ac.PodSecurityContext().
+			WithRunAsNonRoot(true).
+			WithRunAsUser(mediaUID).
+			WithRunAsGroup(mediaUID).
+			WithFSGroup(mediaUID).
+			WithSeccompProfile(corev1ac.SeccompProfile().WithType(corev1.SeccompProfileTypeRuntimeDefault)))
 }
 
 // Gateway is the MediaService's TURN gateway as the media pods announce it.

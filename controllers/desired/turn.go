@@ -1,7 +1,6 @@
 package desired
 
 import (
-	"math"
 	"net"
 	"strconv"
 
@@ -136,49 +135,12 @@ func TURNDeployment(ms *mediav1alpha1.MediaService, opts Options, secretHash str
 		env = append(env, valueEnv(podenv.LogFormat, ms.Spec.Logging.Format))
 	}
 
-	container := corev1ac.Container().
-		WithName("turn").
-		WithImage(image).
+	container := hardenedContainer("turn", image, ms.Spec.ImagePullPolicy, t.Resources).
 		WithArgs("turn").
 		WithPorts(ports...).
 		WithEnv(env...).
-		WithReadinessProbe(corev1ac.Probe().
-			WithHTTPGet(corev1ac.HTTPGetAction().WithPath("/readyz").WithPort(intstr.FromString(PortNameAdmin)).WithScheme(corev1.URISchemeHTTP)).
-			WithPeriodSeconds(2).WithTimeoutSeconds(1).WithSuccessThreshold(1).WithFailureThreshold(2)).
-		WithLivenessProbe(corev1ac.Probe().
-			WithHTTPGet(corev1ac.HTTPGetAction().WithPath("/healthz").WithPort(intstr.FromString(PortNameAdmin)).WithScheme(corev1.URISchemeHTTP)).
-			WithInitialDelaySeconds(5).WithPeriodSeconds(10).WithTimeoutSeconds(2).WithSuccessThreshold(1).WithFailureThreshold(3)).
-		WithSecurityContext(corev1ac.SecurityContext().
-			WithAllowPrivilegeEscalation(false).
-			WithReadOnlyRootFilesystem(true).
-			WithRunAsNonRoot(true).
-			WithCapabilities(corev1ac.Capabilities().WithDrop("ALL"))).
-		WithVolumeMounts(mounts...).
-		WithTerminationMessagePolicy(corev1.TerminationMessageFallbackToLogsOnError)
-	if ms.Spec.ImagePullPolicy != "" {
-		container.WithImagePullPolicy(ms.Spec.ImagePullPolicy)
-	}
-	if len(t.Resources.Limits) > 0 || len(t.Resources.Requests) > 0 {
-		res := corev1ac.ResourceRequirements()
-		if len(t.Resources.Limits) > 0 {
-			res.WithLimits(t.Resources.Limits)
-		}
-		if len(t.Resources.Requests) > 0 {
-			res.WithRequests(t.Resources.Requests)
-		}
-		container.WithResources(res)
-	}
-	podSpec := corev1ac.PodSpec().
-		WithServiceAccountName(ServiceAccountName(ms)).
-		WithAutomountServiceAccountToken(false).
-		WithEnableServiceLinks(false).
-		WithTerminationGracePeriodSeconds(int64(math.Ceil(turnDrainTimeout)) + drainGraceMargin).
-		WithSecurityContext(corev1ac.PodSecurityContext().
-			WithRunAsNonRoot(true).
-			WithRunAsUser(mediaUID).
-			WithRunAsGroup(mediaUID).
-			WithFSGroup(mediaUID).
-			WithSeccompProfile(corev1ac.SeccompProfile().WithType(corev1.SeccompProfileTypeRuntimeDefault))).
+		WithVolumeMounts(mounts...)
+	podSpec := hardenedPodSpec(ms, turnDrainTimeout+drainGraceMargin).
 		WithContainers(container).
 		WithVolumes(volumes...)
 	if len(ms.Spec.PodTemplate.NodeSelector) > 0 {

@@ -161,9 +161,7 @@ func TestHTTPSSignallingThroughService(t *testing.T) {
 	})
 	ca := testpki.NewCA(t)
 	writeSecret := func(create bool) {
-		cert, key := ca.Issue(t, svc.Spec.ClusterIP, "tls."+ns+".svc")
-		sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "tls-cert"}, Type: corev1.SecretTypeTLS,
-			Data: map[string][]byte{corev1.TLSCertKey: cert, corev1.TLSPrivateKeyKey: key}}
+		sec := tlsSecret(t, ca, "tls-cert", svc.Spec.ClusterIP, "tls."+ns+".svc")
 		var err error
 		if create {
 			err = kc.Create(ctxFor(t, 10*time.Second), sec)
@@ -257,4 +255,13 @@ func servedCert(t *testing.T, podIP string, cfg *tls.Config) string {
 	}
 	defer conn.Close()
 	return conn.ConnectionState().PeerCertificates[0].SerialNumber.String()
+}
+
+// tlsSecret is a kubernetes.io/tls Secret in the test namespace with a
+// certificate from ca for hosts.
+func tlsSecret(t *testing.T, ca *testpki.CA, name string, hosts ...string) *corev1.Secret {
+	t.Helper()
+	cert, key := ca.Issue(t, hosts...)
+	return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Type: corev1.SecretTypeTLS,
+		Data: map[string][]byte{corev1.TLSCertKey: cert, corev1.TLSPrivateKeyKey: key}}
 }

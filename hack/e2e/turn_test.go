@@ -17,7 +17,6 @@ import (
 	"github.com/pion/turn/v4"
 	"github.com/pion/webrtc/v4"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -63,9 +62,7 @@ func TestTURNGatewayCarriesMedia(t *testing.T) {
 	if err := os.WriteFile(turnCAFile, ca.CertPEM, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cert, key := ca.Issue(t, svc.Spec.ClusterIP)
-	if err := kc.Create(ctxFor(t, 10*time.Second), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "relay-turn-cert"},
-		Type: corev1.SecretTypeTLS, Data: map[string][]byte{corev1.TLSCertKey: cert, corev1.TLSPrivateKeyKey: key}}); err != nil {
+	if err := kc.Create(ctxFor(t, 10*time.Second), tlsSecret(t, ca, "relay-turn-cert", svc.Spec.ClusterIP)); err != nil {
 		t.Fatal(err)
 	}
 	waitAvailable(t, "relay", 1, 3*time.Minute)

@@ -291,16 +291,8 @@ func creds(at time.Time, ttl time.Duration, session string) (string, string) {
 // media pod's address on another port is dropped; both are counted.
 func TestNotAnOpenRelay(t *testing.T) {
 	leakCheck(t)
-	media, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer media.Close()
-	other, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
+	media := udpSocket(t)
+	other := udpSocket(t)
 	mediaPort := media.LocalAddr().(*net.UDPAddr).Port
 	gw := gateway(t, func(c *relay.Config) { c.PeerPorts = []relay.PortRange{{Min: mediaPort, Max: mediaPort}} })
 	if err := gw.SetMembers(members(media.LocalAddr().String())); err != nil {
@@ -404,11 +396,7 @@ func TestCredentials(t *testing.T) {
 // an allocation's bitrate per direction.
 func TestQuotas(t *testing.T) {
 	leakCheck(t)
-	media, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer media.Close()
+	media := udpSocket(t)
 	gw := gateway(t, func(c *relay.Config) {
 		c.UserAllocations, c.MaxAllocations = 2, 3
 		// 1 byte per second: what passes is the burst (64 KiB), however
@@ -607,11 +595,7 @@ func TestAdminAPI(t *testing.T) {
 // relays to the media pod.
 func TestReusePortListeners(t *testing.T) {
 	leakCheck(t)
-	media, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer media.Close()
+	media := udpSocket(t)
 	gw := gateway(t, func(c *relay.Config) { c.UDPListeners = 4 })
 	if err := gw.SetMembers(members(media.LocalAddr().String())); err != nil {
 		t.Fatal(err)
@@ -641,4 +625,16 @@ func TestReusePortListeners(t *testing.T) {
 	if gw.Allocations() != clients {
 		t.Errorf("%d allocations, want %d", gw.Allocations(), clients)
 	}
+}
+
+// udpSocket is a loopback UDP socket standing for a media pod (closed when
+// the test ends).
+func udpSocket(t *testing.T) net.PacketConn {
+	t.Helper()
+	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
 }

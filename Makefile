@@ -121,6 +121,12 @@ build: manifests generate fmt vet ## Build the manager, mediaserver and medialoa
 load: ## Run mediaload against a local mediaserver it starts (20 publishers × 4 viewers + 12 room participants, 30 s).
 	hack/load.sh
 
+DURATION ?= 10m
+.PHONY: soak
+soak: ## Churn sessions against one mediaserver for DURATION (default 10m; make soak DURATION=1h): CSV, chart and verdict in bin/soak.
+	$(GO) build -o $(LOCALBIN)/mediaserver ./cmd/mediaserver
+	$(GO) run ./hack/soak -server $(LOCALBIN)/mediaserver -out $(LOCALBIN)/soak -duration $(DURATION)
+
 .PHONY: run
 run: manifests generate fmt vet ## Run the operator against the cluster in ~/.kube/config.
 	$(GO) run ./cmd/manager --mediaserver-image=$(MEDIASERVER_IMG)

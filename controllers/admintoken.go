@@ -16,7 +16,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
-	mediav1alpha1 "github.com/mediafleet/mediafleet/api/v1alpha1"
 	"github.com/mediafleet/mediafleet/controllers/desired"
 )
 
@@ -36,10 +35,16 @@ func (r *MediaServiceReconciler) reconcileAdminToken(ctx context.Context, sc *sc
 }
 
 func (r *MediaServiceReconciler) ensureAdminToken(ctx context.Context, sc *scope) error {
-	_, err := r.ensureGeneratedSecret(ctx, sc, generatedSecret{
+	tok, err := r.ensureGeneratedSecret(ctx, sc, generatedSecret{
 		name: desired.AdminTokenSecretName(sc.ms), key: desired.AdminTokenKey, what: "admin token",
 		labels: desired.CommonLabels(sc.ms), minLen: 2 * adminTokenBytes, generate: newAdminToken,
 	})
+	if err == nil {
+		// The Deployment of this same reconcile carries the hash at
+		// once (the cache may not hold a Secret created moments ago: a
+		// Deployment first made without it would roll its new pods).
+		sc.adminTokenHash = tokenHash(tok)
+	}
 	return err
 }
 
@@ -115,16 +120,6 @@ func newAdminToken() (string, error) {
 		return "", fmt.Errorf("admin token: %w", err)
 	}
 	return hex.EncodeToString(b), nil
-}
-
-// adminTokenHash is the pod template's annotation value for the current
-// token ("" until the Secret exists).
-func (r *MediaServiceReconciler) adminTokenHash(ctx context.Context, ms *mediav1alpha1.MediaService) (string, error) {
-	tok, err := readAdminToken(ctx, r, ms.Namespace, ms.Name)
-	if err != nil || tok == "" {
-		return "", err
-	}
-	return tokenHash(tok), nil
 }
 
 func tokenHash(tok string) string {

@@ -188,11 +188,8 @@ func (r *MediaServiceReconciler) reconcileServiceAccount(ctx context.Context, sc
 }
 
 func (r *MediaServiceReconciler) reconcileDeployment(ctx context.Context, sc *scope) (ctrl.Result, error) {
-	hash, err := r.adminTokenHash(ctx, sc.ms)
-	if err != nil {
-		return done, err
-	}
-	return result(applyChild(ctx, r, sc, "Deployment", &appsv1.Deployment{}, desired.Deployment(sc.ms, r.Options.builders(), hash, desired.Gateway{URLs: sc.turnURLs, SecretHash: sc.turnSecretHash}), extractDeployment))
+	// The admin-token phase ran first and ensured the token.
+	return result(applyChild(ctx, r, sc, "Deployment", &appsv1.Deployment{}, desired.Deployment(sc.ms, r.Options.builders(), sc.adminTokenHash, desired.Gateway{URLs: sc.turnURLs, SecretHash: sc.turnSecretHash}), extractDeployment))
 }
 
 func (r *MediaServiceReconciler) reconcileServices(ctx context.Context, sc *scope) (ctrl.Result, error) {

@@ -95,6 +95,11 @@ func TestEnvtestCreateBuildsEveryChild(t *testing.T) {
 			t.Errorf("env %s = %q, want %q", k, env[k], want)
 		}
 	}
+	// The first Deployment already carries the admin token's hash: no
+	// second revision rolling the brand-new pods.
+	if dep.Spec.Template.Annotations[desired.AnnotationAdminTokenHash] == "" || dep.Generation != 1 {
+		t.Errorf("first Deployment: generation %d, token hash %q; want generation 1 with the hash", dep.Generation, dep.Spec.Template.Annotations[desired.AnnotationAdminTokenHash])
+	}
 	if gp := *dep.Spec.Template.Spec.TerminationGracePeriodSeconds; gp != 40 {
 		t.Errorf("terminationGracePeriodSeconds = %d, want 40 (30s drain + 10s)", gp)
 	}

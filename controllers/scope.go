@@ -29,6 +29,8 @@ type scope struct {
 	turnURLs       []string
 	turnSecretHash string
 	turnDone       bool
+	// adminTokenHash: of the token the admin-token phase ensured.
+	adminTokenHash string
 }
 
 // phase is one step of a reconcile. A phase asks to be run again after

@@ -662,8 +662,14 @@ import)
 	mkdir -p "$STATE/logs"
 	import_images
 	;;
+apiserver-stop) # fault tests: the control plane goes away (SIGTERM)
+	stop kube-apiserver
+	;;
+apiserver-start)
+	apiserver_up
+	;;
 *)
-	echo "usage: $0 up|down|status|import" >&2
+	echo "usage: $0 up|down|status|import|apiserver-stop|apiserver-start" >&2
 	exit 2
 	;;
 esac

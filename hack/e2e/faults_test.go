@@ -7,12 +7,16 @@ import (
 	"net/http"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	mediav1alpha1 "github.com/mediafleet/mediafleet/api/v1alpha1"
 	mfclient "github.com/mediafleet/mediafleet/mediaserver/client"
@@ -129,4 +133,101 @@ func TestKilledMediaPodHoldingARoom(t *testing.T) {
 		return false, "the pod is gone"
 	})
 	waitAvailable(t, "killed", 3, 2*time.Minute)
+}
+
+// cluster runs hack/cluster.sh with a verb (the suite runs as root, as
+// make dev does).
+func cluster(t *testing.T, verb string) {
+	t.Helper()
+	root, _ := filepath.Abs("../..")
+	if out, err := exec.Command(filepath.Join(root, "hack/cluster.sh"), verb).CombinedOutput(); err != nil {
+		t.Fatalf("hack/cluster.sh %s: %v: %s", verb, err, out)
+	}
+}
+
+// 15. The API server stops (SIGTERM) for a while and comes back, while a
+// fleet carries a WHIP publisher and a WHEP viewer: media keeps flowing
+// with the control plane gone (the data plane never depends on it); once
+// it is back, kubectl get msvc is right within an observation interval,
+// the operator converges without duplicates (one Deployment, one
+// ReplicaSet, the same two pods) and acts on a change again.
+func TestAPIServerRestartUnderMedia(t *testing.T) {
+	phase(t)
+	checkLeaks(t)
+	createMS(t, "apistop", mediav1alpha1.MediaServiceSpec{Replicas: ptr.To[int32](2)})
+	t.Cleanup(func() { deleteMS(t, "apistop") })
+	waitAvailable(t, "apistop", 2, 3*time.Minute)
+	base := serviceURL(t, "apistop")
+	waitServiceAnswers(t, httpc, base)
+	ctx := ctxFor(t, 5*time.Minute)
+	pub, err := mfclient.Publish(ctx, base, "steady", clientOpts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	pub.SendRTP(100, 600)
+	view, err := mfclient.Play(ctx, base, "steady", clientOpts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer view.Close()
+	waitPackets(t, "viewer", &view.Received, 200, 30*time.Second)
+	waitRow(t, "apistop", map[string]string{"READY": "2", "AVAILABLE": "True", "SESSIONS": "2"})
+	podsBefore := map[string]bool{}
+	for _, p := range mediaPods(t, "apistop") {
+		podsBefore[p.Name] = true
+	}
+	sel := client.MatchingLabels{instanceLabel: "apistop", "app.kubernetes.io/name": "mediaserver"}
+	replicaSets := func() []string {
+		var rss appsv1.ReplicaSetList
+		if err := kc.List(ctxFor(t, 10*time.Second), &rss, client.InNamespace(ns), sel); err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, rs := range rss.Items {
+			names = append(names, rs.Name)
+		}
+		sort.Strings(names)
+		return names
+	}
+	rsBefore := replicaSets()
+
+	cluster(t, "apiserver-stop")
+	stopped := time.Now()
+	restarted := false
+	t.Cleanup(func() {
+		if !restarted {
+			cluster(t, "apiserver-start")
+		}
+	})
+	// Media keeps flowing with the API server gone: 20 s of it (at 100
+	// packets/s, 2,000 more packets).
+	before := view.Received.Packets.Load()
+	waitPackets(t, "viewer with the API server down", &view.Received, before+2000, time.Minute)
+	if _, err := cs.CoreV1().Namespaces().Get(ctxFor(t, 3*time.Second), ns, metav1.GetOptions{}); err == nil {
+		t.Fatal("the API server answered while stopped: the test did not stop it")
+	}
+	t.Logf("media flowed for %s with the API server down", time.Since(stopped).Round(time.Second))
+	cluster(t, "apiserver-start")
+	restarted = true
+	back := time.Now()
+
+	waitRow(t, "apistop", map[string]string{"READY": "2", "AVAILABLE": "True", "SESSIONS": "2"})
+	t.Logf("kubectl get msvc right again %s after the API server came back", time.Since(back).Round(100*time.Millisecond))
+	var deps appsv1.DeploymentList
+	if err := kc.List(ctxFor(t, 10*time.Second), &deps, client.InNamespace(ns), sel); err != nil {
+		t.Fatal(err)
+	}
+	if rsAfter := replicaSets(); len(deps.Items) != 1 || strings.Join(rsAfter, ",") != strings.Join(rsBefore, ",") {
+		t.Errorf("after the restart: %d Deployments, ReplicaSets %v (before: %v); want one Deployment and no new ReplicaSet", len(deps.Items), rsAfter, rsBefore)
+	}
+	for _, p := range mediaPods(t, "apistop") {
+		if !podsBefore[p.Name] {
+			t.Errorf("pod %s appeared across the restart (before: %v)", p.Name, podsBefore)
+		}
+	}
+	// The operator acts again: a scale goes through.
+	kubectl(t, "-n", ns, "scale", "msvc", "apistop", "--replicas", "3")
+	waitAvailable(t, "apistop", 3, 3*time.Minute)
+	waitPackets(t, "viewer after the restart", &view.Received, view.Received.Packets.Load()+100, 30*time.Second)
 }

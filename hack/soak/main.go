@@ -402,13 +402,12 @@ type churn struct {
 
 	live, opened, failed, vanished atomic.Int64
 
-	mu       sync.Mutex
-	setups   []setup        // when and how long each setup took
-	rooms    map[string]int // rooms with a live publisher
-	closers  map[int]func() // live sessions, ended at the end
-	nextID   int
-	wg       sync.WaitGroup
-	draining bool
+	mu      sync.Mutex
+	setups  []setup        // when and how long each setup took
+	rooms   map[string]int // rooms with a live publisher
+	closers map[int]func() // live sessions, ended at the end
+	nextID  int
+	wg      sync.WaitGroup
 }
 
 type setup struct {

@@ -46,7 +46,7 @@ func roomOwners(t *testing.T, name, room string) []string {
 	return holders
 }
 
-// 14. A media pod killed without warning (SIGKILL through containerd) while
+// 13. A media pod killed without warning (SIGKILL through containerd) while
 // it holds a WebSocket room: within one observation interval the
 // surviving pods hold a new member list; the room's clients reconnect
 // through the Service the way the demo page does and meet again on exactly
@@ -145,7 +145,7 @@ func cluster(t *testing.T, verb string) {
 	}
 }
 
-// 15. The API server stops (SIGTERM) for a while and comes back, while a
+// 14. The API server stops (SIGTERM) for a while and comes back, while a
 // fleet carries a WHIP publisher and a WHEP viewer: media keeps flowing
 // with the control plane gone (the data plane never depends on it); once
 // it is back, kubectl get msvc is right within an observation interval,

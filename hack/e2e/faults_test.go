@@ -13,6 +13,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -230,4 +231,118 @@ func TestAPIServerRestartUnderMedia(t *testing.T) {
 	kubectl(t, "-n", ns, "scale", "msvc", "apistop", "--replicas", "3")
 	waitAvailable(t, "apistop", 3, 3*time.Minute)
 	waitPackets(t, "viewer after the restart", &view.Received, view.Received.Packets.Load()+100, 30*time.Second)
+}
+
+// leaseHolder is the leader lease's holder identity ("<pod>_<uuid>": a
+// restarted container is a new identity in the same pod; "" when none).
+func leaseHolder(t *testing.T) string {
+	t.Helper()
+	var leases coordinationv1.LeaseList
+	if err := kc.List(ctxFor(t, 10*time.Second), &leases, client.InNamespace(operatorNamespace)); err != nil {
+		return ""
+	}
+	for _, l := range leases.Items {
+		if h := ptr.Deref(l.Spec.HolderIdentity, ""); h != "" {
+			return h
+		}
+	}
+	return ""
+}
+
+// 15. Leader failover: the operator runs two replicas; its leader is
+// SIGKILLed (no graceful release of the lease): a live instance (the other
+// replica, or the killed one's restarted container) takes over within the
+// lease's life, the MediaService and its Deployment see no
+// write across the failover (status kept, nothing re-applied), and the new
+// leader acts: a scale-up is applied and every pod, the new one too, holds
+// the new member list.
+func TestLeaderFailover(t *testing.T) {
+	phase(t)
+	checkLeaks(t)
+	kubectl(t, "-n", operatorNamespace, "scale", "deployment", operatorDeployment, "--replicas", "2")
+	t.Cleanup(func() {
+		kubectl(t, "-n", operatorNamespace, "scale", "deployment", operatorDeployment, "--replicas", "1")
+		eventually(t, 2*time.Minute, "the operator back to one ready replica", func() (bool, string) {
+			var dep appsv1.Deployment
+			if err := kc.Get(ctxFor(t, 10*time.Second), client.ObjectKey{Namespace: operatorNamespace, Name: operatorDeployment}, &dep); err != nil {
+				return false, err.Error()
+			}
+			return dep.Status.Replicas == 1 && dep.Status.ReadyReplicas == 1 && leaseHolder(t) != "", fmt.Sprintf("%+v, leader %q", dep.Status, leaseHolder(t))
+		})
+	})
+	var pods corev1.PodList
+	eventually(t, 2*time.Minute, "two operator replicas ready, one leading", func() (bool, string) {
+		if err := kc.List(ctxFor(t, 10*time.Second), &pods, client.InNamespace(operatorNamespace), client.MatchingLabels{"control-plane": "controller-manager"}); err != nil {
+			return false, err.Error()
+		}
+		ready := 0
+		for i := range pods.Items {
+			if podReady(&pods.Items[i]) && pods.Items[i].DeletionTimestamp == nil {
+				ready++
+			}
+		}
+		return ready == 2 && leaseHolder(t) != "", fmt.Sprintf("%d ready, leader %q", ready, leaseHolder(t))
+	})
+	createMS(t, "failover", mediav1alpha1.MediaServiceSpec{Replicas: ptr.To[int32](2)})
+	t.Cleanup(func() { deleteMS(t, "failover") })
+	waitAvailable(t, "failover", 2, 3*time.Minute)
+	waitRow(t, "failover", map[string]string{"READY": "2", "AVAILABLE": "True", "SESSIONS": "0"})
+	msBefore := getMS(t, "failover")
+	var depBefore appsv1.Deployment
+	if err := kc.Get(ctxFor(t, 10*time.Second), client.ObjectKey{Namespace: ns, Name: "failover"}, &depBefore); err != nil {
+		t.Fatal(err)
+	}
+
+	leader := leaseHolder(t)
+	leaderName, _, _ := strings.Cut(leader, "_")
+	var leaderPod *corev1.Pod
+	for i := range pods.Items {
+		if pods.Items[i].Name == leaderName {
+			leaderPod = &pods.Items[i]
+		}
+	}
+	if leaderPod == nil {
+		t.Fatalf("leader %q is none of the operator pods", leader)
+	}
+	killContainer(t, leaderPod)
+	killed := time.Now()
+	// The lease goes to a live instance: the other replica, or the killed
+	// one's restarted container, whichever wins (both are new holders).
+	eventually(t, 90*time.Second, "a live instance takes the lease", func() (bool, string) {
+		h := leaseHolder(t)
+		return h != "" && h != leader, "holder " + h
+	})
+	t.Logf("leadership moved from %s to %s %s after the kill", leader, leaseHolder(t), time.Since(killed).Round(100*time.Millisecond))
+	// The new leader observes and reconciles everything once; at rest that
+	// writes nothing: the same resourceVersions after a few passes.
+	eventually(t, 30*time.Second, "kubectl get msvc unchanged under the new leader", func() (bool, string) {
+		row := msvcRow(t, "failover")
+		return row["READY"] == "2" && row["AVAILABLE"] == "True", fmt.Sprint(row)
+	})
+	if ms := getMS(t, "failover"); ms.ResourceVersion != msBefore.ResourceVersion {
+		t.Errorf("the MediaService was written across the failover (resourceVersion %s → %s)", msBefore.ResourceVersion, ms.ResourceVersion)
+	}
+	var depAfter appsv1.Deployment
+	if err := kc.Get(ctxFor(t, 10*time.Second), client.ObjectKey{Namespace: ns, Name: "failover"}, &depAfter); err != nil {
+		t.Fatal(err)
+	}
+	if depAfter.Generation != depBefore.Generation {
+		t.Errorf("the Deployment's spec was written across the failover (generation %d → %d)", depBefore.Generation, depAfter.Generation)
+	}
+	// The new leader acts, and delivers member lists.
+	kubectl(t, "-n", ns, "scale", "msvc", "failover", "--replicas", "3")
+	waitAvailable(t, "failover", 3, 3*time.Minute)
+	eventually(t, 30*time.Second, "every pod holds one newer member list", func() (bool, string) {
+		gens := map[int64]bool{}
+		var got []string
+		for _, p := range mediaPods(t, "failover") {
+			r := podReport(t, &p, 9090)
+			gens[r.MembershipGeneration] = true
+			got = append(got, fmt.Sprintf("%s=%d/%d", p.Name, r.MembershipGeneration, r.MembershipSize))
+			if r.MembershipSize != 3 {
+				return false, strings.Join(got, " ")
+			}
+		}
+		return len(gens) == 1, strings.Join(got, " ")
+	})
 }

@@ -256,6 +256,7 @@ func (r *MediaServiceReconciler) writeStatus(ctx context.Context, ms *mediav1alp
 	}
 	r.recordTransitions(ms, before)
 	r.recordLeakTransitions(ms, before.LeakingPods)
+	r.recordRestartTransitions(ms, before.Pods)
 	patchBase := &mediav1alpha1.MediaService{ObjectMeta: ms.ObjectMeta, Status: *before}
 	if err := r.Status().Patch(ctx, ms, client.MergeFrom(patchBase)); err != nil {
 		if apierrors.IsNotFound(err) {

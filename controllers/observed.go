@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	mediav1alpha1 "github.com/mediafleet/mediafleet/api/v1alpha1"
+	"github.com/mediafleet/mediafleet/controllers/desired"
 	"github.com/mediafleet/mediafleet/mediaserver/statusapi"
 )
 
@@ -22,6 +23,7 @@ const (
 	ReasonLeakSuspected    = "LeakSuspected"
 	ReasonNoLeak           = "NoLeakReported"
 	ReasonLeakStarted      = "GoroutineLeakSuspected"
+	ReasonContainerRestart = "MediaPodRestarted"
 	ReasonLeakCleared      = "GoroutineLeakCleared"
 	ReasonRestartedLeaking = "RestartedLeakingPod"
 	ReasonAutoscaled       = "Autoscaled"
@@ -83,6 +85,14 @@ func computeObservedStatus(ms *mediav1alpha1.MediaService, reports []podReport) 
 				ps.Message = leakMessage(rep.Leak.Since, rep.Goroutines.Current, rep.Goroutines.Baseline, rep.Leak.Excess, rep.Leak.TopGrowth)
 				leakMsgs = append(leakMsgs, "pod "+pr.pod.Name+": "+ps.Message)
 			}
+		}
+		if rs := restartMessage(pr.pod); rs != "" {
+			// Why the container last restarted (OOMKilled, a crash):
+			// kubectl describe msvc says it without a look at the pod.
+			if ps.Message != "" {
+				ps.Message += "; "
+			}
+			ps.Message += rs
 		}
 		if len(pods) < mediav1alpha1.MaxPodStatuses {
 			pods = append(pods, ps)
@@ -181,4 +191,47 @@ func (r *MediaServiceReconciler) recordLeakTransitions(ms *mediav1alpha1.MediaSe
 			r.Recorder.Eventf(ms, nil, corev1.EventTypeNormal, ReasonLeakCleared, "Observe", "pod %s: goroutine leak no longer suspected", p)
 		}
 	}
+}
+
+// restartMessage says why a pod's media container last restarted
+// ("restarted 2 times; last: OOMKilled (exit 137) at 2026-11-27T08:40:03Z"),
+// "" when it never did.
+func restartMessage(p *corev1.Pod) string {
+	for _, cs := range p.Status.ContainerStatuses {
+		if cs.Name != desired.ContainerName || cs.RestartCount == 0 {
+			continue
+		}
+		msg := fmt.Sprintf("restarted %d times", cs.RestartCount)
+		if t := cs.LastTerminationState.Terminated; t != nil {
+			reason := t.Reason
+			if reason == "" {
+				reason = "terminated"
+			}
+			msg += fmt.Sprintf("; last: %s (exit %d) at %s", reason, t.ExitCode, t.FinishedAt.UTC().Format(time.RFC3339))
+		}
+		return msg
+	}
+	return ""
+}
+
+// recordRestartTransitions emits a Warning Event when a pod's container
+// restarted since the status before (its restart message changed).
+func (r *MediaServiceReconciler) recordRestartTransitions(ms *mediav1alpha1.MediaService, before []mediav1alpha1.PodStatus) {
+	was := map[string]string{}
+	for _, ps := range before {
+		was[ps.Name] = restartPart(ps.Message)
+	}
+	for _, ps := range ms.Status.Pods {
+		if now := restartPart(ps.Message); now != "" && now != was[ps.Name] {
+			r.Recorder.Eventf(ms, nil, corev1.EventTypeWarning, ReasonContainerRestart, "Observe", "pod %s: %s", ps.Name, now)
+		}
+	}
+}
+
+// restartPart is the restart message within a pod's status message.
+func restartPart(msg string) string {
+	if i := strings.Index(msg, "restarted "); i >= 0 {
+		return msg[i:]
+	}
+	return ""
 }

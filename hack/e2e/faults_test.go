@@ -15,6 +15,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -345,4 +346,53 @@ func TestLeaderFailover(t *testing.T) {
 		}
 		return len(gens) == 1, strings.Join(got, " ")
 	})
+}
+
+// 16. Memory pressure stand-in: a media pod (the e2e image) with a 128 MiB
+// memory limit is made to allocate past it (the fault hook); the kernel
+// OOM-kills the container, the kubelet restarts it, and the operator says
+// why in status.pods[].message ("OOMKilled") and in a Warning Event; the
+// fleet is Available again.
+func TestOOMKilledMediaPod(t *testing.T) {
+	phase(t)
+	createMS(t, "oom", mediav1alpha1.MediaServiceSpec{
+		Replicas:        ptr.To[int32](1),
+		Image:           "mediafleet/mediaserver:e2e",
+		ImagePullPolicy: corev1.PullNever,
+		Resources:       corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("128Mi")}},
+	})
+	t.Cleanup(func() { deleteMS(t, "oom") })
+	waitAvailable(t, "oom", 1, 3*time.Minute)
+	pod := mediaPods(t, "oom")[0]
+	// The request never answers: the process dies under it.
+	_, _, _ = adminDo(&pod, 9090, http.MethodPost, "/debug/fault/alloc?mb=512", adminToken(t, &pod))
+	eventually(t, 2*time.Minute, "the container OOM-killed and restarted", func() (bool, string) {
+		p := mediaPods(t, "oom")[0]
+		st := p.Status.ContainerStatuses[0]
+		term := st.LastTerminationState.Terminated
+		return st.RestartCount > 0 && term != nil && term.Reason == "OOMKilled", fmt.Sprintf("restarts %d, last %+v", st.RestartCount, term)
+	})
+	eventually(t, time.Minute, "status.pods says OOMKilled", func() (bool, string) {
+		st := getMS(t, "oom").Status
+		for _, ps := range st.Pods {
+			if ps.Name == pod.Name && strings.Contains(ps.Message, "OOMKilled") {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("%+v", st.Pods)
+	})
+	eventually(t, time.Minute, "a MediaPodRestarted Event", func() (bool, string) {
+		var got []string
+		for _, e := range mediaServiceEvents(t, "oom") {
+			if e.Reason == "MediaPodRestarted" && strings.Contains(e.Message, "OOMKilled") {
+				return true, ""
+			}
+			got = append(got, e.Reason)
+		}
+		return false, strings.Join(got, ",")
+	})
+	waitAvailable(t, "oom", 1, 2*time.Minute)
+	if out := kubectl(t, "-n", ns, "describe", "msvc", "oom"); !strings.Contains(out, "OOMKilled") {
+		t.Errorf("kubectl describe msvc does not say OOMKilled:\n%s", out)
+	}
 }

@@ -34,7 +34,7 @@ func iptables(args ...string) error {
 	return nil
 }
 
-// 16. The TURN gateway: a MediaService with spec.turn on the pod network;
+// 17. The TURN gateway: a MediaService with spec.turn on the pod network;
 // direct UDP from the host to the media pods' ICE port is dropped (a rule
 // the test adds and removes), so only the gateway's Service can carry
 // media. A WHIP publisher and a WHEP viewer exchange media through the

@@ -292,15 +292,9 @@ func TestRoomsThroughServiceAndScaleDown(t *testing.T) {
 	}
 
 	// Each room lives on exactly one pod, whatever pod kube-proxy picked.
-	pods := mediaPods(t, "rooms")
 	owner := map[string]string{}
 	for _, room := range []string{"stage", "huddle"} {
-		var holders []string
-		for _, p := range pods {
-			if code, _, err := adminGet(t, &p, 9090, "/rooms/"+room); err == nil && code == http.StatusOK {
-				holders = append(holders, p.Name)
-			}
-		}
+		holders := roomOwners(t, "rooms", room)
 		if len(holders) != 1 {
 			t.Fatalf("room %s held by %v, want exactly one pod", room, holders)
 		}

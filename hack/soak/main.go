@@ -492,13 +492,23 @@ func (c *churn) hasPublisher(room string) bool {
 	return c.rooms[room] > 0
 }
 
-func (c *churn) publisher(ctx context.Context, room string, vanish bool) func() {
-	s, err := client.Publish(ctx, c.base, room, c.opts)
+// connected opens a WHIP/WHEP session and returns it once its
+// PeerConnection is connected (nil, and closed, otherwise).
+func connected(ctx context.Context, open func() (*client.Session, error)) *client.Session {
+	s, err := open()
 	if err != nil {
 		return nil
 	}
 	if client.WaitPeerConnected(ctx, s.PC) != nil {
 		_ = s.Close()
+		return nil
+	}
+	return s
+}
+
+func (c *churn) publisher(ctx context.Context, room string, vanish bool) func() {
+	s := connected(ctx, func() (*client.Session, error) { return client.Publish(ctx, c.base, room, c.opts) })
+	if s == nil {
 		return nil
 	}
 	s.SendRTP(50, 600)
@@ -514,12 +524,8 @@ func (c *churn) publisher(ctx context.Context, room string, vanish bool) func() 
 }
 
 func (c *churn) viewer(ctx context.Context, room string, vanish bool) func() {
-	s, err := client.Play(ctx, c.base, room, c.opts)
-	if err != nil {
-		return nil
-	}
-	if client.WaitPeerConnected(ctx, s.PC) != nil {
-		_ = s.Close()
+	s := connected(ctx, func() (*client.Session, error) { return client.Play(ctx, c.base, room, c.opts) })
+	if s == nil {
 		return nil
 	}
 	return func() { c.endSession(s, vanish) }

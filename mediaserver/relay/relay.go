@@ -53,8 +53,7 @@ type Server struct {
 	peers   atomic.Pointer[map[netip.Addr]bool]
 
 	turn    *turn.Server
-	udp     net.PacketConn
-	udps    []net.PacketConn
+	udps    []net.PacketConn // the UDP listener's sockets, on one port
 	tcp     *trackedListener
 	tls     *trackedListener
 	certs   *certReloader
@@ -109,7 +108,6 @@ func (s *Server) start() error {
 			// buffer than the default (the kernel caps it at rmem_max).
 			_ = conn.(*net.UDPConn).SetReadBuffer(4 << 20)
 			if i == 0 {
-				s.udp = conn
 				port = conn.LocalAddr().(*net.UDPAddr).Port
 			}
 			s.udps = append(s.udps, conn)
@@ -196,10 +194,10 @@ func (s *Server) start() error {
 
 // Addresses of the listeners (tests bind port 0).
 func (s *Server) UDPAddr() net.Addr {
-	if s.udp == nil {
+	if len(s.udps) == 0 {
 		return nil
 	}
-	return s.udp.LocalAddr()
+	return s.udps[0].LocalAddr()
 }
 
 // TCPAddr is the plain TCP listener's address (nil when off).

@@ -510,7 +510,15 @@ func TestDrain(t *testing.T) {
 
 func get(t *testing.T, url, token string) int {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	code, _ := request(t, http.MethodGet, url, token, "")
+	return code
+}
+
+// request sends one admin request (token "" for none) and returns its
+// status and body.
+func request(t *testing.T, method, url, token, body string) (int, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, strings.NewReader(body))
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
@@ -518,8 +526,9 @@ func get(t *testing.T, url, token string) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_ = resp.Body.Close()
-	return resp.StatusCode
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
 }
 
 // TestAdminAPI: the member list and the status need the admin token; a
@@ -528,16 +537,8 @@ func TestAdminAPI(t *testing.T) {
 	leakCheck(t)
 	gw := gateway(t, nil)
 	put := func(token, body string) int {
-		req, _ := http.NewRequest(http.MethodPut, gw.AdminURL()+statusapi.MembershipPath, strings.NewReader(body))
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_ = resp.Body.Close()
-		return resp.StatusCode
+		code, _ := request(t, http.MethodPut, gw.AdminURL()+statusapi.MembershipPath, token, body)
+		return code
 	}
 	list := func(gen int64, addrs ...string) string {
 		mb := members(addrs...)
@@ -570,18 +571,12 @@ func TestAdminAPI(t *testing.T) {
 	if code := get(t, gw.AdminURL()+statusapi.Path, ""); code != http.StatusUnauthorized {
 		t.Errorf("status without a token: %d", code)
 	}
-	req, _ := http.NewRequest(http.MethodGet, gw.AdminURL()+statusapi.Path, nil)
-	req.Header.Set("Authorization", "Bearer "+adminToken)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	code, body := request(t, http.MethodGet, gw.AdminURL()+statusapi.Path, adminToken, "")
 	var st relay.Status
-	err = json.NewDecoder(resp.Body).Decode(&st)
-	resp.Body.Close()
-	if err != nil || resp.StatusCode != http.StatusOK || st.APIVersion != statusapi.APIVersion || !st.Ready ||
+	err := json.Unmarshal(body, &st)
+	if err != nil || code != http.StatusOK || st.APIVersion != statusapi.APIVersion || !st.Ready ||
 		strings.Join(st.PeerAddresses, ",") != "10.0.0.1" || st.MembershipGeneration != now {
-		t.Errorf("status with the token: %d %+v %v (want the good list's one address and generation)", resp.StatusCode, st, err)
+		t.Errorf("status with the token: %d %+v %v (want the good list's one address and generation)", code, st, err)
 	}
 	for _, open := range []string{"/healthz", "/readyz", "/metrics"} {
 		if code := get(t, gw.AdminURL()+open, ""); code == http.StatusUnauthorized {

@@ -166,7 +166,7 @@ build-installer: manifests generate $(KUSTOMIZE) ## Write dist/install.yaml (CRD
 	@echo "wrote dist/install.yaml (operator $(IMG), media pods $(MEDIASERVER_IMG))"
 
 .PHONY: images
-images: ## Build image tarballs without Docker (manager, mediaserver, e2e mediaserver, pause) into bin/images/ for `ctr images import`.
+images: ## Build image tarballs without Docker (manager, mediaserver, e2e mediaserver under two tags, pause) into bin/images/ for `ctr images import`.
 	mkdir -p $(LOCALBIN)/images
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(LOCALBIN)/images/manager ./cmd/manager
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(MEDIASERVER_LDFLAGS)" -o $(LOCALBIN)/images/mediaserver ./cmd/mediaserver
@@ -175,6 +175,7 @@ images: ## Build image tarballs without Docker (manager, mediaserver, e2e medias
 	$(GO) run ./hack/image -binary $(LOCALBIN)/images/manager -path /manager -tag $(IMG) -out $(LOCALBIN)/images/manager.tar
 	$(GO) run ./hack/image -binary $(LOCALBIN)/images/mediaserver -path /mediaserver -tag $(MEDIASERVER_IMG) -out $(LOCALBIN)/images/mediaserver.tar
 	$(GO) run ./hack/image -binary $(LOCALBIN)/images/mediaserver-e2e -path /mediaserver -tag mediafleet/mediaserver:e2e -out $(LOCALBIN)/images/mediaserver-e2e.tar
+	$(GO) run ./hack/image -binary $(LOCALBIN)/images/mediaserver-e2e -path /mediaserver -tag mediafleet/mediaserver:e2e-next -out $(LOCALBIN)/images/mediaserver-e2e-next.tar
 	$(GO) run ./hack/image -binary $(LOCALBIN)/images/pause -path /pause -tag mediafleet/pause:dev -out $(LOCALBIN)/images/pause.tar
 
 .PHONY: docker-build

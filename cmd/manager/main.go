@@ -3,9 +3,11 @@ package main
 
 import (
 	"flag"
-	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	"os"
 	"time"
+
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -13,6 +15,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	mediav1alpha1 "github.com/mediafleet/mediafleet/api/v1alpha1"
@@ -73,6 +76,11 @@ func main() {
 			OperatorNamespace: operatorNamespace},
 		Observer: controllers.NewObserver(mgr.GetClient(), observe),
 	}
+	// Only the leader observes: a new leader's passes start at zero.
+	ctrlmetrics.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "mediafleet_observer_passes_total",
+		Help: "Observation passes over the media pods this instance completed (only the leader observes).",
+	}, func() float64 { return float64(r.Observer.Passes()) }))
 	if err := r.SetupWithManager(mgr); err != nil {
 		setupLog.Error(err, "set up controller")
 		os.Exit(1)

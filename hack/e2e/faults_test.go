@@ -3,20 +3,25 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -253,8 +258,10 @@ func leaseHolder(t *testing.T) string {
 // 15. Leader failover: the operator runs two replicas; its leader is
 // SIGKILLed (no graceful release of the lease): a live instance (the other
 // replica, or the killed one's restarted container) takes over within the
-// lease's life, the MediaService and its Deployment see no
-// write across the failover (status kept, nothing re-applied), and the new
+// lease's life; from the kill until the new leader has observed the fleet
+// three times nothing the MediaService owns is written (watched and
+// counted: Deployment, Services, PDB, Secrets, pods' metadata) and the
+// MediaService keeps its resourceVersion (status kept); and the new
 // leader acts: a scale-up is applied and every pod, the new one too, holds
 // the new member list.
 func TestLeaderFailover(t *testing.T) {
@@ -305,6 +312,7 @@ func TestLeaderFailover(t *testing.T) {
 	if leaderPod == nil {
 		t.Fatalf("leader %q is none of the operator pods", leader)
 	}
+	writes := watchWrites(t, instanceLabel+"=failover")
 	killContainer(t, leaderPod)
 	killed := time.Now()
 	// The lease goes to a live instance: the other replica, or the killed
@@ -320,6 +328,34 @@ func TestLeaderFailover(t *testing.T) {
 		row := msvcRow(t, "failover")
 		return row["READY"] == "2" && row["AVAILABLE"] == "True", fmt.Sprint(row)
 	})
+	// Three observation passes of the new leader (its metric): still no
+	// write to anything the MediaService owns.
+	holder, _, _ := strings.Cut(leaseHolder(t), "_")
+	var holderPod corev1.Pod
+	if err := kc.Get(ctxFor(t, 10*time.Second), client.ObjectKey{Namespace: operatorNamespace, Name: holder}, &holderPod); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 2*time.Minute, "three observation passes by the new leader", func() (bool, string) {
+		if err := kc.Get(ctxFor(t, 10*time.Second), client.ObjectKeyFromObject(&holderPod), &holderPod); err != nil {
+			return false, err.Error()
+		}
+		code, body, err := adminDo(&holderPod, 8080, http.MethodGet, "/metrics", "")
+		if err != nil || code != http.StatusOK {
+			return false, fmt.Sprintf("%s metrics: %d %v", holder, code, err)
+		}
+		for _, line := range strings.Split(string(body), "\n") {
+			if v, ok := strings.CutPrefix(line, "mediafleet_observer_passes_total "); ok {
+				n, _ := strconv.ParseFloat(v, 64)
+				return n >= 3, "passes " + v
+			}
+		}
+		return false, "no mediafleet_observer_passes_total"
+	})
+	if w := writes(); len(w) > 0 {
+		t.Errorf("%d writes to the MediaService's objects from the kill to three observation passes of the new leader: %v", len(w), w)
+	} else {
+		t.Logf("no write to the MediaService's objects from the kill to three observation passes of the new leader (%s)", time.Since(killed).Round(time.Second))
+	}
 	if ms := getMS(t, "failover"); ms.ResourceVersion != msBefore.ResourceVersion {
 		t.Errorf("the MediaService was written across the failover (resourceVersion %s → %s)", msBefore.ResourceVersion, ms.ResourceVersion)
 	}
@@ -346,6 +382,118 @@ func TestLeaderFailover(t *testing.T) {
 		}
 		return len(gens) == 1, strings.Join(got, " ")
 	})
+}
+
+// rv is a list's resourceVersion.
+func rv(l interface{ GetResourceVersion() string }, err error) (string, error) {
+	if err != nil {
+		return "", err
+	}
+	return l.GetResourceVersion(), nil
+}
+
+// watchWrites watches the objects a MediaService owns (selector: its
+// instance label) and returns a function that stops the watches and lists
+// every write seen: any change to a Deployment, Service, PDB, service
+// account, Secret or ConfigMap, and changes of a pod's labels,
+// annotations or spec (the kubelet's status updates are not the
+// operator's).
+func watchWrites(t *testing.T, selector string) func() []string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	type kind struct {
+		name  string
+		list  func(metav1.ListOptions) (string, error) // the list's resourceVersion
+		watch func(metav1.ListOptions) (watch.Interface, error)
+	}
+	kinds := []kind{
+		{"Deployment", func(o metav1.ListOptions) (string, error) {
+			l, err := cs.AppsV1().Deployments(ns).List(ctx, o)
+			return rv(l, err)
+		}, func(o metav1.ListOptions) (watch.Interface, error) { return cs.AppsV1().Deployments(ns).Watch(ctx, o) }},
+		{"Service", func(o metav1.ListOptions) (string, error) {
+			l, err := cs.CoreV1().Services(ns).List(ctx, o)
+			return rv(l, err)
+		}, func(o metav1.ListOptions) (watch.Interface, error) { return cs.CoreV1().Services(ns).Watch(ctx, o) }},
+		{"PodDisruptionBudget", func(o metav1.ListOptions) (string, error) {
+			l, err := cs.PolicyV1().PodDisruptionBudgets(ns).List(ctx, o)
+			return rv(l, err)
+		}, func(o metav1.ListOptions) (watch.Interface, error) {
+			return cs.PolicyV1().PodDisruptionBudgets(ns).Watch(ctx, o)
+		}},
+		{"ServiceAccount", func(o metav1.ListOptions) (string, error) {
+			l, err := cs.CoreV1().ServiceAccounts(ns).List(ctx, o)
+			return rv(l, err)
+		}, func(o metav1.ListOptions) (watch.Interface, error) {
+			return cs.CoreV1().ServiceAccounts(ns).Watch(ctx, o)
+		}},
+		{"Secret", func(o metav1.ListOptions) (string, error) {
+			l, err := cs.CoreV1().Secrets(ns).List(ctx, o)
+			return rv(l, err)
+		}, func(o metav1.ListOptions) (watch.Interface, error) { return cs.CoreV1().Secrets(ns).Watch(ctx, o) }},
+		{"ConfigMap", func(o metav1.ListOptions) (string, error) {
+			l, err := cs.CoreV1().ConfigMaps(ns).List(ctx, o)
+			return rv(l, err)
+		}, func(o metav1.ListOptions) (watch.Interface, error) { return cs.CoreV1().ConfigMaps(ns).Watch(ctx, o) }},
+	}
+	pods := map[string]*corev1.Pod{}
+	podList, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: selector})
+	if err != nil {
+		cancel()
+		t.Fatalf("list pods: %v", err)
+	}
+	for i := range podList.Items {
+		pods[podList.Items[i].Name] = &podList.Items[i]
+	}
+	kinds = append(kinds, kind{"Pod", func(metav1.ListOptions) (string, error) { return podList.ResourceVersion, nil },
+		func(o metav1.ListOptions) (watch.Interface, error) { return cs.CoreV1().Pods(ns).Watch(ctx, o) }})
+	var mu sync.Mutex
+	var seen []string
+	var wg sync.WaitGroup
+	for _, k := range kinds {
+		from, err := k.list(metav1.ListOptions{LabelSelector: selector})
+		if err == nil {
+			var w watch.Interface
+			if w, err = k.watch(metav1.ListOptions{LabelSelector: selector, ResourceVersion: from}); err == nil {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					defer w.Stop()
+					for ev := range w.ResultChan() {
+						o, ok := ev.Object.(metav1.Object)
+						if !ok {
+							continue
+						}
+						if p, ok := ev.Object.(*corev1.Pod); ok {
+							// The kubelet's status updates are not the operator's.
+							old := pods[p.Name]
+							pods[p.Name] = p
+							if ev.Type == watch.Modified && old != nil && equality.Semantic.DeepEqual(old.Labels, p.Labels) &&
+								equality.Semantic.DeepEqual(old.Annotations, p.Annotations) && equality.Semantic.DeepEqual(old.Spec, p.Spec) {
+								continue
+							}
+						}
+						mu.Lock()
+						seen = append(seen, fmt.Sprintf("%s %s/%s", ev.Type, k.name, o.GetName()))
+						mu.Unlock()
+					}
+				}()
+			}
+		}
+		if err != nil {
+			cancel()
+			t.Fatalf("watch %ss: %v", k.name, err)
+		}
+	}
+	stop := sync.OnceValue(func() []string {
+		cancel()
+		wg.Wait()
+		mu.Lock()
+		defer mu.Unlock()
+		return seen
+	})
+	t.Cleanup(func() { stop() })
+	return stop
 }
 
 // 16. Memory pressure stand-in: a media pod (the e2e image) with a 128 MiB

@@ -326,9 +326,10 @@ func (m *monitor) sample(at time.Duration, ch *churn) (sample, error) {
 		return sample{}, err
 	}
 	s := sample{At: at, Goroutines: r.Goroutines.Current, Sessions: r.Sessions.Active, Leak: r.Leak.Suspected}
-	// Live heap objects (after a GC in the idle samples): what a leak
-	// grows. heap_inuse would also count partly used spans.
-	if s.HeapBytes, err = metric(m.admin+"/metrics", "go_memstats_heap_alloc_bytes"); err != nil {
+	// The heap the last collection marked live (the idle samples force
+	// two first): what a leak grows. heap_alloc would also count what was
+	// allocated since, such as the buffers of the heap profile itself.
+	if s.HeapBytes, err = metric(m.admin+"/metrics", "go_gc_heap_live_bytes"); err != nil {
 		return s, err
 	}
 	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/statm", m.pid))

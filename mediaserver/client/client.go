@@ -22,6 +22,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pion/rtp/codecs"
+
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
 	"github.com/pion/rtp"
@@ -260,8 +262,11 @@ type Counter struct {
 	// the previous packet of their track (loss, reordering, or a server
 	// that does not keep a track's numbering continuous).
 	SeqJumps atomic.Uint64
-	first    sync.Once
-	firstAt  atomic.Int64
+	// Keyframes counts VP8 keyframes (their first packets): where a
+	// decoder can start.
+	Keyframes atomic.Uint64
+	first     sync.Once
+	firstAt   atomic.Int64
 	// jitterMicros is the largest RFC 3550 interarrival jitter of the
 	// counted tracks, in microseconds.
 	jitterMicros atomic.Int64
@@ -293,6 +298,17 @@ func (c *Counter) receive(t *webrtc.TrackRemote, r *webrtc.RTPReceiver) {
 	c.consume(t)
 }
 
+// vp8Keyframe says whether a VP8 RTP payload starts a keyframe: the start
+// of partition 0 (RFC 7741 descriptor) whose frame header has the
+// inverse key-frame bit clear.
+func vp8Keyframe(payload []byte) bool {
+	var p codecs.VP8Packet
+	if _, err := p.Unmarshal(payload); err != nil {
+		return false
+	}
+	return p.S == 1 && p.PID == 0 && len(p.Payload) > 0 && p.Payload[0]&0x01 == 0
+}
+
 // consume reads a remote track until it ends, counting packets.
 func (c *Counter) consume(t *webrtc.TrackRemote) {
 	c.Tracks.Add(1)
@@ -301,6 +317,7 @@ func (c *Counter) consume(t *webrtc.TrackRemote) {
 	if clock == 0 {
 		clock = 90000
 	}
+	vp8 := strings.EqualFold(t.Codec().MimeType, webrtc.MimeTypeVP8)
 	var (
 		pkt         rtp.Packet
 		jitter      float64 // in timestamp units
@@ -322,6 +339,9 @@ func (c *Counter) consume(t *webrtc.TrackRemote) {
 		}
 		if have && pkt.SequenceNumber != lastSeq+1 {
 			c.SeqJumps.Add(1)
+		}
+		if vp8 && vp8Keyframe(pkt.Payload) {
+			c.Keyframes.Add(1)
 		}
 		lastSeq = pkt.SequenceNumber
 		arrival := time.Since(start).Seconds() * clock

@@ -13,6 +13,9 @@ import (
 
 // Metrics is the set of collectors of one process.
 type Metrics struct {
+	RelayLinks   *prometheus.GaugeVec
+	RelayPackets prometheus.Counter
+
 	Registry *prometheus.Registry
 
 	ActiveSessions  *prometheus.GaugeVec
@@ -98,6 +101,8 @@ func New() *Metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	auto := promauto.With(reg)
+	m.RelayLinks = auto.NewGaugeVec(prometheus.GaugeOpts{Name: "media_relay_links", Help: "Relay links of cascaded rooms up, by role: owner (a relay pod pulls a room from here) or relay (this pod pulls a room from its owner)."}, []string{"role"})
+	m.RelayPackets = auto.NewCounter(prometheus.CounterOpts{Name: "media_relay_link_packets_total", Help: "RTP packets the owner sent to relay pods over relay links."})
 	m.ActiveSessions = auto.NewGaugeVec(prometheus.GaugeOpts{Name: "media_active_sessions", Help: "Sessions (PeerConnections) currently open, by kind."}, []string{"kind"})
 	m.SessionCapacity = auto.NewGauge(prometheus.GaugeOpts{Name: "media_session_capacity", Help: "Sessions this pod accepts (MAX_SESSIONS); 0 while draining."})
 	m.SessionsCreated = auto.NewCounterVec(prometheus.CounterOpts{Name: "media_sessions_created_total", Help: "Sessions created, by kind."}, []string{"kind"})

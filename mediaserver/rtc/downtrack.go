@@ -42,6 +42,10 @@ type DownTrack struct {
 	rtxSeq    uint16 // the RTX stream's last sequence number
 	scratch   []byte
 	rtxBuf    []byte
+	// pinned: a relay link's down-track carries exactly the layer pinRID
+	// (every layer of a feed travels a link as its own track).
+	pinned bool
+	pinRID string
 }
 
 func newDownTrack(f *Feed) (*DownTrack, error) {
@@ -94,6 +98,14 @@ func (d *DownTrack) accountLayer(now int64) {
 func (d *DownTrack) offer(s sample) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.pinned {
+		if s.l.rid != d.pinRID {
+			return nil
+		}
+		d.cur = s.l
+		d.feed.publisher.engine.metrics.RelayPackets.Inc()
+		return d.writeLocked(s.h, s.payload)
+	}
 	limit := min(d.capRank, d.bweRank)
 	if s.l != d.cur {
 		want := d.feed.pick(limit, s.at)

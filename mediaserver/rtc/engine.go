@@ -52,6 +52,10 @@ type Engine struct {
 	rooms    map[string]*Room
 	draining atomic.Bool
 
+	// links: the relay pod's end of each relayed room's link.
+	linksMu sync.Mutex
+	links   map[string]*upstream
+
 	// idle is signalled whenever the last session closes (for draining).
 	idleMu sync.Mutex
 	idle   chan struct{}
@@ -66,6 +70,7 @@ func NewEngine(apis APIs, cfg *config.Config, m *metrics.Metrics, log *slog.Logg
 		log:      log,
 		sessions: registry.NewSharded[*Session](),
 		rooms:    map[string]*Room{},
+		links:    map[string]*upstream{},
 		idle:     make(chan struct{}),
 	}
 }
@@ -168,6 +173,11 @@ func (e *Engine) newSession(kind Kind, roomName string) (*Session, error) {
 		done:    make(chan struct{}),
 		senders: map[*Feed]*webrtc.RTPSender{},
 	}
+	if e.cfg.PodName != "" && e.Relayed(roomName) {
+		// Requests for a session served as a relay must find this pod
+		// from any other: its id names it.
+		s.ID = e.cfg.PodName + "." + s.ID
+	}
 	if err := e.sessions.Add(s.ID, s, e.cfg.MaxSessions); err != nil {
 		if errors.Is(err, registry.ErrFull) {
 			return nil, ErrFull
@@ -223,6 +233,10 @@ func (e *Engine) newSession(kind Kind, roomName string) (*Session, error) {
 
 // sessionClosed is called once per session after its PeerConnection closed.
 func (e *Engine) sessionClosed(s *Session, reason string) {
+	if s.isLink() {
+		e.metrics.RelayLinks.WithLabelValues(linkRole(s.Kind)).Dec()
+		return
+	}
 	e.sessions.Remove(s.ID)
 	e.metrics.ActiveSessions.WithLabelValues(string(s.Kind)).Dec()
 	e.metrics.SessionsClosed.WithLabelValues(string(s.Kind), reason).Inc()
@@ -324,8 +338,17 @@ func (e *Engine) Join(room string, sig Signaller, before func(*Session)) (*Sessi
 	return s, nil
 }
 
-// RoomSessions is how many sessions room holds here (0: not here).
+// RoomSessions is how many sessions room holds here, its owner (0: not
+// here, or only relayed here).
 func (e *Engine) RoomSessions(name string) int {
+	if e.Relayed(name) {
+		return 0
+	}
+	return e.roomMembers(name)
+}
+
+// roomMembers counts a room's members here, links included.
+func (e *Engine) roomMembers(name string) int {
 	e.roomsMu.Lock()
 	r, ok := e.rooms[name]
 	e.roomsMu.Unlock()

@@ -2,6 +2,7 @@ package rtc
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/rtcp"
@@ -16,6 +17,10 @@ type Room struct {
 	mu      sync.RWMutex
 	feeds   map[*Feed]struct{}
 	members map[*Session]struct{}
+
+	// broadcast: a publisher asked for its viewers to be served by relay
+	// pods first (WHIP ?mode=broadcast).
+	broadcast atomic.Bool
 }
 
 func newRoom(name string, e *Engine) *Room {
@@ -100,6 +105,22 @@ func (r *Room) publish(f *Feed) {
 		m.negotiate()
 	}
 	f.publisher.log.Info("track published", "feed", f.ID, "kind", f.Kind.String(), "codec", f.codec.MimeType, "subscribers", len(subs))
+}
+
+// layersChanged tells the relay links that carry f that its layers
+// changed (a simulcast layer's first packet, or its end).
+func (r *Room) layersChanged(f *Feed) {
+	r.mu.RLock()
+	var links []*Session
+	for m := range r.members {
+		if m.Kind == KindRelay && m != f.publisher {
+			links = append(links, m)
+		}
+	}
+	r.mu.RUnlock()
+	for _, m := range links {
+		m.linkFeedsChanged()
+	}
 }
 
 // unpublish removes a feed from the room and from every subscriber.

@@ -50,6 +50,9 @@ type Session struct {
 	idle           map[webrtc.RTPCodecType][]*webrtc.RTPSender // WHEP senders whose feed ended
 	onClose        []func(reason string)
 	announced      map[string]*Feed // by mid, WHIP feeds published at answer time
+
+	owner *ownerLink // the owner's end of a relay link (KindRelay)
+	up    *upstream  // a relay pod's end of a relay link (KindUpstream)
 }
 
 // RoomName is the room the session belongs to.
@@ -90,6 +93,9 @@ func (s *Session) Close(reason string) {
 		s.setICEMetric(webrtc.ICEConnectionStateClosed)
 		s.engine.sessionClosed(s, reason)
 		s.engine.dropRoomIfEmpty(s.room)
+		if s.Kind != KindUpstream {
+			s.engine.closeIdleLink(s.room)
+		}
 		close(s.done)
 		s.mu.Lock()
 		hooks := s.onClose
@@ -141,6 +147,10 @@ func (s *Session) onTrack(remote *webrtc.TrackRemote, receiver *webrtc.RTPReceiv
 	if s.Kind == KindWHEP || s.closed.Load() {
 		return
 	}
+	if s.up != nil {
+		s.up.onTrack(remote, receiver)
+		return
+	}
 	// A feed announced at answer time (announceFeeds) is used when its
 	// codec is what actually arrives.
 	// The layers of a simulcast track (one per rid) arrive as tracks of
@@ -167,10 +177,14 @@ func (s *Session) onTrack(remote *webrtc.TrackRemote, receiver *webrtc.RTPReceiv
 	l := f.addLayer(remote.RID())
 	if fresh {
 		s.room.publish(f)
+	} else {
+		s.room.layersChanged(f)
 	}
 	defer func() {
 		if f.removeLayer(l) == 0 {
 			s.room.unpublish(f)
+		} else {
+			s.room.layersChanged(f)
 		}
 	}()
 	f.forward(s.engine.metrics, l, remote)
@@ -319,6 +333,10 @@ func (s *Session) CandidateCount() int { return int(s.candidates.Load()) }
 // negotiate sends a fresh offer to a WebSocket participant, or marks one
 // pending while an offer is in flight. Negotiation is serialised by s.mu.
 func (s *Session) negotiate() {
+	if s.Kind == KindRelay {
+		s.linkFeedsChanged()
+		return
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.negotiateLocked()
@@ -387,6 +405,11 @@ func (s *Session) attach(f *Feed) {
 	if _, ok := s.senders[f]; ok {
 		return
 	}
+	if s.Kind == KindRelay {
+		// The relay pod asks for the feed's layers in its next offer.
+		s.owner.feeds[f] = struct{}{}
+		return
+	}
 	d, err := newDownTrack(f)
 	if err != nil {
 		s.log.Warn("create down-track", "feed", f.ID, "err", err)
@@ -440,6 +463,15 @@ func (s *Session) detach(f *Feed) {
 }
 
 func (s *Session) detachLocked(f *Feed) {
+	if s.Kind == KindRelay {
+		delete(s.owner.feeds, f)
+		for mid, sender := range s.owner.byMid {
+			if d := s.downs[sender]; d != nil && d.feed == f {
+				s.dropLinkSender(mid, sender)
+			}
+		}
+		return
+	}
 	sender, ok := s.senders[f]
 	if !ok || s.closed.Load() {
 		return

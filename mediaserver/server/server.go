@@ -21,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/mediafleet/mediafleet/mediaserver/config"
@@ -70,7 +71,10 @@ type Server struct {
 	leakSuspected bool
 	drainOnce     sync.Once
 	stopSampler   chan struct{}
-	samplerDone   chan struct{}
+	// linkCtx ends the owner's relay links at shutdown.
+	linkCtx     context.Context
+	linkCancel  context.CancelFunc
+	samplerDone chan struct{}
 }
 
 // New builds a server from a validated configuration.
@@ -85,6 +89,7 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 	m := metrics.New()
 	s := &Server{cfg: cfg, log: log, metrics: m, iceRes: iceRes, started: time.Now(),
 		stopSampler: make(chan struct{}), samplerDone: make(chan struct{})}
+	s.linkCtx, s.linkCancel = context.WithCancel(context.Background())
 	s.leak = leak.New(leak.Config{BaselineWindow: cfg.LeakBaselineWindow, ThresholdRatio: cfg.LeakThresholdRatio})
 	s.engine = rtc.NewEngine(apis, &s.cfg, m, log)
 	s.signal = signal.New(s.engine, &s.cfg, m, log)
@@ -103,7 +108,11 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 			Router: &fleet.Router{Self: cfg.PodName, Members: &s.members, Local: s.engine.RoomSessions,
 				SelfReady: func() bool { return !s.engine.Draining() && !s.engine.AtCapacity() },
 				Token:     cfg.AdminToken,
-				HTTP:      &http.Client{Timeout: time.Second}}}
+				HTTP:      &http.Client{Timeout: time.Second},
+				Info: func(room string) fleet.RoomInfo {
+					n, full, broadcast := s.engine.RoomInfo(room)
+					return fleet.RoomInfo{Sessions: n, Full: full, Broadcast: broadcast}
+				}}}
 		if s.certs != nil {
 			fwd.PeerTLS = s.certs.peerConfig() // forwarded signalling goes over TLS too
 		}
@@ -281,13 +290,15 @@ func (s *Server) adminHandler() http.Handler {
 	}))
 	handle("PUT "+statusapi.MembershipPath, http.StatusNoContent, http.HandlerFunc(s.putMembership))
 	handle("GET "+fleet.RoomPath+"{room}", http.StatusOK, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if n := s.engine.RoomSessions(r.PathValue("room")); n > 0 {
+		// 200 only from the room's owner: a relay pod does not hold it.
+		if n, full, broadcast := s.engine.RoomInfo(r.PathValue("room")); n > 0 {
 			w.Header().Set("Content-Type", "application/json")
-			_, _ = fmt.Fprintf(w, "{\"sessions\":%d}\n", n)
+			_ = json.NewEncoder(w).Encode(fleet.RoomInfo{Sessions: n, Full: full, Broadcast: broadcast})
 			return
 		}
 		http.Error(w, "no such room here", http.StatusNotFound)
 	}))
+	handle("GET "+fleet.LinkPath+"{room}", http.StatusSwitchingProtocols, http.HandlerFunc(s.serveLink))
 	faultRoutes(mux)
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
@@ -396,6 +407,8 @@ func (s *Server) shutdown() {
 	if s.admin != nil {
 		_ = s.admin.Shutdown(ctx)
 	}
+	s.linkCancel()
+	s.engine.CloseLinks()
 	close(s.stopSampler)
 	<-s.samplerDone
 	if s.certsDone != nil {
@@ -434,5 +447,36 @@ func (s *Server) Run(sigs <-chan os.Signal) error {
 	case sig := <-sigs:
 		cancel()
 		return fmt.Errorf("second signal %s: exiting without completing the drain", sig)
+	}
+}
+
+// linkUpgrader accepts relay links on the admin port (the admin token is
+// checked before; no browser ever dials it, so no origin applies).
+var linkUpgrader = websocket.Upgrader{ReadBufferSize: 16 << 10, WriteBufferSize: 16 << 10, CheckOrigin: func(*http.Request) bool { return true }}
+
+// serveLink is the owner's end of a relay link: GET /relay/{room} with the
+// admin token, upgraded to a WebSocket that carries the link's offers and
+// answers. Only a room owned here can be relayed.
+func (s *Server) serveLink(w http.ResponseWriter, r *http.Request) {
+	room := r.PathValue("room")
+	if s.cfg.AdminToken == "" {
+		http.Error(w, "relay links need an admin token", http.StatusForbidden)
+		return
+	}
+	if n, _, _ := s.engine.RoomInfo(room); n == 0 {
+		http.Error(w, "no such room here", http.StatusNotFound)
+		return
+	}
+	c, err := linkUpgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return // the upgrader answered
+	}
+	peer := r.Header.Get(statusapi.ForwardedByHeader)
+	if len(peer) > 253 {
+		peer = peer[:253]
+	}
+	if err := s.engine.ServeLink(s.linkCtx, room, peer, fleet.NewLinkConn(c)); err != nil {
+		s.log.Warn("relay link refused", "room", room, "peer", peer, "err", err)
+		_ = c.Close()
 	}
 }

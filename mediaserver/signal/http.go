@@ -1,6 +1,7 @@
 package signal
 
 import (
+	"bytes"
 	"context"
 	"crypto/subtle"
 	"errors"
@@ -238,11 +239,30 @@ func (s *Server) offer(kind rtc.Kind) http.HandlerFunc {
 			httpError(w, http.StatusUnsupportedMediaType, "Content-Type must be %s", contentTypeSDP)
 			return
 		}
-		if addr, ok := s.fwd.Route(w, r, r.PathValue("room")); !ok {
+		room := r.PathValue("room")
+		mode := r.URL.Query().Get("mode")
+		if mode != "" && (kind != rtc.KindWHIP || mode != "broadcast") {
+			httpError(w, http.StatusBadRequest, "mode=%s: a WHIP publisher may mark its room mode=broadcast", truncate(mode, 16))
 			return
-		} else if addr != "" {
-			s.forward(w, r, addr)
-			return
+		}
+		relayOf := ""
+		if kind == rtc.KindWHEP {
+			// A viewer of a room whose owner is full, or of a broadcast
+			// room, is served by a relay pod.
+			if relayOf = s.fwd.RelayOwner(r); relayOf == "" {
+				var done bool
+				if relayOf, done = s.placeViewer(w, r, room); done {
+					return
+				}
+			}
+		}
+		if relayOf == "" {
+			if addr, ok := s.fwd.Route(w, r, room); !ok {
+				return
+			} else if addr != "" {
+				s.forward(w, r, addr)
+				return
+			}
 		}
 		if s.engine.Draining() {
 			unavailable(w, "server is draining; retry on another pod")
@@ -263,14 +283,27 @@ func (s *Server) offer(kind rtc.Kind) http.HandlerFunc {
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), answerTimeout)
 		defer cancel()
-		room := r.PathValue("room")
 		var (
 			sess   *rtc.Session
 			answer string
 			err    error
 		)
+		if relayOf != "" {
+			if s.engine.AtCapacity() {
+				unavailable(w, fmt.Sprintf("session limit reached (%d per pod); retry later", s.cfg.MaxSessions))
+				return
+			}
+			if err := s.openUpstream(ctx, room, relayOf); err != nil {
+				s.log.Warn("relay link to the room's owner failed", "owner", relayOf, "err", err)
+				unavailable(w, "the pod that owns this room is unreachable; retry")
+				return
+			}
+		}
 		if kind == rtc.KindWHIP {
 			sess, answer, err = s.engine.Publish(ctx, room, string(body))
+			if err == nil && mode == "broadcast" {
+				s.engine.SetBroadcast(room)
+			}
 		} else {
 			sess, answer, err = s.engine.Subscribe(ctx, room, string(body))
 		}
@@ -332,6 +365,51 @@ func (s *Server) sessionError(w http.ResponseWriter, err error) {
 	}
 }
 
+// placeViewer serves a WHEP viewer through a relay pod when the room's
+// owner is full or the room is a broadcast: this pod (relayOf names the
+// owner, the caller serves it) or another one (done: answered). Neither
+// when the owner takes the viewer itself or no pod can relay: the caller
+// routes to the owner as usual.
+func (s *Server) placeViewer(w http.ResponseWriter, r *http.Request, room string) (relayOf string, done bool) {
+	loc, ok, err := s.fwd.Locate(r, room)
+	if !ok || err != nil {
+		return "", false // no fleet, or Route answers the error
+	}
+	local := loc.Addr == ""
+	if !loc.Full && !(loc.Broadcast && !local) {
+		return "", false
+	}
+	body, ok := readBody(w, r, MaxSDPBytes)
+	if !ok {
+		return "", true
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	for _, m := range s.fwd.RelayPods(room, loc.Name) {
+		if m.Name == s.fwd.Self {
+			if !s.engine.AtCapacity() && !s.engine.Draining() {
+				return loc.Name, false
+			}
+			continue
+		}
+		if s.fwd.TryRelay(w, r, m.Address, loc.Name, body) {
+			return "", true
+		}
+	}
+	return "", false
+}
+
+// openUpstream makes sure this pod holds a relay link of room to its
+// owner.
+func (s *Server) openUpstream(ctx context.Context, room, owner string) error {
+	m, ok := s.fwd.Member(owner)
+	if !ok || m.AdminAddress == "" {
+		return fmt.Errorf("owner %q is not a member", owner)
+	}
+	return s.engine.Upstream(ctx, room, owner, func(ctx context.Context) (rtc.LinkConn, error) {
+		return s.fwd.DialLink(ctx, m.AdminAddress, room)
+	})
+}
+
 // forward passes a request to the owner pod at addr; its body (at most
 // MaxSDPBytes) is read first.
 func (s *Server) forward(w http.ResponseWriter, r *http.Request, addr string) {
@@ -352,6 +430,15 @@ func unavailable(w http.ResponseWriter, msg string) {
 // false).
 func (s *Server) lookup(w http.ResponseWriter, r *http.Request, kind rtc.Kind) (*rtc.Session, bool) {
 	if _, local := s.engine.Session(r.PathValue("id")); !local {
+		// A session served as a relay names its pod.
+		if pod := fleet.SessionPod(r.PathValue("id")); pod != "" && s.fwd != nil && pod != s.fwd.Self && !s.fwd.Forwarded(r) {
+			if addr, ok := s.fwd.MemberAddress(pod); ok {
+				s.forward(w, r, addr)
+				return nil, false
+			}
+			httpError(w, http.StatusNotFound, "no such session")
+			return nil, false
+		}
 		if addr, ok := s.fwd.Route(w, r, r.PathValue("room")); !ok {
 			return nil, false
 		} else if addr != "" {

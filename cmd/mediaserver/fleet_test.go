@@ -38,12 +38,12 @@ func (m member) status(t *testing.T) statusapi.Report {
 
 // threePods starts three real mediaservers and gives them one member list,
 // as the operator would.
-func threePods(t *testing.T) ([]member, statusapi.Membership) {
+func threePods(t *testing.T, env ...string) ([]member, statusapi.Membership) {
 	t.Helper()
 	var ms []member
 	list := statusapi.Membership{APIVersion: statusapi.APIVersion, Generation: time.Now().UnixNano()}
 	for _, name := range []string{"pod-a", "pod-b", "pod-c"} {
-		p := start(t, "POD_NAME="+name, "ADMIN_TOKEN="+fleetToken)
+		p := start(t, append([]string{"POD_NAME=" + name, "ADMIN_TOKEN=" + fleetToken}, env...)...)
 		ms = append(ms, member{name, p})
 		list.Members = append(list.Members, statusapi.Member{Name: name, Address: strings.TrimPrefix(p.URL, "http://"),
 			AdminAddress: strings.TrimPrefix(p.AdminURL, "http://"), Ready: true})

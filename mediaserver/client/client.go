@@ -156,6 +156,18 @@ type Options struct {
 	// relays only (iceTransportPolicy "relay").
 	ICEServers []webrtc.ICEServer
 	RelayOnly  bool
+	// Query is added to the WHIP/WHEP endpoint (mode=broadcast on a
+	// publisher's, layer=h on a viewer's).
+	Query url.Values
+}
+
+// endpoint is the WHIP or WHEP URL of room.
+func (o *Options) endpoint(base, kind, room string) string {
+	u := base + "/" + kind + "/" + url.PathEscape(room)
+	if len(o.Query) > 0 {
+		u += "?" + o.Query.Encode()
+	}
+	return u
 }
 
 // rtcConfig is the PeerConnection configuration the options ask for.
@@ -265,12 +277,22 @@ type Counter struct {
 	// Keyframes counts VP8 keyframes (their first packets): where a
 	// decoder can start.
 	Keyframes atomic.Uint64
-	first     sync.Once
-	firstAt   atomic.Int64
+	// gapMax is the longest time between two packets of a track since
+	// the last ResetMaxGap, in nanoseconds.
+	gapMax  atomic.Int64
+	first   sync.Once
+	firstAt atomic.Int64
 	// jitterMicros is the largest RFC 3550 interarrival jitter of the
 	// counted tracks, in microseconds.
 	jitterMicros atomic.Int64
 }
+
+// MaxGap is the longest time between two packets of one track since the
+// last ResetMaxGap.
+func (c *Counter) MaxGap() time.Duration { return time.Duration(c.gapMax.Load()) }
+
+// ResetMaxGap starts a new MaxGap window.
+func (c *Counter) ResetMaxGap() { c.gapMax.Store(0) }
 
 // JitterMs is the largest interarrival jitter (RFC 3550) over the tracks.
 func (c *Counter) JitterMs() float64 { return float64(c.jitterMicros.Load()) / 1000 }
@@ -325,13 +347,23 @@ func (c *Counter) consume(t *webrtc.TrackRemote) {
 		have        bool
 		lastSeq     uint16
 		start       = time.Now()
+		lastAt      int64
 	)
 	for {
 		n, _, err := t.Read(buf)
 		if err != nil {
 			return
 		}
-		c.first.Do(func() { c.firstAt.Store(time.Now().UnixNano()) })
+		now := time.Now().UnixNano()
+		c.first.Do(func() { c.firstAt.Store(now) })
+		if lastAt != 0 {
+			for g := now - lastAt; g > c.gapMax.Load(); {
+				if c.gapMax.CompareAndSwap(c.gapMax.Load(), g) {
+					break
+				}
+			}
+		}
+		lastAt = now
 		c.Packets.Add(1)
 		c.Bytes.Add(uint64(n))
 		if pkt.Unmarshal(buf[:n]) != nil {
@@ -403,7 +435,7 @@ func Publish(ctx context.Context, base, room string, opts Options) (*Session, er
 		}
 		s.drainRTCP(sender)
 	}
-	if err := s.negotiate(ctx, base+"/whip/"+url.PathEscape(room)); err != nil {
+	if err := s.negotiate(ctx, opts.endpoint(base, "whip", room)); err != nil {
 		return nil, errors.Join(err, s.Close())
 	}
 	return s, nil
@@ -423,7 +455,7 @@ func Play(ctx context.Context, base, room string, opts Options) (*Session, error
 		}
 	}
 	pc.OnTrack(func(t *webrtc.TrackRemote, r *webrtc.RTPReceiver) { s.Received.receive(t, r) })
-	if err := s.negotiate(ctx, base+"/whep/"+url.PathEscape(room)); err != nil {
+	if err := s.negotiate(ctx, opts.endpoint(base, "whep", room)); err != nil {
 		return nil, errors.Join(err, s.Close())
 	}
 	return s, nil

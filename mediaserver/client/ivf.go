@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net/url"
 	"time"
 
 	"github.com/pion/rtp"
@@ -37,7 +36,7 @@ func PublishIVF(ctx context.Context, base, room string, ivf []byte, opts Options
 		return nil, errors.Join(err, pc.Close())
 	}
 	s.drainRTCP(sender)
-	if err := s.negotiate(ctx, base+"/whip/"+url.PathEscape(room)); err != nil {
+	if err := s.negotiate(ctx, opts.endpoint(base, "whip", room)); err != nil {
 		return nil, errors.Join(err, s.Close())
 	}
 	s.wg.Add(1)
@@ -90,7 +89,7 @@ func PublishSimulcastIVF(ctx context.Context, base, room string, ivf []byte, rid
 		tracks = append(tracks, track)
 	}
 	s.drainRTCP(sender)
-	if err := s.negotiate(ctx, base+"/whip/"+url.PathEscape(room)); err != nil {
+	if err := s.negotiate(ctx, opts.endpoint(base, "whip", room)); err != nil {
 		return nil, errors.Join(err, s.Close())
 	}
 	var midID, ridID uint8

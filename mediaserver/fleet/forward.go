@@ -65,6 +65,7 @@ func (f *Forwarder) Forwarded(r *http.Request) bool {
 func (f *Forwarder) mark(h http.Header) {
 	h.Set(statusapi.ForwardedByHeader, f.Self)
 	h.Set(statusapi.PodTokenHeader, f.Token)
+	h.Del(RelayOwnerHeader) // only this pod may ask for a relay
 }
 
 // scheme is the scheme of another pod's signalling port.
@@ -194,13 +195,18 @@ type Relay struct {
 // Relay dials the owner's /ws for the client whose upgrade request is
 // client (marked as forwarded, with the client's token) and replays the
 // client's join message. readLimit bounds each message from the owner.
-func (f *Forwarder) Relay(addr string, client *http.Request, join []byte, readLimit int64) (*Relay, error) {
+// relayOf, when set, asks that pod to serve the client as a relay of the
+// named owner (cascading rooms).
+func (f *Forwarder) Relay(addr, relayOf string, client *http.Request, join []byte, readLimit int64) (*Relay, error) {
 	u := f.scheme(true) + "://" + addr + "/ws"
 	if tok := client.URL.Query().Get("token"); tok != "" {
 		u += "?token=" + url.QueryEscape(tok)
 	}
 	h := http.Header{}
 	f.mark(h)
+	if relayOf != "" {
+		h.Set(RelayOwnerHeader, relayOf)
+	}
 	if a := client.Header.Get("Authorization"); a != "" {
 		h.Set("Authorization", a)
 	}

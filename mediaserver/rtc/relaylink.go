@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/pion/webrtc/v4"
@@ -161,6 +162,9 @@ func (e *Engine) ServeLink(ctx context.Context, room, peer string, conn LinkConn
 			continue
 		}
 		answer, err := s.linkAnswer(ctx, msg)
+		if err != nil && s.closed.Load() {
+			return nil
+		}
 		if err != nil {
 			s.log.Warn("relay link offer refused", "err", err)
 			_ = conn.Send(LinkMsg{Type: "error", Error: err.Error()})
@@ -446,7 +450,14 @@ func (u *upstream) run(dial func(context.Context) (LinkConn, error)) {
 				return
 			}
 		case "error":
+			// The offer was refused: back to stable, so that the next
+			// change offers again.
 			s.log.Warn("relay link: the owner refused", "err", msg.Error)
+			s.mu.Lock()
+			if s.pc.SignalingState() == webrtc.SignalingStateHaveLocalOffer {
+				_ = s.pc.SetLocalDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeRollback})
+			}
+			s.mu.Unlock()
 		}
 	}
 }
@@ -624,11 +635,12 @@ func (e *Engine) CloseLinks() {
 	}
 }
 
-// LinkInfo describes a room's relay links here (/status).
+// LinkInfo describes a room here: owned or relayed, its members and
+// relay links (/status).
 type LinkInfo struct {
 	Room string
-	// Role: "owner" (links are relay pods pulling from here) or "relay"
-	// (this pod pulls from Owner).
+	// Role: "owner" (the room's publishers are here; Links relay pods pull
+	// from here) or "relay" (this pod pulls the room from Owner).
 	Role    string
 	Owner   string
 	Links   int
@@ -636,21 +648,20 @@ type LinkInfo struct {
 	State   string
 }
 
-// Links lists the rooms with relay links here.
-func (e *Engine) Links() []LinkInfo {
+// Links lists the rooms here, most members first, at most limit (0: all).
+func (e *Engine) Links(limit ...int) []LinkInfo {
 	e.roomsMu.Lock()
 	rooms := make([]*Room, 0, len(e.rooms))
 	for _, r := range e.rooms {
 		rooms = append(rooms, r)
 	}
 	e.roomsMu.Unlock()
-	var out []LinkInfo
+	out := make([]LinkInfo, 0, len(rooms))
 	for _, r := range rooms {
-		info := LinkInfo{Room: r.name}
+		info := LinkInfo{Room: r.name, Role: "owner"}
 		for _, m := range r.memberList() {
 			switch m.Kind {
 			case KindRelay:
-				info.Role = "owner"
 				info.Links++
 			case KindUpstream:
 				info.Role, info.Owner, info.Links = "relay", m.up.owner, 1
@@ -659,11 +670,17 @@ func (e *Engine) Links() []LinkInfo {
 				info.Members++
 			}
 		}
-		if info.Role != "" {
-			out = append(out, info)
-		}
+		out = append(out, info)
 	}
-	slices.SortFunc(out, func(a, b LinkInfo) int { return b.Members - a.Members })
+	slices.SortFunc(out, func(a, b LinkInfo) int {
+		if a.Members != b.Members {
+			return b.Members - a.Members
+		}
+		return strings.Compare(a.Room, b.Room)
+	})
+	if len(limit) > 0 && limit[0] > 0 && len(out) > limit[0] {
+		out = out[:limit[0]]
+	}
 	return out
 }
 

@@ -350,6 +350,9 @@ func (s *Session) negotiateLocked() {
 		s.negPending = true
 		return
 	}
+	if s.Kind == KindUpstream && len(s.pc.GetTransceivers()) == 0 {
+		return // a link with nothing to carry yet offers nothing
+	}
 	s.negPending = false
 	offer, err := s.pc.CreateOffer(nil)
 	if err != nil {

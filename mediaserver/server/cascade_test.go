@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/mediafleet/mediafleet/mediaserver/client"
 	"github.com/mediafleet/mediafleet/mediaserver/config"
+	"github.com/mediafleet/mediafleet/mediaserver/fleet"
 	"github.com/mediafleet/mediafleet/mediaserver/rtc"
 	"github.com/mediafleet/mediafleet/mediaserver/statusapi"
 )
@@ -44,7 +46,7 @@ func podsOf(t *testing.T, n int, mut func(*config.Config)) ([]*Server, statusapi
 // linksOf is what a pod says of its relay links for room.
 func linksOf(s *Server, room string) rtc.LinkInfo {
 	for _, l := range s.Engine().Links() {
-		if l.Room == room {
+		if l.Room == room && (l.Role == "relay" || l.Links > 0) {
 			return l
 		}
 	}
@@ -144,4 +146,132 @@ func TestCascadedRoomOverThreePods(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestCascadedWebSocketRoom: pods of one session each, three WebSocket
+// participants of a room pod-b owns, all joining through pod-a's URL: the
+// first lands on the owner, which is then full, the second on pod-a as a
+// relay, the third on pod-c. Each publishes, and each receives the two
+// others: feeds published on a relay pod go up its link to the owner and
+// down the other link.
+func TestCascadedWebSocketRoom(t *testing.T) {
+	leakCheckFirst(t)
+	pods, list := podsOf(t, 3, func(c *config.Config) { c.MaxSessions = 1 })
+	room := roomOf(list, "pod-b", "huddle-")
+	ctx := ctxT(t, time.Minute)
+	opts := clientOpts(t)
+	wsURL := "ws" + strings.TrimPrefix(pods[0].PublicURL(), "http") + "/ws"
+	var ps []*client.Participant
+	for i := range pods {
+		p, err := client.Join(ctx, wsURL, room, true, opts)
+		if err != nil {
+			t.Fatalf("participant %d: %v", i, err)
+		}
+		t.Cleanup(func() { _ = p.Close() })
+		p.SendRTP(50, 400)
+		ps = append(ps, p)
+	}
+	for _, s := range pods {
+		if n := s.Engine().SessionCount(); n != 1 {
+			t.Errorf("%s holds %d sessions, want 1", s.cfg.PodName, n)
+		}
+	}
+	for i, p := range ps {
+		waitFor(t, 30*time.Second, fmt.Sprintf("participant %d receiving both others", i), func() error {
+			if tr, n := p.Received.Tracks.Load(), p.Received.Packets.Load(); tr < 2 || n < 100 {
+				return fmt.Errorf("%d tracks, %d packets", tr, n)
+			}
+			return nil
+		})
+		if tr := p.Received.Tracks.Load(); tr != 2 {
+			t.Errorf("participant %d receives %d tracks, want 2 (no duplicate, not its own)", i, tr)
+		}
+	}
+	if l := linksOf(pods[1], room); l.Role != "owner" || l.Links != 2 {
+		t.Errorf("owner's links: %+v", l)
+	}
+}
+
+// TestBroadcastRoomViewersOnRelays: a publisher marks its room a broadcast
+// (WHIP ?mode=broadcast); a viewer arriving at another pod is served there
+// as a relay although the owner has room. A bad mode is refused.
+func TestBroadcastRoomViewersOnRelays(t *testing.T) {
+	leakCheckFirst(t)
+	pods, list := podsOf(t, 2, nil)
+	a, b := pods[0], pods[1]
+	room := roomOf(list, "pod-b", "keynote-")
+	if code, _, body := do(t, http.MethodPost, a.PublicURL()+"/whip/"+room+"?mode=meeting", "application/sdp", pionOffer(t), nil); code != http.StatusBadRequest {
+		t.Errorf("mode=meeting: %d %s", code, body)
+	}
+	ctx := ctxT(t, time.Minute)
+	opts := clientOpts(t)
+	pubOpts := opts
+	pubOpts.Query = url.Values{"mode": {"broadcast"}}
+	pub, err := client.Publish(ctx, a.PublicURL(), room, pubOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pub.Close() })
+	pub.SendRTP(100, 500)
+	waitFor(t, 10*time.Second, "the publisher on the owner", sessionsAre(b, 1))
+	v := playWhenPublished(t, ctx, a, room, opts)
+	waitFor(t, 20*time.Second, "the viewer receiving", func() error {
+		if n := v.Received.Packets.Load(); n < 100 {
+			return fmt.Errorf("%d packets", n)
+		}
+		return nil
+	})
+	if na, nb := a.Engine().SessionCount(), b.Engine().SessionCount(); na != 1 || nb != 1 {
+		t.Errorf("sessions a=%d b=%d: the broadcast's viewer should be on pod-a", na, nb)
+	}
+	if r := getStatus(t, a).Rooms; len(r) != 1 || r[0].Role != statusapi.RoomRelay || r[0].Owner != "pod-b" || r[0].Members != 1 || r[0].LinkState != "connected" {
+		t.Errorf("pod-a /status rooms %+v", r)
+	}
+	if r := getStatus(t, b).Rooms; len(r) != 1 || r[0].Role != statusapi.RoomOwner || r[0].Links != 1 || r[0].Members != 1 {
+		t.Errorf("pod-b /status rooms %+v", r)
+	}
+}
+
+// TestRelayLinksRefuseStrangers: the owner's link endpoint wants the admin
+// token and a room owned there; the relay header means nothing without the
+// pod token; a session id naming an unknown pod is not found.
+func TestRelayLinksRefuseStrangers(t *testing.T) {
+	leakCheckFirst(t)
+	pods, list := podsOf(t, 2, nil)
+	a, b := pods[0], pods[1]
+	room := roomOf(list, "pod-b", "guarded-")
+	ctx := ctxT(t, time.Minute)
+	opts := clientOpts(t)
+	pub, err := client.Publish(ctx, b.PublicURL(), room, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pub.Close() })
+	pub.SendRTP(50, 500)
+	upgrade := map[string]string{"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
+	if code, _, body := do(t, http.MethodGet, b.AdminURL()+fleet.LinkPath+room, "", "", upgrade); code != http.StatusUnauthorized {
+		t.Errorf("link without the token: %d %s", code, body)
+	}
+	upgrade["Authorization"] = "Bearer " + testAdminToken
+	if code, _, body := do(t, http.MethodGet, b.AdminURL()+fleet.LinkPath+"not-here", "", "", upgrade); code != http.StatusNotFound {
+		t.Errorf("link of a room not owned there: %d %s", code, body)
+	}
+	if code, _, body := do(t, http.MethodGet, a.AdminURL()+fleet.LinkPath+room, "", "", upgrade); code != http.StatusNotFound {
+		t.Errorf("link from a pod that does not own the room: %d %s", code, body)
+	}
+	// A client claiming to be a pod asking for relay service is routed as
+	// any client: the viewer lands on the owner, which has room.
+	forged := opts
+	forged.Header = http.Header{fleet.RelayOwnerHeader: {"pod-a"}, statusapi.ForwardedByHeader: {"pod-b"}}
+	view, err := client.Play(ctx, a.PublicURL(), room, forged)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = view.Close() })
+	if na, nb := a.Engine().SessionCount(), b.Engine().SessionCount(); na != 0 || nb != 2 {
+		t.Errorf("sessions a=%d b=%d: a forged relay header took effect", na, nb)
+	}
+	if code, _, body := do(t, http.MethodDelete, a.PublicURL()+"/whep/"+room+"/pod-x.0123", "", "", nil); code != http.StatusNotFound {
+		t.Errorf("DELETE of a session naming no member: %d %s", code, body)
+	}
 }

@@ -334,7 +334,17 @@ func (s *Server) Report() statusapi.Report {
 
 		MembershipGeneration: mb.Generation,
 		MembershipSize:       len(mb.Members),
+		Rooms:                s.roomReport(),
 	}
+}
+
+// roomReport is the largest rooms here for /status.
+func (s *Server) roomReport() []statusapi.RoomStatus {
+	var out []statusapi.RoomStatus
+	for _, l := range s.engine.Links(statusapi.MaxReportedRooms) {
+		out = append(out, statusapi.RoomStatus{Name: l.Room, Role: l.Role, Owner: l.Owner, Members: l.Members, Links: l.Links, LinkState: l.State})
+	}
+	return out
 }
 
 // putMembership takes the member list the operator delivers (see

@@ -1,6 +1,7 @@
 package signal
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -156,8 +157,8 @@ func (c *wsConn) relaying() *fleet.Relay {
 // relay hands the connection to the pod that owns the room and copies
 // messages both ways. Media goes straight between the client and the
 // owner: its candidates carry the owner's address.
-func (c *wsConn) relay(addr string, join []byte) error {
-	up, err := c.srv.fwd.Relay(addr, c.req, join, c.srv.cfg.WSReadLimit*4)
+func (c *wsConn) relay(addr, relayOf string, join []byte) error {
+	up, err := c.srv.fwd.Relay(addr, relayOf, c.req, join, c.srv.cfg.WSReadLimit*4)
 	if err != nil {
 		return err
 	}
@@ -187,13 +188,20 @@ func (c *wsConn) handle(msg *Message, raw []byte) bool {
 			c.sendError(CodeAlreadyJoined, "this connection already joined room "+sess.RoomName())
 			return true
 		}
-		addr, err := c.srv.fwd.Owner(c.req, msg.Room)
+		if owner := c.srv.fwd.RelayOwner(c.req); owner != "" {
+			c.joinRelayed(msg.Room, owner) // another pod placed this participant here
+			return true
+		}
+		loc, located, err := c.srv.fwd.Locate(c.req, msg.Room)
 		if err != nil {
 			c.sendError(CodeUnavailable, "no pod can take room "+msg.Room+" now; retry in 5 s")
 			return true
 		}
-		if addr != "" {
-			if err := c.relay(addr, raw); err != nil {
+		if located && loc.Full && c.placeRelayed(msg.Room, loc.Name, raw) {
+			return true
+		}
+		if addr := loc.Addr; addr != "" {
+			if err := c.relay(addr, "", raw); err != nil {
 				c.log.Warn("owner pod unreachable", "owner", addr, "err", err)
 				c.sendError(CodeUnavailable, "the pod that owns room "+msg.Room+" is unreachable; retry in 5 s")
 			}
@@ -221,6 +229,39 @@ func (c *wsConn) handle(msg *Message, raw []byte) bool {
 		}
 	}
 	return true
+}
+
+// placeRelayed serves a participant of a room whose owner is full on a
+// relay pod: this one when it has room (the participant's media then
+// flows here, the room's through the relay link), else the next pod in
+// the room's order, to which the connection is relayed. False when no pod
+// can.
+func (c *wsConn) placeRelayed(room, owner string, join []byte) bool {
+	for _, m := range c.srv.fwd.RelayPods(room, owner) {
+		if m.Name == c.srv.fwd.Self {
+			if !c.srv.engine.AtCapacity() && !c.srv.engine.Draining() {
+				c.joinRelayed(room, owner)
+				return true
+			}
+			continue
+		}
+		if err := c.relay(m.Address, owner, join); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// joinRelayed joins a room relayed from owner, opening the link first.
+func (c *wsConn) joinRelayed(room, owner string) {
+	ctx, cancel := context.WithTimeout(context.Background(), answerTimeout)
+	defer cancel()
+	if err := c.srv.openUpstream(ctx, room, owner); err != nil {
+		c.log.Warn("relay link to the room's owner failed", "owner", owner, "err", err)
+		c.sendError(CodeUnavailable, "the pod that owns room "+room+" is unreachable; retry in 5 s")
+		return
+	}
+	c.join(room)
 }
 
 func (c *wsConn) join(room string) {

@@ -57,6 +57,35 @@ type Report struct {
 	// holds (0: none yet); MembershipSize its number of members.
 	MembershipGeneration int64 `json:"membershipGeneration,omitempty"`
 	MembershipSize       int   `json:"membershipSize,omitempty"`
+
+	// Rooms are the largest rooms here (at most MaxReportedRooms, most
+	// members first): whether this pod owns each or relays it, and its
+	// relay links.
+	Rooms []RoomStatus `json:"rooms,omitempty"`
+}
+
+// MaxReportedRooms bounds Report.Rooms.
+const MaxReportedRooms = 20
+
+// Room roles in a pod's report.
+const (
+	RoomOwner = "owner" // the room is owned here (its publishers are here)
+	RoomRelay = "relay" // the room is relayed here from its owner
+)
+
+// RoomStatus is one room of a pod's report.
+type RoomStatus struct {
+	Name string `json:"name"`
+	Role string `json:"role"`
+	// Owner is the owner pod of a relayed room.
+	Owner string `json:"owner,omitempty"`
+	// Members are the room's sessions here (viewers, publishers,
+	// participants; links not counted).
+	Members int `json:"members"`
+	// Links: an owner's relay links (one per relay pod); a relay's is 1.
+	Links int `json:"links,omitempty"`
+	// LinkState is a relay's link to its owner (ICE state).
+	LinkState string `json:"linkState,omitempty"`
 }
 
 // Sessions counts PeerConnections.

@@ -104,6 +104,7 @@ func computeObservedStatus(ms *mediav1alpha1.MediaService, reports []podReport) 
 		st.Sessions = nil
 	}
 	st.Pods = pods
+	st.Rooms = roomSpreads(reports)
 	st.LeakingPods = leaking
 	c := metav1.Condition{Type: mediav1alpha1.ConditionGoroutineLeak, Status: metav1.ConditionFalse, Reason: ReasonNoLeak,
 		Message: "no media pod reports a suspected goroutine leak", ObservedGeneration: ms.Generation}
@@ -234,4 +235,44 @@ func restartPart(msg string) string {
 		return msg[i:]
 	}
 	return ""
+}
+
+// roomSpreads adds up the rooms the pods report: the largest, with the
+// pods each spans (its owner and relay pods).
+func roomSpreads(reports []podReport) []mediav1alpha1.RoomSpread {
+	byName := map[string]*mediav1alpha1.RoomSpread{}
+	for _, pr := range reports {
+		if !pr.ok || !pr.obs.Reachable {
+			continue
+		}
+		for _, r := range pr.obs.Report.Rooms {
+			rs := byName[r.Name]
+			if rs == nil {
+				rs = &mediav1alpha1.RoomSpread{Name: truncate(r.Name, 64)}
+				byName[r.Name] = rs
+			}
+			rs.Pods++
+			rs.Sessions += int32(r.Members)
+			if r.Role == statusapi.RoomOwner {
+				rs.Owner = pr.pod.Name
+			}
+		}
+	}
+	out := make([]mediav1alpha1.RoomSpread, 0, len(byName))
+	for _, rs := range byName {
+		out = append(out, *rs)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Sessions != out[j].Sessions {
+			return out[i].Sessions > out[j].Sessions
+		}
+		return out[i].Name < out[j].Name
+	})
+	if len(out) > mediav1alpha1.MaxRoomSpreads {
+		out = out[:mediav1alpha1.MaxRoomSpreads]
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
 }

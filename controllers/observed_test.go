@@ -1,6 +1,8 @@
 package controllers
 
 import (
+	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -73,5 +75,33 @@ func TestSessionsBucket(t *testing.T) {
 	a, b := report(5, 500, true, false, false), report(5, 500, true, false, true)
 	if signature(a) == signature(b) || signature(a) == signature(Observation{}) {
 		t.Error("leak and reachability changes must change the signature")
+	}
+}
+
+// TestRoomSpreads: the pods' room reports add up to the fleet's largest
+// rooms, each with its owner and the pods it spans; an unreachable pod's
+// old report does not count; the list is bounded.
+func TestRoomSpreads(t *testing.T) {
+	pod := func(name string) *corev1.Pod { return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name}} }
+	rep := func(name string, reachable bool, rooms ...statusapi.RoomStatus) podReport {
+		return podReport{pod: pod(name), ok: true, obs: Observation{Reachable: reachable, Report: statusapi.Report{Rooms: rooms}}}
+	}
+	got := roomSpreads([]podReport{
+		rep("m-0", true, statusapi.RoomStatus{Name: "webinar", Role: statusapi.RoomOwner, Members: 10, Links: 2}, statusapi.RoomStatus{Name: "small", Role: statusapi.RoomOwner, Members: 2}),
+		rep("m-1", true, statusapi.RoomStatus{Name: "webinar", Role: statusapi.RoomRelay, Owner: "m-0", Members: 10, Links: 1}),
+		rep("m-2", true, statusapi.RoomStatus{Name: "webinar", Role: statusapi.RoomRelay, Owner: "m-0", Members: 5, Links: 1}),
+		rep("m-3", false, statusapi.RoomStatus{Name: "ghost", Role: statusapi.RoomOwner, Members: 99}),
+	})
+	want := []mediav1alpha1.RoomSpread{{Name: "webinar", Owner: "m-0", Pods: 3, Sessions: 25}, {Name: "small", Owner: "m-0", Pods: 1, Sessions: 2}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("roomSpreads = %+v, want %+v", got, want)
+	}
+	var many []statusapi.RoomStatus
+	for i := 0; i < 30; i++ {
+		many = append(many, statusapi.RoomStatus{Name: fmt.Sprintf("r%02d", i), Role: statusapi.RoomOwner, Members: i})
+	}
+	got = roomSpreads([]podReport{rep("m-0", true, many...)})
+	if len(got) != mediav1alpha1.MaxRoomSpreads || got[0].Name != "r29" {
+		t.Errorf("bounded list: %d rooms, first %+v", len(got), got[0])
 	}
 }

@@ -302,5 +302,11 @@ func signature(o Observation) string {
 		return "unreachable"
 	}
 	r := o.Report
-	return fmt.Sprintf("%d/%t/%t/%t", sessionsBucket(r.Sessions.Active, r.Sessions.Capacity), r.Ready, r.Draining, r.Leak.Suspected)
+	relayed := 0 // rooms this pod relays: a room spreading to a pod shows in status.rooms
+	for _, rm := range r.Rooms {
+		if rm.Role == statusapi.RoomRelay {
+			relayed++
+		}
+	}
+	return fmt.Sprintf("%d/%t/%t/%t/%d", sessionsBucket(r.Sessions.Active, r.Sessions.Capacity), r.Ready, r.Draining, r.Leak.Suspected, relayed)
 }

@@ -800,6 +800,24 @@ const (
 	ConditionMonitoringReady = "MonitoringReady"
 )
 
+// RoomSpread is one room as the fleet serves it.
+type RoomSpread struct {
+	// Name of the room.
+	// +kubebuilder:validation:MaxLength=64
+	Name string `json:"name"`
+	// Owner is the pod that holds the room's publishers.
+	// +kubebuilder:validation:MaxLength=253
+	// +optional
+	Owner string `json:"owner,omitempty"`
+	// Pods serving the room: its owner and its relay pods.
+	Pods int32 `json:"pods"`
+	// Sessions of the room over those pods.
+	Sessions int32 `json:"sessions"`
+}
+
+// MaxRoomSpreads bounds status.rooms.
+const MaxRoomSpreads = 10
+
 // MaxPodStatuses bounds status.pods for large fleets.
 const MaxPodStatuses = 50
 
@@ -882,6 +900,14 @@ type MediaServiceStatus struct {
 	// TURN is the gateway as clients reach it (spec.turn.enabled).
 	// +optional
 	TURN *TURNStatus `json:"turn,omitempty"`
+	// Rooms are the largest rooms of the fleet (at most 10, most sessions
+	// first) and how many pods each spans: its owner and the relay pods
+	// that serve its viewers when the owner is full or the room is a
+	// broadcast.
+	// +kubebuilder:validation:MaxItems=10
+	// +listType=atomic
+	// +optional
+	Rooms []RoomSpread `json:"rooms,omitempty"`
 	// Conditions: Available, Progressing, Degraded, GoroutineLeak.
 	// +listType=map
 	// +listMapKey=type

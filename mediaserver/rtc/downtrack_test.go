@@ -246,6 +246,10 @@ func TestAbsSendTime(t *testing.T) {
 		{time.Unix(63, 0), 63 << 18},
 		{time.Unix(64, 0), 0}, // 6 bits of seconds: wraps every 64 s
 		{time.Unix(65, 250_000_000), 1<<18 | 1<<16},
+		// A date of this decade: 1795000001 s is 1 s past a multiple of
+		// 64; 0.123456789 s is 32363 / 2^18 (an overflowing shift got
+		// this wrong).
+		{time.Unix(1_795_000_001, 123_456_789), 1<<18 + 32363},
 	} {
 		if got := absSendTime(tc.t); got != tc.want {
 			t.Errorf("absSendTime(%v) = %#x, want %#x", tc.t.UnixNano(), got, tc.want)

@@ -144,7 +144,9 @@ func (x *extScratch) set(h *rtp.Header, b *binding) {
 // absSendTime is the 6.18 fixed-point seconds of the abs-send-time
 // extension (24 bits: 6 of seconds, 18 of fraction).
 func absSendTime(t time.Time) uint32 {
-	ns := uint64(t.UnixNano())
+	// Only the seconds modulo 64 survive: taking them first keeps the
+	// shift below from overflowing (today's UnixNano << 18 would).
+	ns := uint64(t.UnixNano()) % (64 * uint64(time.Second))
 	return uint32((ns<<18)/uint64(time.Second)) & 0xFFFFFF
 }
 

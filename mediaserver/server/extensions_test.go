@@ -50,7 +50,7 @@ func (w *extensionWatch) BindRemoteStream(info *interceptor.StreamInfo, reader i
 			return n, attrs, err
 		}
 		got := uint32(v[0])<<16 | uint32(v[1])<<8 | uint32(v[2])
-		now := uint32((uint64(time.Now().UnixNano())<<18)/uint64(time.Second)) & 0xFFFFFF
+		now := uint32(((uint64(time.Now().UnixNano())%(64*uint64(time.Second)))<<18)/uint64(time.Second)) & 0xFFFFFF
 		if d := (now - got) & 0xFFFFFF; d >= 1<<18 {
 			w.stale.Add(1)
 		}

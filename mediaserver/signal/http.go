@@ -249,7 +249,7 @@ func (s *Server) offer(kind rtc.Kind) http.HandlerFunc {
 		if kind == rtc.KindWHEP {
 			// A viewer of a room whose owner is full, or of a broadcast
 			// room, is served by a relay pod.
-			if relayOf = s.fwd.RelayOwner(r); relayOf == s.fwd.Self {
+			if relayOf = s.fwd.RelayOwner(r); relayOf != "" && relayOf == s.fwd.Self {
 				relayOf = "" // the room is this pod's own: serve it as its owner
 			} else if relayOf == "" {
 				var done bool

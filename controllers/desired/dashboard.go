@@ -112,6 +112,10 @@ func dashboardJSON(ms *mediav1alpha1.MediaService) (string, error) {
 			{fmt.Sprintf(`sum(rate(media_keyframe_requests_total{%s}[5m]))`, sel), "keyframe requests/s"},
 			{fmt.Sprintf(`sum(rate(media_layer_switches_total{%s}[5m]))`, sel), "simulcast layer switches/s"},
 			{fmt.Sprintf(`sum by (layer) (rate(media_layer_seconds_total{%s}[5m]))`, sel), "viewers on layer {{layer}}"}}},
+		{"Cascaded rooms (relay links)", "short", []q{
+			{fmt.Sprintf(`sum by (role) (media_relay_links{%s})`, sel), "links ({{role}} end)"},
+			{fmt.Sprintf(`sum(rate(media_relay_link_packets_total{%s}[5m]))`, sel), "packets over links/s"},
+			{fmt.Sprintf(`histogram_quantile(0.99, sum by (le) (rate(media_relay_link_delay_seconds_bucket{%s}[5m]))) * 1000`, sel), "p99 link delay (ms)"}}},
 	}
 	if TURNEnabled(ms) {
 		tsel := fmt.Sprintf(`namespace=%q,%s=%q`, ms.Namespace, LabelTURNGatewaySeries, ms.Name)

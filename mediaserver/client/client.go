@@ -159,6 +159,9 @@ type Options struct {
 	// Query is added to the WHIP/WHEP endpoint (mode=broadcast on a
 	// publisher's, layer=h on a viewer's).
 	Query url.Values
+	// OnRTP, when set, sees every RTP packet a viewer receives, with its
+	// arrival time (benchmarks: per-packet latency).
+	OnRTP func(kind webrtc.RTPCodecType, h *rtp.Header, at time.Time)
 }
 
 // endpoint is the WHIP or WHEP URL of room.
@@ -280,6 +283,7 @@ type Counter struct {
 	// gapMax is the longest time between two packets of a track since
 	// the last ResetMaxGap, in nanoseconds.
 	gapMax  atomic.Int64
+	onRTP   func(kind webrtc.RTPCodecType, h *rtp.Header, at time.Time)
 	first   sync.Once
 	firstAt atomic.Int64
 	// jitterMicros is the largest RFC 3550 interarrival jitter of the
@@ -372,6 +376,9 @@ func (c *Counter) consume(t *webrtc.TrackRemote) {
 		if have && pkt.SequenceNumber != lastSeq+1 {
 			c.SeqJumps.Add(1)
 		}
+		if c.onRTP != nil {
+			c.onRTP(t.Kind(), &pkt.Header, time.Unix(0, now))
+		}
 		if vp8 && vp8Keyframe(pkt.Payload) {
 			c.Keyframes.Add(1)
 		}
@@ -454,6 +461,7 @@ func Play(ctx context.Context, base, room string, opts Options) (*Session, error
 			return nil, errors.Join(err, pc.Close())
 		}
 	}
+	s.Received.onRTP = opts.OnRTP
 	pc.OnTrack(func(t *webrtc.TrackRemote, r *webrtc.RTPReceiver) { s.Received.receive(t, r) })
 	if err := s.negotiate(ctx, opts.endpoint(base, "whep", room)); err != nil {
 		return nil, errors.Join(err, s.Close())

@@ -15,6 +15,7 @@ import (
 type Metrics struct {
 	RelayLinks   *prometheus.GaugeVec
 	RelayPackets prometheus.Counter
+	RelayDelay   prometheus.Histogram
 
 	Registry *prometheus.Registry
 
@@ -102,6 +103,10 @@ func New() *Metrics {
 
 	auto := promauto.With(reg)
 	m.RelayLinks = auto.NewGaugeVec(prometheus.GaugeOpts{Name: "media_relay_links", Help: "Relay links of cascaded rooms up, by role: owner (a relay pod pulls a room from here) or relay (this pod pulls a room from its owner)."}, []string{"role"})
+	m.RelayDelay = auto.NewHistogram(prometheus.HistogramOpts{Name: "media_relay_link_delay_seconds", Help: "Delay a relayed video packet took from the owner's send to the relay pod's read (the owner's abs-send-time against this pod's clock; one packet in eight).",
+		Buckets: []float64{0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25}})
+	m.RelayLinks.WithLabelValues("owner")
+	m.RelayLinks.WithLabelValues("relay")
 	m.RelayPackets = auto.NewCounter(prometheus.CounterOpts{Name: "media_relay_link_packets_total", Help: "RTP packets the owner sent to relay pods over relay links."})
 	m.ActiveSessions = auto.NewGaugeVec(prometheus.GaugeOpts{Name: "media_active_sessions", Help: "Sessions (PeerConnections) currently open, by kind."}, []string{"kind"})
 	m.SessionCapacity = auto.NewGauge(prometheus.GaugeOpts{Name: "media_session_capacity", Help: "Sessions this pod accepts (MAX_SESSIONS); 0 while draining."})

@@ -41,6 +41,10 @@ type layer struct {
 	lastPLI atomic.Int64
 	lastPkt atomic.Int64 // unix nanos of its newest packet
 	bps     atomic.Int64 // bitrate over the last second (0 until measured)
+	// linkAbsID: on a relay pod, the abs-send-time id the link negotiated
+	// (the owner stamps each packet it sends): the link's delay is
+	// measured from it.
+	linkAbsID uint8
 }
 
 // Packets a layer keeps for retransmission: about a second of 2.5 Mbit/s
@@ -196,6 +200,9 @@ func (f *Feed) forward(m *metrics.Metrics, l *layer, remote *webrtc.TrackRemote)
 			l.bps.Store(rateBytes * 8 * int64(time.Second) / int64(now.Sub(rateStart)))
 			rateStart, rateBytes = now, 0
 		}
+		if l.linkAbsID != 0 && received&7 == 0 {
+			observeLinkDelay(m, &pkt.Header, l.linkAbsID, now)
+		}
 		l.cache.put(pkt.SequenceNumber, buf[:n])
 		key := video && isKeyframe(f.codec.MimeType, pkt.Payload)
 		fan.write(f.downs.load(), sample{l: l, h: &pkt.Header, payload: pkt.Payload, key: key, at: now.UnixNano()})
@@ -233,4 +240,18 @@ type sample struct {
 	payload []byte
 	key     bool  // starts a keyframe
 	at      int64 // unix nanos it arrived
+}
+
+// observeLinkDelay records how long a packet took from the owner's send to
+// this relay pod's read: the owner's abs-send-time stamp against this
+// pod's clock (the pods' clocks are assumed in step, as NTP keeps nodes).
+func observeLinkDelay(m *metrics.Metrics, h *rtp.Header, id uint8, now time.Time) {
+	v := h.GetExtension(id)
+	if len(v) != 3 {
+		return
+	}
+	sent := uint32(v[0])<<16 | uint32(v[1])<<8 | uint32(v[2])
+	if d := (absSendTime(now) - sent) & 0xFFFFFF; d < 1<<22 { // under 16 s: not a clock step
+		m.RelayDelay.Observe(float64(d) / (1 << 18))
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -586,6 +587,11 @@ func (u *upstream) onTrack(remote *webrtc.TrackRemote, receiver *webrtc.RTPRecei
 		return
 	}
 	l := f.addLayer(t.RID)
+	for _, x := range receiver.GetParameters().HeaderExtensions {
+		if x.URI == sdp.ABSSendTimeURI {
+			l.linkAbsID = uint8(x.ID)
+		}
+	}
 	defer f.removeLayer(l)
 	f.forward(s.engine.metrics, l, remote)
 }

@@ -120,6 +120,9 @@ func TestCascadedRoomOverThreePods(t *testing.T) {
 		}
 	}
 	t.Logf("sessions per pod %v; owner links %+v; relayed packets %v", got, linksOf(b, room), nackCountsOf(t, b, "media_relay_link_packets_total"))
+	if h := scrape(t, a)["media_relay_link_delay_seconds"].GetMetric(); len(h) != 1 || h[0].GetHistogram().GetSampleCount() < 10 || h[0].GetHistogram().GetSampleSum()/float64(h[0].GetHistogram().GetSampleCount()) > 0.1 {
+		t.Errorf("media_relay_link_delay_seconds on a relay pod: %v", h)
+	}
 	if n := nackCountsOf(t, b, "media_relay_link_packets_total"); n < 100 {
 		t.Errorf("media_relay_link_packets_total on the owner = %v", n)
 	}

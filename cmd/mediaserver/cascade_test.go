@@ -57,9 +57,17 @@ func TestRelayPodKilled(t *testing.T) {
 	for i, v := range viewers {
 		poll(t, 20*time.Second, fmt.Sprintf("viewer %d receiving", i), func() bool { return v.Received.Packets.Load() >= 100 })
 	}
+	// A WebSocket participant through pod-a lands on pod-c too (pod-a
+	// relays its connection there).
+	part, err := client.Join(ctx, "ws"+strings.TrimPrefix(a.p.URL, "http")+"/ws", room, false, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer part.Close()
+	poll(t, 20*time.Second, "the participant receiving", func() bool { return part.Received.Packets.Load() >= 100 })
 	sessions := func(m member) int { return m.status(t).Sessions.Active }
-	if sa, sb, sc := sessions(a), sessions(b), sessions(c); sa != 4 || sb != 4 || sc != 2 {
-		t.Fatalf("sessions a=%d b=%d c=%d, want 4, 4 (publisher and 3 viewers), 2", sa, sb, sc)
+	if sa, sb, sc := sessions(a), sessions(b), sessions(c); sa != 4 || sb != 4 || sc != 3 {
+		t.Fatalf("sessions a=%d b=%d c=%d, want 4, 4 (publisher and 3 viewers), 3 (2 viewers, the participant)", sa, sb, sc)
 	}
 	if n := len(onC); n != 9 {
 		t.Fatalf("%d viewers", n)
@@ -82,6 +90,22 @@ func TestRelayPodKilled(t *testing.T) {
 		})
 	}
 	t.Logf("the killed pod's viewers disconnected %s after the kill", time.Since(killed).Round(100*time.Millisecond))
+	// The participant hears it at once from the pod it connected through.
+	poll(t, 10*time.Second, "the participant told its pod is gone", func() bool {
+		for {
+			select {
+			case m := <-part.Events:
+				if m.Type == "closed" {
+					if m.Reason != "pod-gone" {
+						t.Errorf("closed with reason %q, want pod-gone", m.Reason)
+					}
+					return true
+				}
+			default:
+				return false
+			}
+		}
+	})
 	before := map[*client.Session]uint64{}
 	for _, v := range viewers {
 		before[v] = v.Received.Packets.Load()

@@ -1,6 +1,7 @@
 package signal
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -167,7 +168,21 @@ func (c *wsConn) relay(addr, relayOf string, join []byte) error {
 	c.upMu.Unlock()
 	go func() {
 		defer c.shutdown("owner-closed")
-		up.Pump(c.safeSendRaw)
+		toldClosed := false
+		up.Pump(func(data []byte) bool {
+			toldClosed = toldClosed || bytes.Contains(data, []byte(`"type":"closed"`))
+			return c.safeSendRaw(data)
+		})
+		if !toldClosed {
+			// The pod serving the participant went away without a word
+			// (killed): say so, so that the client reconnects.
+			c.safeSend(&Message{Type: TypeClosed, Reason: "pod-gone"})
+			c.closeAfterFlush()
+			select { // the writer flushes it, then closes
+			case <-c.done:
+			case <-time.After(wsWriteTimeout):
+			}
+		}
 	}()
 	c.log.Info("websocket relayed to the room's owner", "owner", addr)
 	return nil

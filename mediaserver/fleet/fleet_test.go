@@ -199,3 +199,44 @@ func TestReadyPodTakesRoomsItWouldOwn(t *testing.T) {
 		t.Fatalf("%d of 200 rooms remote: the ranking is not shared", remote)
 	}
 }
+
+// TestRelayPods: the pods that may relay a room are the ready,
+// non-draining members but the owner, this pod first when it can take
+// sessions, the others in the room's rank order.
+func TestRelayPods(t *testing.T) {
+	ms := members(6)
+	ms[2].Draining = true
+	ms[3].Ready = false
+	var list Members
+	if err := list.Update(statusapi.Membership{APIVersion: statusapi.APIVersion, Generation: 1, Members: ms}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	const room = "webinar"
+	owner := ms[0].Name
+	for _, selfReady := range []bool{true, false} {
+		r := &Router{Self: ms[5].Name, Members: &list, SelfReady: func() bool { return selfReady }}
+		got := r.RelayPods(room, owner)
+		var names []string
+		for _, m := range got {
+			names = append(names, m.Name)
+			if m.Name == owner || m.Name == ms[2].Name || m.Name == ms[3].Name {
+				t.Errorf("self ready %v: %s offered as a relay (owner, draining or not ready)", selfReady, m.Name)
+			}
+		}
+		if selfReady && (len(got) != 3 || got[0].Name != ms[5].Name) {
+			t.Errorf("self ready: relays %v, want this pod first, then the two others", names)
+		}
+		if !selfReady && len(got) != 2 {
+			t.Errorf("self full: relays %v, want the two other ready pods", names)
+		}
+		var rest []statusapi.Member
+		for _, m := range got {
+			if m.Name != ms[5].Name {
+				rest = append(rest, m)
+			}
+		}
+		if ranked := Rank(room, rest); len(ranked) == 2 && (ranked[0].Name != rest[0].Name || ranked[1].Name != rest[1].Name) {
+			t.Errorf("relays not in the room's rank order: %v", names)
+		}
+	}
+}

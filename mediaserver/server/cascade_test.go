@@ -278,3 +278,76 @@ func TestRelayLinksRefuseStrangers(t *testing.T) {
 		t.Errorf("DELETE of a session naming no member: %d %s", code, body)
 	}
 }
+
+// TestRelayLinkHostilePeer: whoever holds the admin token still cannot
+// break the owner through a link: a garbage offer, an unknown message, an
+// offer asking for more tracks than allowed and an oversized message are
+// refused (error messages, then the connection closed for the oversized
+// one), and the room keeps serving.
+func TestRelayLinkHostilePeer(t *testing.T) {
+	leakCheckFirst(t)
+	pods, list := podsOf(t, 2, nil)
+	b := pods[1]
+	room := roomOf(list, "pod-b", "target-")
+	ctx := ctxT(t, time.Minute)
+	opts := clientOpts(t)
+	pub, err := client.Publish(ctx, b.PublicURL(), room, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pub.Close() })
+	pub.SendRTP(50, 500)
+	link, err := (&fleet.Forwarder{Self: "pod-x", Token: testAdminToken}).DialLink(ctx, strings.TrimPrefix(b.AdminURL(), "http://"), room)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer link.Close()
+	first, err := link.Recv()
+	if err != nil || first.Type != "feeds" {
+		t.Fatalf("first message %+v %v, want the room's feeds", first, err)
+	}
+	expectError := func(what string, m rtc.LinkMsg) {
+		t.Helper()
+		if err := link.Send(m); err != nil {
+			t.Fatalf("%s: send: %v", what, err)
+		}
+		for {
+			got, err := link.Recv()
+			if err != nil {
+				t.Fatalf("%s: %v", what, err)
+			}
+			if got.Type == "feeds" {
+				continue
+			}
+			if got.Type != "error" || got.Error == "" {
+				t.Fatalf("%s: answered %+v, want an error", what, got)
+			}
+			return
+		}
+	}
+	expectError("garbage offer", rtc.LinkMsg{Type: "offer", SDP: "v=0 garbage"})
+	expectError("unknown message", rtc.LinkMsg{Type: "answer", SDP: "v=0"})
+	many := make([]rtc.LinkTrack, 1000)
+	expectError("too many tracks", rtc.LinkMsg{Type: "offer", SDP: pionOffer(t), Recv: many})
+	if err := link.Send(rtc.LinkMsg{Type: "offer", SDP: strings.Repeat("a", fleet.MaxLinkMessage)}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := link.Recv(); err != nil {
+			break // the owner closed the link
+		}
+	}
+	waitFor(t, 10*time.Second, "the owner without the hostile link", func() error {
+		if l := linksOf(b, room); l.Links != 0 {
+			return fmt.Errorf("%+v", l)
+		}
+		return nil
+	})
+	v := playWhenPublished(t, ctx, b, room, opts)
+	waitFor(t, 10*time.Second, "the room still serving", func() error {
+		if n := v.Received.Packets.Load(); n < 50 {
+			return fmt.Errorf("%d packets", n)
+		}
+		return nil
+	})
+}

@@ -213,22 +213,28 @@ func (e *Engine) newSession(kind Kind, roomName string) (*Session, error) {
 		}
 	}
 	s.log = e.log.With("session", s.ID, "room", roomName, "kind", string(kind))
-	s.room = e.room(roomName)
-	s.state.Store(int32(webrtc.ICEConnectionStateNew))
 	e.metrics.ActiveSessions.WithLabelValues(string(kind)).Inc()
 	e.metrics.SessionsCreated.WithLabelValues(string(kind)).Inc()
-	e.metrics.ICEConnectionState.WithLabelValues("new").Inc()
+	s.wire(roomName)
+	s.log.Debug("session created")
+	return s, nil
+}
 
-	// A session that never connects is reaped without a goroutine of its own.
+// wire puts a session with its PeerConnection into its room: the ICE
+// state metric, reaping if it never connects (a timer, no goroutine of its
+// own), and the PeerConnection's callbacks.
+func (s *Session) wire(roomName string) {
+	e := s.engine
+	s.room = e.room(roomName)
+	s.state.Store(int32(webrtc.ICEConnectionStateNew))
+	e.metrics.ICEConnectionState.WithLabelValues("new").Inc()
 	s.reap = time.AfterFunc(e.cfg.ConnectTimeout, func() {
 		if !s.connected.Load() {
 			s.Close("connect-timeout")
 		}
 	})
-	pc.OnICEConnectionStateChange(s.onICEState)
-	pc.OnTrack(s.onTrack)
-	s.log.Debug("session created")
-	return s, nil
+	s.pc.OnICEConnectionStateChange(s.onICEState)
+	s.pc.OnTrack(s.onTrack)
 }
 
 // sessionClosed is called once per session after its PeerConnection closed.

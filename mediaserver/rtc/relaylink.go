@@ -98,16 +98,7 @@ func (e *Engine) newLinkSession(kind Kind, roomName, peer string) (*Session, err
 	}
 	s.pc = pc
 	s.log = e.log.With("link", s.ID, "room", roomName, "kind", string(kind), "peer", peer)
-	s.room = e.room(roomName)
-	s.state.Store(int32(webrtc.ICEConnectionStateNew))
-	e.metrics.ICEConnectionState.WithLabelValues("new").Inc()
-	s.reap = time.AfterFunc(e.cfg.ConnectTimeout, func() {
-		if !s.connected.Load() {
-			s.Close("connect-timeout")
-		}
-	})
-	pc.OnICEConnectionStateChange(s.onICEState)
-	pc.OnTrack(s.onTrack)
+	s.wire(roomName)
 	e.metrics.RelayLinks.WithLabelValues(linkRole(kind)).Inc()
 	return s, nil
 }
@@ -274,16 +265,10 @@ func (s *Session) linkAnswer(ctx context.Context, msg LinkMsg) (string, error) {
 		f.addDown(d)
 		go s.readRTCP(sender)
 	}
-	ans, err := s.pc.CreateAnswer(nil)
-	if err != nil {
-		s.mu.Unlock()
-		return "", fmt.Errorf("%w: %v", ErrBadOffer, err)
-	}
-	gathered := webrtc.GatheringCompletePromise(s.pc)
-	err = s.pc.SetLocalDescription(ans)
+	gathered, err := s.answerLocked()
 	s.mu.Unlock()
 	if err != nil {
-		return "", fmt.Errorf("set local description: %w", err)
+		return "", err
 	}
 	if err := waitGathering(ctx, gathered); err != nil {
 		return "", err

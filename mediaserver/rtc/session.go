@@ -246,26 +246,35 @@ func (s *Session) answer(ctx context.Context, offer string, attach func() error)
 	// sender whose track became nil): detach waits for s.mu and defers
 	// itself until the answer is set.
 	s.mu.Lock()
-	ans, err := s.pc.CreateAnswer(nil)
+	gathered, err := s.answerLocked()
 	if err != nil {
 		s.mu.Unlock()
-		return "", fmt.Errorf("%w: %v", ErrBadOffer, err)
+		return "", err
 	}
-	gathered := webrtc.GatheringCompletePromise(s.pc)
-	err = s.pc.SetLocalDescription(ans)
 	deferred := s.deferredDetach
 	s.deferredDetach = nil
 	for _, f := range deferred {
 		s.detachLocked(f)
 	}
 	s.mu.Unlock()
-	if err != nil {
-		return "", fmt.Errorf("set local description: %w", err)
-	}
 	if err := waitGathering(ctx, gathered); err != nil {
 		return "", err
 	}
 	return s.pc.LocalDescription().SDP, nil
+}
+
+// answerLocked creates and sets the answer to the remote offer; the
+// channel closes when gathering is done. Called with s.mu held.
+func (s *Session) answerLocked() (<-chan struct{}, error) {
+	ans, err := s.pc.CreateAnswer(nil)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadOffer, err)
+	}
+	gathered := webrtc.GatheringCompletePromise(s.pc)
+	if err := s.pc.SetLocalDescription(ans); err != nil {
+		return nil, fmt.Errorf("set local description: %w", err)
+	}
+	return gathered, nil
 }
 
 // requestKeyframes asks the publishers of every feed this session receives

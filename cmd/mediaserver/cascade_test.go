@@ -20,7 +20,9 @@ import (
 // pod-b holds the publisher and three viewers, pod-a four viewers as a
 // relay, pod-c two. pod-c is SIGKILLed: its viewers lose their
 // connection (nobody is left to tell them: ICE consent fails), the
-// others keep receiving without a gap of a second, the owner's link to
+// others keep receiving without a gap of a keyframe interval (2 s), a
+// WebSocket participant relayed there through pod-a is told at once
+// (closed, pod-gone), the owner's link to
 // pod-c goes, and the room goes on: a new viewer through pod-a gets media.
 func TestRelayPodKilled(t *testing.T) {
 	pods, list := threePods(t, "MAX_SESSIONS=4")
@@ -115,7 +117,7 @@ func TestRelayPodKilled(t *testing.T) {
 			continue
 		}
 		poll(t, 10*time.Second, fmt.Sprintf("viewer %d still receiving", i), func() bool { return v.Received.Packets.Load() >= before[v]+200 })
-		if g := v.Received.MaxGap(); g > time.Second {
+		if g := v.Received.MaxGap(); g > 2*time.Second { // a keyframe interval (OBS's default)
 			t.Errorf("viewer %d (not on the killed pod): a gap of %s in its media across the kill", i, g)
 		}
 	}

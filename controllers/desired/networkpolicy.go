@@ -27,7 +27,8 @@ func NetworkPolicyEnabled(ms *mediav1alpha1.MediaService) bool {
 // NetworkPolicy admits, to the media pods: the signalling port and
 // the ICE UDP ports from anywhere (clients are everywhere), and the admin
 // port from the operator's namespace (fleet status, member lists), from
-// the MediaService's own pods (room ownership probes) and from the
+// the MediaService's own pods (room ownership probes, relay links of
+// cascaded rooms) and from the
 // Prometheus peers. Everything else is refused where the network plugin
 // enforces it. Egress stays open (STUN, TURN, the other pods).
 func NetworkPolicy(ms *mediav1alpha1.MediaService, opts Options) *networkingv1ac.NetworkPolicyApplyConfiguration {

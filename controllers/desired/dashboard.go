@@ -115,7 +115,8 @@ func dashboardJSON(ms *mediav1alpha1.MediaService) (string, error) {
 		{"Cascaded rooms (relay links)", "short", []q{
 			{fmt.Sprintf(`sum by (role) (media_relay_links{%s})`, sel), "links ({{role}} end)"},
 			{fmt.Sprintf(`sum(rate(media_relay_link_packets_total{%s}[5m]))`, sel), "packets over links/s"},
-			{fmt.Sprintf(`histogram_quantile(0.99, sum by (le) (rate(media_relay_link_delay_seconds_bucket{%s}[5m]))) * 1000`, sel), "p99 link delay (ms)"}}},
+			// 0 while no relay pod measures (a fleet without cascaded rooms).
+			{fmt.Sprintf(`(histogram_quantile(0.99, sum by (le) (rate(media_relay_link_delay_seconds_bucket{%[1]s}[5m]))) * 1000 and on() sum(rate(media_relay_link_delay_seconds_count{%[1]s}[5m])) > 0) or on() vector(0)`, sel), "p99 link delay (ms)"}}},
 	}
 	if TURNEnabled(ms) {
 		tsel := fmt.Sprintf(`namespace=%q,%s=%q`, ms.Namespace, LabelTURNGatewaySeries, ms.Name)

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/sdp/v3"
@@ -116,7 +118,12 @@ func (s *Session) isLink() bool { return s.Kind == KindRelay || s.Kind == KindUp
 
 // ownerLink is the owner's state of one link.
 type ownerLink struct {
-	conn  LinkConn
+	conn LinkConn
+	// sendMu orders feeds messages; queued says one is due (a change
+	// after the last one was computed).
+	sendMu sync.Mutex
+	queued atomic.Bool
+
 	feeds map[*Feed]struct{}           // the room's feeds this link may carry
 	byMid map[string]*webrtc.RTPSender // what each m-line carries
 }
@@ -135,7 +142,7 @@ func (e *Engine) ServeLink(ctx context.Context, room, peer string, conn LinkConn
 	s.owner = &ownerLink{conn: conn, feeds: map[*Feed]struct{}{}, byMid: map[string]*webrtc.RTPSender{}}
 	defer s.Close("link-closed")
 	s.room.join(s)
-	s.sendFeeds()
+	s.linkFeedsChanged()
 	go func() {
 		select {
 		case <-ctx.Done():
@@ -169,7 +176,8 @@ func (e *Engine) ServeLink(ctx context.Context, room, peer string, conn LinkConn
 }
 
 // sendFeeds tells the relay pod what the room publishes (all but what
-// came up this link).
+// came up this link). Called with s.owner.sendMu held: messages go out in
+// the order their contents were read, the last one the newest.
 func (s *Session) sendFeeds() {
 	s.mu.Lock()
 	if s.closed.Load() {
@@ -292,7 +300,17 @@ func (s *Session) dropLinkSender(mid string, sender *webrtc.RTPSender) {
 // linkFeedsChanged: a feed was attached to or detached from the owner's
 // end of a link (or gained a layer); the relay pod hears of it and offers
 // again.
-func (s *Session) linkFeedsChanged() { go s.sendFeeds() }
+func (s *Session) linkFeedsChanged() {
+	if s.owner.queued.Swap(true) {
+		return // the queued message will carry this change too
+	}
+	go func() {
+		s.owner.sendMu.Lock()
+		defer s.owner.sendMu.Unlock()
+		s.owner.queued.Store(false) // a change from now on queues another
+		s.sendFeeds()
+	}()
+}
 
 // ---- the relay pod's end ----
 

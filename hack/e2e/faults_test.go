@@ -57,7 +57,8 @@ func roomOwners(t *testing.T, name, room string) []string {
 // it holds a WebSocket room: within one observation interval the
 // surviving pods hold a new member list; the room's clients reconnect
 // through the Service the way the demo page does and meet again on exactly
-// one pod with media flowing; the kubelet restarts the killed container.
+// one pod with media flowing; the kubelet restarts the killed container
+// and status.pods says it was killed (exit 137) and restarted.
 func TestKilledMediaPodHoldingARoom(t *testing.T) {
 	phase(t)
 	checkLeaks(t)
@@ -138,6 +139,16 @@ func TestKilledMediaPodHoldingARoom(t *testing.T) {
 			}
 		}
 		return false, "the pod is gone"
+	})
+	// The operator says what happened to it: killed (SIGKILL: exit 137)
+	// and restarted, in status.pods and so in kubectl describe msvc.
+	eventually(t, time.Minute, "status.pods reports the kill and the restart", func() (bool, string) {
+		for _, ps := range getMS(t, "killed").Status.Pods {
+			if ps.Name == victim.Name {
+				return strings.Contains(ps.Message, "restarted") && strings.Contains(ps.Message, "(exit 137)"), ps.Message
+			}
+		}
+		return false, "not in status.pods"
 	})
 	waitAvailable(t, "killed", 3, 2*time.Minute)
 }

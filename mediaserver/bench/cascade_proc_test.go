@@ -79,12 +79,13 @@ func broadcastPublisher(b *testing.B, ctx context.Context, base, room string, op
 //     pod; the same video packets (the relay keeps their sequence numbers)
 //     arrive at both; the relayed path's added delay is the difference of
 //     their arrival times, p50 and p99 over 10 s at 200 packets/s;
+//
 //   - owner CPU: one publisher and K = 4 direct viewers, against one
 //     publisher and 4 relay pods (4 links) with 10 viewers each; with the
 //     publisher alone as baseline, the owner's CPU per direct viewer and
 //     per relay link (from /proc/<pid>/stat).
 //
-//	go test -run '^$' -bench CascadeProcess -benchtime 1x -timeout 20m ./mediaserver/bench/
+//     go test -run '^$' -bench CascadeProcess -benchtime 1x -timeout 20m ./mediaserver/bench/
 func BenchmarkCascadeProcess(b *testing.B) {
 	bin := mediaproc.Binary(b, mediaproc.Build{})
 	b.Run("added-latency", func(b *testing.B) { cascadeLatency(b, bin) })

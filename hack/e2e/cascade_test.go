@@ -31,6 +31,7 @@ func TestRoomBiggerThanAPod(t *testing.T) {
 	t.Cleanup(func() { deleteMS(t, name) })
 	waitAvailable(t, name, 3, 3*time.Minute)
 	base := serviceURL(t, name)
+	waitServiceAnswers(t, httpc, base) // kube-proxy has programmed the Service
 	ctx := ctxFor(t, 5*time.Minute)
 	opts := clientOpts()
 	opts.Retries = 10 // a pod that just filled up answers 503 until the kubelet marks it not ready

@@ -64,6 +64,7 @@ func TestRollingUpgradeUnderLoad(t *testing.T) {
 	t.Cleanup(func() { deleteMS(t, name) })
 	waitAvailable(t, name, 2, 3*time.Minute)
 	base := serviceURL(t, name)
+	waitServiceAnswers(t, httpc, base) // kube-proxy has programmed the Service
 	ctx := ctxFor(t, 10*time.Minute)
 
 	oldPods := map[string]string{} // IP → name

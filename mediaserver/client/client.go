@@ -22,6 +22,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pion/rtcp"
 	"github.com/pion/rtp/codecs"
 
 	"github.com/pion/ice/v4"
@@ -416,6 +417,8 @@ type Session struct {
 	Sent     atomic.Uint64
 	// Retried counts offers sent again after a 503 with Retry-After.
 	Retried atomic.Int32
+	// KeyframeRequests counts the PLIs a publisher received.
+	KeyframeRequests atomic.Int32
 }
 
 // Publish opens a WHIP session publishing one VP8 video and one Opus audio
@@ -474,8 +477,14 @@ func (s *Session) drainRTCP(sender *webrtc.RTPSender) {
 	go func() {
 		defer s.wg.Done()
 		for {
-			if _, _, err := sender.ReadRTCP(); err != nil {
+			pkts, _, err := sender.ReadRTCP()
+			if err != nil {
 				return
+			}
+			for _, p := range pkts {
+				if _, ok := p.(*rtcp.PictureLossIndication); ok {
+					s.KeyframeRequests.Add(1)
+				}
 			}
 		}
 	}()

@@ -608,6 +608,9 @@ func (s *Session) downTrackOf(sender *webrtc.RTPSender) *DownTrack {
 	if d == nil {
 		return nil
 	}
+	if s.Kind == KindRelay {
+		return d // a link's sender carries one layer of a feed (owner.byMid)
+	}
 	if cur, ok := s.senders[d.feed]; !ok || cur != sender {
 		return nil
 	}

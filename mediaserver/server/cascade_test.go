@@ -14,6 +14,8 @@ import (
 	"github.com/mediafleet/mediafleet/mediaserver/fleet"
 	"github.com/mediafleet/mediafleet/mediaserver/rtc"
 	"github.com/mediafleet/mediafleet/mediaserver/statusapi"
+	"github.com/pion/rtcp"
+	"github.com/pion/webrtc/v4"
 )
 
 // podsOf starts n loopback servers of one fleet (pod-a, pod-b, ...) and
@@ -347,6 +349,78 @@ func TestRelayLinkHostilePeer(t *testing.T) {
 	waitFor(t, 10*time.Second, "the room still serving", func() error {
 		if n := v.Received.Packets.Load(); n < 50 {
 			return fmt.Errorf("%d packets", n)
+		}
+		return nil
+	})
+}
+
+// TestRelayedViewerAcrossPublishers: a viewer served by a relay pod asks
+// for a keyframe and the publisher on the owner gets the request (up the
+// link); the publisher leaves and another one publishes into the room: the
+// link is renegotiated and the same WHEP viewer (which cannot
+// renegotiate) receives the new publisher's media.
+func TestRelayedViewerAcrossPublishers(t *testing.T) {
+	leakCheckFirst(t)
+	pods, list := podsOf(t, 2, nil)
+	a, b := pods[0], pods[1]
+	room := roomOf(list, "pod-b", "stage-")
+	ctx := ctxT(t, time.Minute)
+	opts := clientOpts(t)
+	pubOpts := opts
+	pubOpts.Query = url.Values{"mode": {"broadcast"}}
+	first, err := client.Publish(ctx, b.PublicURL(), room, pubOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = first.Close() })
+	first.SendRTP(100, 500)
+	v := playWhenPublished(t, ctx, a, room, opts)
+	waitFor(t, 20*time.Second, "the relayed viewer receiving", func() error {
+		if n := v.Received.Packets.Load(); n < 100 {
+			return fmt.Errorf("%d packets", n)
+		}
+		return nil
+	})
+	if a.Engine().SessionCount() != 1 {
+		t.Fatalf("the viewer is not on the relay pod")
+	}
+	var ssrc uint32
+	for _, r := range v.PC.GetReceivers() {
+		if tr := r.Track(); tr != nil && tr.Kind() == webrtc.RTPCodecTypeVideo {
+			ssrc = uint32(tr.SSRC())
+		}
+	}
+	before := first.KeyframeRequests.Load()
+	waitFor(t, 10*time.Second, "the viewer's keyframe request at the publisher", func() error {
+		_ = v.PC.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: ssrc}})
+		if got := first.KeyframeRequests.Load(); got <= before {
+			return fmt.Errorf("%d PLIs at the publisher, %d before", got, before)
+		}
+		return nil
+	})
+	if code, err := first.Delete(ctx); err != nil || code != http.StatusOK {
+		t.Fatalf("the first publisher's DELETE: %d %v", code, err)
+	}
+	_ = first.Close()
+	waitFor(t, 10*time.Second, "the feeds gone on the relay pod", func() error {
+		if l := linksOf(a, room); l.Role != "relay" {
+			return fmt.Errorf("link %+v", l)
+		}
+		if n := nackCountsOf(t, b, "media_relay_link_packets_total"); n == 0 {
+			return fmt.Errorf("no packets over the link")
+		}
+		return nil
+	})
+	second, err := client.Publish(ctx, b.PublicURL(), room, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = second.Close() })
+	second.SendRTP(100, 500)
+	n0 := v.Received.Packets.Load()
+	waitFor(t, 20*time.Second, "the relayed viewer receiving the second publisher", func() error {
+		if n := v.Received.Packets.Load(); n < n0+200 {
+			return fmt.Errorf("%d packets since the second publisher", n-n0)
 		}
 		return nil
 	})

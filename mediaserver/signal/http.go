@@ -245,7 +245,7 @@ func (s *Server) offer(kind rtc.Kind) http.HandlerFunc {
 			httpError(w, http.StatusBadRequest, "mode=%s: a WHIP publisher may mark its room mode=broadcast", truncate(mode, 16))
 			return
 		}
-		relayOf := ""
+		relayOf, ownerAddr, located := "", "", false
 		if kind == rtc.KindWHEP {
 			// A viewer of a room whose owner is full, or of a broadcast
 			// room, is served by a relay pod.
@@ -253,15 +253,20 @@ func (s *Server) offer(kind rtc.Kind) http.HandlerFunc {
 				relayOf = "" // the room is this pod's own: serve it as its owner
 			} else if relayOf == "" {
 				var done bool
-				if relayOf, done = s.placeViewer(w, r, room); done {
+				if relayOf, ownerAddr, located, done = s.placeViewer(w, r, room); done {
 					return
 				}
 			}
 		}
 		if relayOf == "" {
-			if addr, ok := s.fwd.Route(w, r, room); !ok {
-				return
-			} else if addr != "" {
+			addr := ownerAddr
+			if !located { // one ownership probe per request: placeViewer's if it ran
+				var ok bool
+				if addr, ok = s.fwd.Route(w, r, room); !ok {
+					return
+				}
+			}
+			if addr != "" {
 				s.forward(w, r, addr)
 				return
 			}
@@ -372,32 +377,34 @@ func (s *Server) sessionError(w http.ResponseWriter, err error) {
 // owner, the caller serves it) or another one (done: answered). Neither
 // when the owner takes the viewer itself or no pod can relay: the caller
 // routes to the owner as usual.
-func (s *Server) placeViewer(w http.ResponseWriter, r *http.Request, room string) (relayOf string, done bool) {
+// ownerAddr (located true) is where the owner is, for the caller to route
+// to without asking again.
+func (s *Server) placeViewer(w http.ResponseWriter, r *http.Request, room string) (relayOf, ownerAddr string, located, done bool) {
 	loc, ok, err := s.fwd.Locate(r, room)
 	if !ok || err != nil {
-		return "", false // no fleet, or Route answers the error
+		return "", "", false, false // no fleet, or Route answers the error
 	}
 	local := loc.Addr == ""
 	if !loc.Full && !(loc.Broadcast && !local) {
-		return "", false
+		return "", loc.Addr, true, false
 	}
 	body, ok := readBody(w, r, MaxSDPBytes)
 	if !ok {
-		return "", true
+		return "", "", false, true
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	for _, m := range s.fwd.RelayPods(room, loc.Name) {
 		if m.Name == s.fwd.Self {
 			if !s.engine.AtCapacity() && !s.engine.Draining() {
-				return loc.Name, false
+				return loc.Name, "", false, false
 			}
 			continue
 		}
 		if s.fwd.TryRelay(w, r, m.Address, loc.Name, body) {
-			return "", true
+			return "", "", false, true
 		}
 	}
-	return "", false
+	return "", loc.Addr, true, false
 }
 
 // openUpstream makes sure this pod holds a relay link of room to its

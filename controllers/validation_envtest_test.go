@@ -64,6 +64,8 @@ func TestEnvtestInvalidManifestsAreRejected(t *testing.T) {
 		{"turn tcp and tls on one port", map[string]any{"turn": map[string]any{"enabled": true, "tcp": map[string]any{"enabled": true, "port": int64(443)},
 			"tls": map[string]any{"enabled": true, "secretRef": map[string]any{"name": "cert"}}}},
 			nil, "turn.tcp.port and turn.tls.port must differ (both are TCP)", nil},
+		{"broadcast room with a space", map[string]any{"rooms": map[string]any{"broadcast": []any{"town hall"}}},
+			nil, "spec.rooms.broadcast[0] in body should match", nil},
 		{"turn ttl too short", map[string]any{"turn": map[string]any{"enabled": true, "credentialTTL": "10s"}},
 			nil, "turn.credentialTTL must be between 1m and 24h", nil},
 		{"turn public address with a space", map[string]any{"turn": map[string]any{"enabled": true, "publicAddress": "turn example"}},

@@ -64,6 +64,10 @@ type MediaServiceSpec struct {
 	// +optional
 	Limits LimitsSpec `json:"limits,omitzero"`
 
+	// Rooms sets policies for rooms by name.
+	// +optional
+	Rooms RoomsSpec `json:"rooms,omitzero"`
+
 	// LeakDetection configures the goroutine-leak detector of each pod.
 	// +kubebuilder:default={}
 	// +optional
@@ -658,6 +662,21 @@ type PublicAddress struct {
 	// +kubebuilder:validation:XValidation:rule="self.all(ip, isIP(ip))",message="each ice.publicAddress.ips entry must be an IP address"
 	// +optional
 	IPs []string `json:"ips,omitempty"`
+}
+
+// RoomsSpec sets policies for rooms by name.
+type RoomsSpec struct {
+	// Broadcast names the rooms whose WHEP viewers are served by relay
+	// pods first (cascading: the owner keeps its capacity for publishers),
+	// as a publisher's POST /whip/{room}?mode=broadcast does for its room:
+	// exact names, or prefixes ending in '*' ("webinar-*"; "*" is every
+	// room).
+	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:items:MaxLength=65
+	// +kubebuilder:validation:items:Pattern=`^([A-Za-z0-9_.-]{1,64}\*?|\*)$`
+	// +listType=set
+	// +optional
+	Broadcast []string `json:"broadcast,omitempty"`
 }
 
 // LimitsSpec protects each media pod.

@@ -197,6 +197,7 @@ func TestDesiredDeployment(t *testing.T) {
 					CredentialTTL: &metav1.Duration{Duration: 10 * time.Minute}}}
 			ms.Spec.ICE.STUNServers = []string{"stun:a.example.test", "stun:b.example.test"}
 			ms.Spec.Signaling.AllowedOrigins = []string{"https://a.example.test", "https://b.example.test"}
+			ms.Spec.Rooms.Broadcast = []string{"webinar-*", "town-hall"}
 		}, func(t *testing.T, d *appsv1ac.DeploymentApplyConfiguration) {
 			env := envMap(d)
 			if _, ok := env["TURN_1_USERNAME"]; ok {
@@ -206,7 +207,7 @@ func TestDesiredDeployment(t *testing.T) {
 				"TURN_1_URLS": "turn:rest.example.test:3478", "TURN_1_SECRET": "secret:turn-shared/secret", "TURN_1_TTL": "10m0s",
 				"TURN_0_URLS": "turn:turn.example.test:3478,turns:turn.example.test:5349", "TURN_0_USERNAME": "secret:turn-creds/username",
 				"TURN_0_PASSWORD": "secret:turn-creds/password", "STUN_SERVERS": "stun:a.example.test,stun:b.example.test",
-				"ALLOWED_ORIGINS": "https://a.example.test,https://b.example.test"}
+				"ALLOWED_ORIGINS": "https://a.example.test,https://b.example.test", "BROADCAST_ROOMS": "webinar-*,town-hall"}
 			for k, v := range want {
 				if env[k] != v {
 					t.Errorf("env %s = %q, want %q", k, env[k], v)

@@ -274,6 +274,9 @@ func podEnv(ms *mediav1alpha1.MediaService, gatewayURLs []string) []*corev1ac.En
 			valueEnv(podenv.TLSCertFile, tlsMountAt+"/"+corev1.TLSCertKey),
 			valueEnv(podenv.TLSKeyFile, tlsMountAt+"/"+corev1.TLSPrivateKeyKey))
 	}
+	if len(spec.Rooms.Broadcast) > 0 {
+		env = append(env, valueEnv(podenv.BroadcastRooms, strings.Join(spec.Rooms.Broadcast, ",")))
+	}
 	if len(spec.ICE.STUNServers) > 0 {
 		env = append(env, valueEnv(podenv.STUNServers, strings.Join(spec.ICE.STUNServers, ",")))
 	}

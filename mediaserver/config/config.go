@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -75,9 +76,12 @@ type Config struct {
 	ICEPortMin, ICEPortMax int
 	UDPMuxPort             int
 	STUNServers            []string
-	TURNServers            []TURNServer
-	PublicIPs              []string
-	PublicIPFile           string
+	// BroadcastRooms: rooms (names, or prefixes ending in '*') whose
+	// viewers are served by relay pods first.
+	BroadcastRooms []string
+	TURNServers    []TURNServer
+	PublicIPs      []string
+	PublicIPFile   string
 	// ICEIPs limits the local addresses ICE gathers on (empty = all).
 	ICEIPs []string
 	// ICEInterfaces limits the interfaces ICE gathers on (empty = all).
@@ -205,6 +209,7 @@ func FromEnv(lookup func(string) (string, bool)) (Config, error) {
 	num(podenv.ICEPortMax, &c.ICEPortMax)
 	num(podenv.ICEUDPMuxPort, &c.UDPMuxPort)
 	list(podenv.STUNServers, &c.STUNServers)
+	list(podenv.BroadcastRooms, &c.BroadcastRooms)
 	list(podenv.PublicIPs, &c.PublicIPs)
 	list(podenv.ICEIPs, &c.ICEIPs)
 	str(podenv.PublicIPFile, &c.PublicIPFile)
@@ -324,6 +329,14 @@ func (c *Config) Validate() error {
 			bad("%s and %s/%s are mutually exclusive", podenv.ICEUDPMuxPort, podenv.ICEPortMin, podenv.ICEPortMax)
 		}
 	}
+	if len(c.BroadcastRooms) > MaxBroadcastRooms {
+		bad("%s: %d entries, at most %d", podenv.BroadcastRooms, len(c.BroadcastRooms), MaxBroadcastRooms)
+	}
+	for _, r := range c.BroadcastRooms {
+		if !broadcastRoom.MatchString(r) {
+			bad("%s: %q is not a room name or a prefix ending in '*'", podenv.BroadcastRooms, r)
+		}
+	}
 	for _, u := range c.STUNServers {
 		if !strings.HasPrefix(u, "stun:") && !strings.HasPrefix(u, "stuns:") {
 			bad("%s: %q is not a stun: or stuns: URL", podenv.STUNServers, u)
@@ -427,4 +440,25 @@ func (c *Config) Validate() error {
 		c.WSReadLimit = 64 << 10
 	}
 	return errors.Join(errs...)
+}
+
+// MaxBroadcastRooms bounds BROADCAST_ROOMS.
+const MaxBroadcastRooms = 32
+
+// broadcastRoom is a room name (1-64 letters, digits, '_', '.', '-'),
+// optionally ending in '*' (a prefix), or '*' alone.
+var broadcastRoom = regexp.MustCompile(`^([A-Za-z0-9_.-]{1,64}\*?|\*)$`)
+
+// IsBroadcastRoom says whether room is one of BroadcastRooms.
+func (c *Config) IsBroadcastRoom(room string) bool {
+	for _, b := range c.BroadcastRooms {
+		if prefix, ok := strings.CutSuffix(b, "*"); ok {
+			if strings.HasPrefix(room, prefix) {
+				return true
+			}
+		} else if room == b {
+			return true
+		}
+	}
+	return false
 }

@@ -35,6 +35,14 @@ func TestFromEnvAndValidate(t *testing.T) {
 					t.Errorf("%+v", c)
 				}
 			}},
+		{"broadcast rooms", map[string]string{"BROADCAST_ROOMS": "webinar-*, town-hall"}, "", func(t *testing.T, c Config) {
+			for room, want := range map[string]bool{"webinar-1": true, "webinar-": true, "town-hall": true, "town-hall-2": false, "meeting": false} {
+				if got := c.IsBroadcastRoom(room); got != want {
+					t.Errorf("IsBroadcastRoom(%q) = %v, want %v", room, got, want)
+				}
+			}
+		}},
+		{"bad broadcast room", map[string]string{"BROADCAST_ROOMS": "webinar-*,a b"}, `BROADCAST_ROOMS: "a b" is not a room name or a prefix ending in '*'`, nil},
 		{"not a number", map[string]string{"MAX_SESSIONS": "lots"}, `MAX_SESSIONS="lots": not an integer`, nil},
 		{"not a duration", map[string]string{"DRAIN_TIMEOUT": "30"}, `DRAIN_TIMEOUT="30": not a duration`, nil},
 		{"range reversed", map[string]string{"ICE_PORT_MIN": "60000", "ICE_PORT_MAX": "50000"}, "ICE_PORT_MIN=60000 must be <= ICE_PORT_MAX=50000", nil},

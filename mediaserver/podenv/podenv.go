@@ -52,6 +52,9 @@ const (
 	ICEUDPMuxPort = "ICE_UDP_MUX_PORT"
 	// STUNServers is a comma-separated list of stun:/stuns: URLs.
 	STUNServers = "STUN_SERVERS"
+	// BroadcastRooms is a comma-separated list of room names, or prefixes
+	// ending in '*', whose viewers are served by relay pods first.
+	BroadcastRooms = "BROADCAST_ROOMS"
 	// TURNServerCount is the number of TURN servers described by the
 	// TURN_<i>_URLS / TURN_<i>_USERNAME / TURN_<i>_PASSWORD (or
 	// TURN_<i>_SECRET and TURN_<i>_TTL) variables.

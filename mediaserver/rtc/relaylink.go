@@ -388,7 +388,7 @@ func (e *Engine) RoomInfo(name string) (members int, full, broadcast bool) {
 	if !ok || e.Relayed(name) {
 		return 0, false, false
 	}
-	return len(r.memberList()), e.AtCapacity() || e.Draining(), r.broadcast.Load()
+	return len(r.memberList()), e.AtCapacity() || e.Draining(), r.broadcast.Load() || e.cfg.IsBroadcastRoom(name)
 }
 
 // Relayed says whether room is served here through a link.

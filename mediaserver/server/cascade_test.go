@@ -237,6 +237,40 @@ func TestBroadcastRoomViewersOnRelays(t *testing.T) {
 	}
 }
 
+// TestBroadcastRoomsBySpec: rooms named in BROADCAST_ROOMS (the
+// MediaService's spec.rooms.broadcast) are broadcasts without the
+// publisher asking; other rooms are not.
+func TestBroadcastRoomsBySpec(t *testing.T) {
+	leakCheckFirst(t)
+	pods, list := podsOf(t, 2, func(c *config.Config) { c.BroadcastRooms = []string{"town-hall-*"} })
+	a, b := pods[0], pods[1]
+	ctx := ctxT(t, time.Minute)
+	opts := clientOpts(t)
+	for _, tc := range []struct {
+		prefix  string
+		relayed bool
+	}{{"town-hall-", true}, {"meeting-", false}} {
+		room := roomOf(list, "pod-b", tc.prefix)
+		pub, err := client.Publish(ctx, b.PublicURL(), room, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = pub.Close() })
+		pub.SendRTP(100, 500)
+		before := a.Engine().SessionCount()
+		v := playWhenPublished(t, ctx, a, room, opts)
+		waitFor(t, 20*time.Second, "the viewer of "+room+" receiving", func() error {
+			if n := v.Received.Packets.Load(); n < 50 {
+				return fmt.Errorf("%d packets", n)
+			}
+			return nil
+		})
+		if relayed := a.Engine().SessionCount() > before; relayed != tc.relayed {
+			t.Errorf("room %s: viewer served by pod-a as a relay: %v, want %v", room, relayed, tc.relayed)
+		}
+	}
+}
+
 // TestRelayLinksRefuseStrangers: the owner's link endpoint wants the admin
 // token and a room owned there; the relay header means nothing without the
 // pod token; a session id naming an unknown pod is not found.

@@ -159,13 +159,10 @@ func (e *Engine) dropRoomIfEmpty(r *Room) {
 	}
 }
 
-// newSession creates a PeerConnection and registers it, enforcing drain and
-// the session limit before anything is allocated.
-func (e *Engine) newSession(kind Kind, roomName string) (*Session, error) {
-	if e.draining.Load() {
-		return nil, ErrDraining
-	}
-	s := &Session{
+// blankSession is a session of kind with a fresh id, before its
+// PeerConnection.
+func (e *Engine) blankSession(kind Kind) *Session {
+	return &Session{
 		ID:      newID(),
 		Kind:    kind,
 		engine:  e,
@@ -173,6 +170,15 @@ func (e *Engine) newSession(kind Kind, roomName string) (*Session, error) {
 		done:    make(chan struct{}),
 		senders: map[*Feed]*webrtc.RTPSender{},
 	}
+}
+
+// newSession creates a PeerConnection and registers it, enforcing drain and
+// the session limit before anything is allocated.
+func (e *Engine) newSession(kind Kind, roomName string) (*Session, error) {
+	if e.draining.Load() {
+		return nil, ErrDraining
+	}
+	s := e.blankSession(kind)
 	if e.cfg.PodName != "" && e.Relayed(roomName) {
 		// Requests for a session served as a relay must find this pod
 		// from any other: its id names it.

@@ -86,14 +86,7 @@ var ErrNoLink = errors.New("no relay link to the room's owner")
 // a client session: it is not in the registry and counts against no
 // session limit.
 func (e *Engine) newLinkSession(kind Kind, roomName, peer string) (*Session, error) {
-	s := &Session{
-		ID:      newID(),
-		Kind:    kind,
-		engine:  e,
-		created: time.Now(),
-		done:    make(chan struct{}),
-		senders: map[*Feed]*webrtc.RTPSender{},
-	}
+	s := e.blankSession(kind)
 	pc, err := e.apis.Full.NewPeerConnection(webrtc.Configuration{BundlePolicy: webrtc.BundlePolicyMaxBundle})
 	if err != nil {
 		return nil, fmt.Errorf("new peer connection: %w", err)

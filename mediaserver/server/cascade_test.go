@@ -45,6 +45,20 @@ func podsOf(t *testing.T, n int, mut func(*config.Config)) ([]*Server, statusapi
 	return pods, list
 }
 
+// publishBroadcast publishes synthetic media into a broadcast room (WHIP
+// ?mode=broadcast) through s until the test ends.
+func publishBroadcast(t *testing.T, ctx context.Context, s *Server, room string, opts client.Options) *client.Session {
+	t.Helper()
+	opts.Query = url.Values{"mode": {"broadcast"}}
+	pub, err := client.Publish(ctx, s.PublicURL(), room, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pub.Close() })
+	pub.SendRTP(100, 500)
+	return pub
+}
+
 // linksOf is what a pod says of its relay links for room.
 func linksOf(s *Server, room string) rtc.LinkInfo {
 	for _, l := range s.Engine().Links() {
@@ -210,14 +224,7 @@ func TestBroadcastRoomViewersOnRelays(t *testing.T) {
 	}
 	ctx := ctxT(t, time.Minute)
 	opts := clientOpts(t)
-	pubOpts := opts
-	pubOpts.Query = url.Values{"mode": {"broadcast"}}
-	pub, err := client.Publish(ctx, a.PublicURL(), room, pubOpts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = pub.Close() })
-	pub.SendRTP(100, 500)
+	publishBroadcast(t, ctx, a, room, opts)
 	waitFor(t, 10*time.Second, "the publisher on the owner", sessionsAre(b, 1))
 	v := playWhenPublished(t, ctx, a, room, opts)
 	waitFor(t, 20*time.Second, "the viewer receiving", func() error {
@@ -400,14 +407,7 @@ func TestRelayedViewerAcrossPublishers(t *testing.T) {
 	room := roomOf(list, "pod-b", "stage-")
 	ctx := ctxT(t, time.Minute)
 	opts := clientOpts(t)
-	pubOpts := opts
-	pubOpts.Query = url.Values{"mode": {"broadcast"}}
-	first, err := client.Publish(ctx, b.PublicURL(), room, pubOpts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = first.Close() })
-	first.SendRTP(100, 500)
+	first := publishBroadcast(t, ctx, b, room, opts)
 	v := playWhenPublished(t, ctx, a, room, opts)
 	waitFor(t, 20*time.Second, "the relayed viewer receiving", func() error {
 		if n := v.Received.Packets.Load(); n < 100 {

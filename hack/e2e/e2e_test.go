@@ -477,24 +477,7 @@ func TestRolloutHealAndDelete(t *testing.T) {
 	waitAvailable(t, name, 2, 3*time.Minute)
 	stun := "stun:" + nodeIP + ":3478"
 
-	var minAvail atomic.Int32
-	minAvail.Store(99)
-	stop := make(chan struct{})
-	sampled := make(chan struct{})
-	go func() {
-		defer close(sampled)
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(200 * time.Millisecond):
-			}
-			var d appsv1.Deployment
-			if kc.Get(ctxFor(t, 5*time.Second), client.ObjectKey{Namespace: ns, Name: name}, &d) == nil && d.Status.AvailableReplicas < minAvail.Load() {
-				minAvail.Store(d.Status.AvailableReplicas)
-			}
-		}
-	}()
+	lowestAvailable := minAvailable(t, name)
 	old := map[string]bool{}
 	for _, p := range mediaPods(t, name) {
 		old[p.Name] = true
@@ -517,9 +500,7 @@ func TestRolloutHealAndDelete(t *testing.T) {
 		}
 		return true, ""
 	})
-	close(stop)
-	<-sampled
-	if m := minAvail.Load(); m < 2 {
+	if m := lowestAvailable(); m < 2 {
 		t.Errorf("available replicas dropped to %d during the rollout", m)
 	}
 	waitAvailable(t, name, 2, time.Minute)

@@ -395,12 +395,23 @@ func TestLeaderFailover(t *testing.T) {
 	})
 }
 
-// rv is a list's resourceVersion.
-func rv(l interface{ GetResourceVersion() string }, err error) (string, error) {
-	if err != nil {
-		return "", err
-	}
-	return l.GetResourceVersion(), nil
+// writeSource lists and watches one kind of object.
+type writeSource struct {
+	name  string
+	list  func(context.Context, metav1.ListOptions) (string, error) // the list's resourceVersion
+	watch func(context.Context, metav1.ListOptions) (watch.Interface, error)
+}
+
+// source is a writeSource of a typed client's List and Watch.
+func source[L interface{ GetResourceVersion() string }](name string, list func(context.Context, metav1.ListOptions) (L, error),
+	w func(context.Context, metav1.ListOptions) (watch.Interface, error)) writeSource {
+	return writeSource{name, func(ctx context.Context, o metav1.ListOptions) (string, error) {
+		l, err := list(ctx, o)
+		if err != nil {
+			return "", err
+		}
+		return l.GetResourceVersion(), nil
+	}, w}
 }
 
 // watchWrites watches the objects a MediaService owns (selector: its
@@ -412,89 +423,61 @@ func rv(l interface{ GetResourceVersion() string }, err error) (string, error) {
 func watchWrites(t *testing.T, selector string) func() []string {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	type kind struct {
-		name  string
-		list  func(metav1.ListOptions) (string, error) // the list's resourceVersion
-		watch func(metav1.ListOptions) (watch.Interface, error)
+	pods := map[string]*corev1.Pod{} // the last seen of each, read by the pod watch only
+	listPods := func(ctx context.Context, o metav1.ListOptions) (*corev1.PodList, error) {
+		l, err := cs.CoreV1().Pods(ns).List(ctx, o)
+		if err == nil {
+			for i := range l.Items {
+				pods[l.Items[i].Name] = &l.Items[i]
+			}
+		}
+		return l, err
 	}
-	kinds := []kind{
-		{"Deployment", func(o metav1.ListOptions) (string, error) {
-			l, err := cs.AppsV1().Deployments(ns).List(ctx, o)
-			return rv(l, err)
-		}, func(o metav1.ListOptions) (watch.Interface, error) { return cs.AppsV1().Deployments(ns).Watch(ctx, o) }},
-		{"Service", func(o metav1.ListOptions) (string, error) {
-			l, err := cs.CoreV1().Services(ns).List(ctx, o)
-			return rv(l, err)
-		}, func(o metav1.ListOptions) (watch.Interface, error) { return cs.CoreV1().Services(ns).Watch(ctx, o) }},
-		{"PodDisruptionBudget", func(o metav1.ListOptions) (string, error) {
-			l, err := cs.PolicyV1().PodDisruptionBudgets(ns).List(ctx, o)
-			return rv(l, err)
-		}, func(o metav1.ListOptions) (watch.Interface, error) {
-			return cs.PolicyV1().PodDisruptionBudgets(ns).Watch(ctx, o)
-		}},
-		{"ServiceAccount", func(o metav1.ListOptions) (string, error) {
-			l, err := cs.CoreV1().ServiceAccounts(ns).List(ctx, o)
-			return rv(l, err)
-		}, func(o metav1.ListOptions) (watch.Interface, error) {
-			return cs.CoreV1().ServiceAccounts(ns).Watch(ctx, o)
-		}},
-		{"Secret", func(o metav1.ListOptions) (string, error) {
-			l, err := cs.CoreV1().Secrets(ns).List(ctx, o)
-			return rv(l, err)
-		}, func(o metav1.ListOptions) (watch.Interface, error) { return cs.CoreV1().Secrets(ns).Watch(ctx, o) }},
-		{"ConfigMap", func(o metav1.ListOptions) (string, error) {
-			l, err := cs.CoreV1().ConfigMaps(ns).List(ctx, o)
-			return rv(l, err)
-		}, func(o metav1.ListOptions) (watch.Interface, error) { return cs.CoreV1().ConfigMaps(ns).Watch(ctx, o) }},
+	sources := []writeSource{
+		source("Deployment", cs.AppsV1().Deployments(ns).List, cs.AppsV1().Deployments(ns).Watch),
+		source("Service", cs.CoreV1().Services(ns).List, cs.CoreV1().Services(ns).Watch),
+		source("PodDisruptionBudget", cs.PolicyV1().PodDisruptionBudgets(ns).List, cs.PolicyV1().PodDisruptionBudgets(ns).Watch),
+		source("ServiceAccount", cs.CoreV1().ServiceAccounts(ns).List, cs.CoreV1().ServiceAccounts(ns).Watch),
+		source("Secret", cs.CoreV1().Secrets(ns).List, cs.CoreV1().Secrets(ns).Watch),
+		source("ConfigMap", cs.CoreV1().ConfigMaps(ns).List, cs.CoreV1().ConfigMaps(ns).Watch),
+		source("Pod", listPods, cs.CoreV1().Pods(ns).Watch),
 	}
-	pods := map[string]*corev1.Pod{}
-	podList, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: selector})
-	if err != nil {
-		cancel()
-		t.Fatalf("list pods: %v", err)
-	}
-	for i := range podList.Items {
-		pods[podList.Items[i].Name] = &podList.Items[i]
-	}
-	kinds = append(kinds, kind{"Pod", func(metav1.ListOptions) (string, error) { return podList.ResourceVersion, nil },
-		func(o metav1.ListOptions) (watch.Interface, error) { return cs.CoreV1().Pods(ns).Watch(ctx, o) }})
 	var mu sync.Mutex
 	var seen []string
 	var wg sync.WaitGroup
-	for _, k := range kinds {
-		from, err := k.list(metav1.ListOptions{LabelSelector: selector})
+	for _, src := range sources {
+		o := metav1.ListOptions{LabelSelector: selector}
+		from, err := src.list(ctx, o)
+		var w watch.Interface
 		if err == nil {
-			var w watch.Interface
-			if w, err = k.watch(metav1.ListOptions{LabelSelector: selector, ResourceVersion: from}); err == nil {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					defer w.Stop()
-					for ev := range w.ResultChan() {
-						o, ok := ev.Object.(metav1.Object)
-						if !ok {
-							continue
-						}
-						if p, ok := ev.Object.(*corev1.Pod); ok {
-							// The kubelet's status updates are not the operator's.
-							old := pods[p.Name]
-							pods[p.Name] = p
-							if ev.Type == watch.Modified && old != nil && equality.Semantic.DeepEqual(old.Labels, p.Labels) &&
-								equality.Semantic.DeepEqual(old.Annotations, p.Annotations) && equality.Semantic.DeepEqual(old.Spec, p.Spec) {
-								continue
-							}
-						}
-						mu.Lock()
-						seen = append(seen, fmt.Sprintf("%s %s/%s", ev.Type, k.name, o.GetName()))
-						mu.Unlock()
-					}
-				}()
-			}
+			o.ResourceVersion = from
+			w, err = src.watch(ctx, o)
 		}
 		if err != nil {
 			cancel()
-			t.Fatalf("watch %ss: %v", k.name, err)
+			t.Fatalf("watch %ss: %v", src.name, err)
 		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer w.Stop()
+			for ev := range w.ResultChan() {
+				o, ok := ev.Object.(metav1.Object)
+				if !ok {
+					continue
+				}
+				if p, ok := ev.Object.(*corev1.Pod); ok {
+					old := pods[p.Name]
+					pods[p.Name] = p
+					if ev.Type == watch.Modified && old != nil && !podMetaOrSpecChanged(old, p) {
+						continue // the kubelet's status update
+					}
+				}
+				mu.Lock()
+				seen = append(seen, fmt.Sprintf("%s %s/%s", ev.Type, src.name, o.GetName()))
+				mu.Unlock()
+			}
+		}()
 	}
 	stop := sync.OnceValue(func() []string {
 		cancel()
@@ -505,6 +488,13 @@ func watchWrites(t *testing.T, selector string) func() []string {
 	})
 	t.Cleanup(func() { stop() })
 	return stop
+}
+
+// podMetaOrSpecChanged says whether a pod's labels, annotations or spec
+// differ between two versions (what the operator, not the kubelet, writes).
+func podMetaOrSpecChanged(a, b *corev1.Pod) bool {
+	return !equality.Semantic.DeepEqual(a.Labels, b.Labels) || !equality.Semantic.DeepEqual(a.Annotations, b.Annotations) ||
+		!equality.Semantic.DeepEqual(a.Spec, b.Spec)
 }
 
 // 16. Memory pressure stand-in: a media pod (the e2e image) with a 128 MiB

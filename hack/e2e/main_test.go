@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -27,12 +28,14 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/pion/webrtc/v4"
 	"go.uber.org/goleak"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
@@ -504,4 +507,43 @@ func mediaServiceEvents(t *testing.T, name string) []corev1.Event {
 	}
 	// events.k8s.io/v1 Events are served through the core API too.
 	return list.Items
+}
+
+// every runs fn every 200 ms in the background until the returned stop is
+// called (or the test ends); stop waits for the last run.
+func every(t *testing.T, fn func()) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+			fn()
+		}
+	}()
+	stop = sync.OnceFunc(func() { close(done); wg.Wait() })
+	t.Cleanup(stop)
+	return stop
+}
+
+// minAvailable samples a Deployment's available replicas every 200 ms;
+// the function it returns stops sampling and gives the lowest seen.
+func minAvailable(t *testing.T, name string) func() int32 {
+	var low atomic.Int32
+	low.Store(math.MaxInt32)
+	stop := every(t, func() {
+		var d appsv1.Deployment
+		if kc.Get(ctxFor(t, 5*time.Second), client.ObjectKey{Namespace: ns, Name: name}, &d) == nil && d.Status.AvailableReplicas < low.Load() {
+			low.Store(d.Status.AvailableReplicas)
+		}
+	})
+	return func() int32 {
+		stop()
+		return low.Load()
+	}
 }

@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -115,40 +114,22 @@ func TestRollingUpgradeUnderLoad(t *testing.T) {
 	t.Logf("20 sessions live before the upgrade: %v", spread)
 
 	// Watch every session for a cut and the Deployment's availability.
-	var minAvail atomic.Int32
-	minAvail.Store(99)
+	lowestAvailable := minAvailable(t, name)
 	var cutMu sync.Mutex
 	var cuts []string
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(200 * time.Millisecond):
-			}
-			var d appsv1.Deployment
-			if kc.Get(ctxFor(t, 5*time.Second), client.ObjectKey{Namespace: ns, Name: name}, &d) == nil && d.Status.AvailableReplicas < minAvail.Load() {
-				minAvail.Store(d.Status.AvailableReplicas)
-			}
-			for _, p := range live {
-				for _, s := range []*mfclient.Session{p.pub, p.view} {
-					if st := s.PC.ConnectionState(); st != webrtc.PeerConnectionStateConnected {
-						cutMu.Lock()
-						if !slices.Contains(cuts, p.room) {
-							cuts = append(cuts, p.room)
-						}
-						cutMu.Unlock()
+	stopWatch := every(t, func() {
+		for _, p := range live {
+			for _, s := range []*mfclient.Session{p.pub, p.view} {
+				if st := s.PC.ConnectionState(); st != webrtc.PeerConnectionStateConnected {
+					cutMu.Lock()
+					if !slices.Contains(cuts, p.room) {
+						cuts = append(cuts, p.room)
 					}
+					cutMu.Unlock()
 				}
 			}
 		}
-	}()
-	stopWatch := sync.OnceFunc(func() { close(stop); wg.Wait() })
-	t.Cleanup(stopWatch)
+	})
 
 	started := time.Now()
 	patch := fmt.Sprintf(`{"spec":{"image":%q}}`, e2eImageNext)
@@ -260,7 +241,7 @@ func TestRollingUpgradeUnderLoad(t *testing.T) {
 	t.Logf("old pods gone %s after their last session ended (drainTimeout %s); rollout took %s",
 		time.Since(ended).Round(100*time.Millisecond), drain, time.Since(started).Round(time.Second))
 	stopWatch()
-	if m := minAvail.Load(); m < 2 {
+	if m := lowestAvailable(); m < 2 {
 		t.Errorf("available replicas dropped to %d during the rollout (spec: 2, maxUnavailable 0)", m)
 	}
 	waitAvailable(t, name, 2, time.Minute)

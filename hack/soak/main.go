@@ -41,6 +41,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/mediafleet/mediafleet/mediaserver/client"
 	"github.com/mediafleet/mediafleet/mediaserver/statusapi"
@@ -384,14 +385,8 @@ func get(url string) error {
 
 // waitFor polls cond every 200 ms until it holds or timeout passes.
 func waitFor(timeout time.Duration, cond func() bool) error {
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not after %s", timeout)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	return nil
+	return wait.PollUntilContextTimeout(context.Background(), 200*time.Millisecond, timeout, true,
+		func(context.Context) (bool, error) { return cond(), nil })
 }
 
 // churn opens and ends sessions.

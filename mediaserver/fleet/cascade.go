@@ -83,16 +83,6 @@ func (f *Forwarder) Member(name string) (statusapi.Member, bool) {
 	return statusapi.Member{}, false
 }
 
-// MemberAddress is the signalling address of a member by name.
-func (f *Forwarder) MemberAddress(name string) (string, bool) {
-	c := f.cascader()
-	if c == nil {
-		return "", false
-	}
-	m, ok := c.Member(name)
-	return m.Address, ok && m.Address != ""
-}
-
 // TryRelay forwards a viewer's request (its body read whole) to the pod at
 // addr, to be served there as a relay of owner. False, with nothing
 // written, when that pod cannot take it (503, unreachable): the caller

@@ -367,7 +367,5 @@ func (e *Engine) roomMembers(name string) int {
 	if !ok {
 		return 0
 	}
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	return len(r.members)
+	return r.size()
 }

@@ -189,15 +189,7 @@ func (s *Session) sendFeeds() {
 		feeds = append(feeds, lf)
 	}
 	s.mu.Unlock()
-	slices.SortFunc(feeds, func(a, b LinkFeed) int {
-		if a.ID < b.ID {
-			return -1
-		}
-		if a.ID > b.ID {
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(feeds, func(a, b LinkFeed) int { return strings.Compare(a.ID, b.ID) })
 	if err := s.owner.conn.Send(LinkMsg{Type: "feeds", Feeds: feeds}); err != nil {
 		s.log.Debug("send feeds", "err", err)
 	}
@@ -313,12 +305,13 @@ type upstream struct {
 	conn  LinkConn
 	owner string
 	ready chan struct{} // closed once the first feeds are published here
+	// markReady closes ready (once).
+	markReady func()
 
 	// guarded by s.mu
 	feeds map[string]*Feed                             // by the owner's feed id
 	want  map[*webrtc.RTPTransceiver]LinkTrack         // recvonly m-lines (Mid filled at offer time)
 	have  map[string]map[string]*webrtc.RTPTransceiver // feed id → rid → m-line
-	meta  map[string]LinkFeed
 }
 
 // linkReadyTimeout bounds how long a viewer waits for a new link's first
@@ -342,7 +335,8 @@ func (e *Engine) Upstream(ctx context.Context, room, owner string, dial func(con
 			return err
 		}
 		u = &upstream{s: s, owner: owner, ready: make(chan struct{}), feeds: map[string]*Feed{},
-			want: map[*webrtc.RTPTransceiver]LinkTrack{}, have: map[string]map[string]*webrtc.RTPTransceiver{}, meta: map[string]LinkFeed{}}
+			want: map[*webrtc.RTPTransceiver]LinkTrack{}, have: map[string]map[string]*webrtc.RTPTransceiver{}}
+		u.markReady = sync.OnceFunc(func() { close(u.ready) })
 		s.up = u
 		s.sig = u
 		e.links[room] = u
@@ -381,7 +375,7 @@ func (e *Engine) RoomInfo(name string) (members int, full, broadcast bool) {
 	if !ok || e.Relayed(name) {
 		return 0, false, false
 	}
-	return len(r.memberList()), e.AtCapacity() || e.Draining(), r.broadcast.Load() || e.cfg.IsBroadcastRoom(name)
+	return r.size(), e.AtCapacity() || e.Draining(), r.broadcast.Load() || e.cfg.IsBroadcastRoom(name)
 }
 
 // Relayed says whether room is served here through a link.
@@ -397,11 +391,7 @@ func (e *Engine) Relayed(room string) bool {
 func (u *upstream) run(dial func(context.Context) (LinkConn, error)) {
 	s := u.s
 	defer func() {
-		select {
-		case <-u.ready:
-		default:
-			close(u.ready)
-		}
+		u.markReady()
 		s.Close("owner-gone")
 		s.engine.linksMu.Lock()
 		if s.engine.links[s.room.name] == u {
@@ -436,11 +426,7 @@ func (u *upstream) run(dial func(context.Context) (LinkConn, error)) {
 				s.log.Warn("relay link: bad feeds from the owner", "err", err)
 				return
 			}
-			select {
-			case <-u.ready:
-			default:
-				close(u.ready)
-			}
+			u.markReady()
 		case "answer":
 			if err := s.HandleAnswer(msg.SDP); err != nil {
 				s.log.Warn("relay link: answer refused", "err", err)
@@ -477,7 +463,6 @@ func (u *upstream) applyFeeds(feeds []LinkFeed) error {
 			return fmt.Errorf("feed %q: kind %q, %d layers", lf.ID, lf.Kind, len(lf.Layers))
 		}
 		seen[lf.ID] = true
-		u.meta[lf.ID] = lf
 		f := u.feeds[lf.ID]
 		if f == nil {
 			f = newFeed(lf.ID, kind, s, lf.Codec, lf.ID, "relay-"+shortID(lf.ID))
@@ -507,7 +492,6 @@ func (u *upstream) applyFeeds(feeds []LinkFeed) error {
 		}
 		unpublish = append(unpublish, f)
 		delete(u.feeds, id)
-		delete(u.meta, id)
 		for _, tr := range u.have[id] {
 			delete(u.want, tr)
 			_ = tr.Stop()
@@ -637,9 +621,9 @@ func (e *Engine) CloseLinks() {
 	}
 }
 
-// LinkInfo describes a room here: owned or relayed, its members and
+// RoomStat describes a room here: owned or relayed, its members and
 // relay links (/status).
-type LinkInfo struct {
+type RoomStat struct {
 	Room string
 	// Role: "owner" (the room's publishers are here; Links relay pods pull
 	// from here) or "relay" (this pod pulls the room from Owner).
@@ -650,17 +634,18 @@ type LinkInfo struct {
 	State   string
 }
 
-// Links lists the rooms here, most members first, at most limit (0: all).
-func (e *Engine) Links(limit ...int) []LinkInfo {
+// RoomStats lists the rooms here, most members first, at most limit (0:
+// all).
+func (e *Engine) RoomStats(limit int) []RoomStat {
 	e.roomsMu.Lock()
 	rooms := make([]*Room, 0, len(e.rooms))
 	for _, r := range e.rooms {
 		rooms = append(rooms, r)
 	}
 	e.roomsMu.Unlock()
-	out := make([]LinkInfo, 0, len(rooms))
+	out := make([]RoomStat, 0, len(rooms))
 	for _, r := range rooms {
-		info := LinkInfo{Room: r.name, Role: "owner"}
+		info := RoomStat{Room: r.name, Role: "owner"}
 		for _, m := range r.memberList() {
 			switch m.Kind {
 			case KindRelay:
@@ -674,14 +659,14 @@ func (e *Engine) Links(limit ...int) []LinkInfo {
 		}
 		out = append(out, info)
 	}
-	slices.SortFunc(out, func(a, b LinkInfo) int {
+	slices.SortFunc(out, func(a, b RoomStat) int {
 		if a.Members != b.Members {
 			return b.Members - a.Members
 		}
 		return strings.Compare(a.Room, b.Room)
 	})
-	if len(limit) > 0 && limit[0] > 0 && len(out) > limit[0] {
-		out = out[:limit[0]]
+	if limit > 0 && len(out) > limit {
+		out = out[:limit]
 	}
 	return out
 }

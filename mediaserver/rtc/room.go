@@ -30,10 +30,13 @@ func newRoom(name string, e *Engine) *Room {
 // Name of the room.
 func (r *Room) Name() string { return r.name }
 
-func (r *Room) empty() bool {
+func (r *Room) empty() bool { return r.size() == 0 }
+
+// size is how many members the room has here, links included.
+func (r *Room) size() int {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return len(r.members) == 0
+	return len(r.members)
 }
 
 // hasSimulcast says whether a feed of the room has (or was offered with)

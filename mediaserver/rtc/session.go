@@ -599,22 +599,16 @@ func (s *Session) readRTCP(sender *webrtc.RTPSender) {
 	}
 }
 
-// downTrackOf is the down-track a sender carries now (nil when its feed
-// ended).
+// downTrackOf is the down-track a sender carries now: nil when its feed
+// ended (a detached sender's entry is removed, or, for a WHEP sender that
+// stays, replaced by what is kept of it, which has no feed).
 func (s *Session) downTrackOf(sender *webrtc.RTPSender) *DownTrack {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	d := s.downs[sender]
-	if d == nil {
-		return nil
+	if d := s.downs[sender]; d != nil && d.feed != nil {
+		return d
 	}
-	if s.Kind == KindRelay {
-		return d // a link's sender carries one layer of a feed (owner.byMid)
-	}
-	if cur, ok := s.senders[d.feed]; !ok || cur != sender {
-		return nil
-	}
-	return d
+	return nil
 }
 
 func truncate(s string, n int) string {

@@ -45,28 +45,35 @@ func podsOf(t *testing.T, n int, mut func(*config.Config)) ([]*Server, statusapi
 	return pods, list
 }
 
-// publishBroadcast publishes synthetic media into a broadcast room (WHIP
-// ?mode=broadcast) through s until the test ends.
-func publishBroadcast(t *testing.T, ctx context.Context, s *Server, room string, opts client.Options) *client.Session {
+// publishSynthetic publishes synthetic media (pps 500-byte packets a
+// second) into room through s until the test ends.
+func publishSynthetic(t *testing.T, ctx context.Context, s *Server, room string, opts client.Options, pps int) *client.Session {
 	t.Helper()
-	opts.Query = url.Values{"mode": {"broadcast"}}
 	pub, err := client.Publish(ctx, s.PublicURL(), room, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = pub.Close() })
-	pub.SendRTP(100, 500)
+	pub.SendRTP(pps, 500)
 	return pub
 }
 
+// publishBroadcast publishes synthetic media into a broadcast room (WHIP
+// ?mode=broadcast) through s until the test ends.
+func publishBroadcast(t *testing.T, ctx context.Context, s *Server, room string, opts client.Options) *client.Session {
+	t.Helper()
+	opts.Query = url.Values{"mode": {"broadcast"}}
+	return publishSynthetic(t, ctx, s, room, opts, 100)
+}
+
 // linksOf is what a pod says of its relay links for room.
-func linksOf(s *Server, room string) rtc.LinkInfo {
-	for _, l := range s.Engine().Links() {
+func linksOf(s *Server, room string) rtc.RoomStat {
+	for _, l := range s.Engine().RoomStats(0) {
 		if l.Room == room && (l.Role == "relay" || l.Links > 0) {
 			return l
 		}
 	}
-	return rtc.LinkInfo{}
+	return rtc.RoomStat{}
 }
 
 // TestCascadedRoomOverThreePods: three pods of 10 sessions each; one
@@ -258,12 +265,7 @@ func TestBroadcastRoomsBySpec(t *testing.T) {
 		relayed bool
 	}{{"town-hall-", true}, {"meeting-", false}} {
 		room := roomOf(list, "pod-b", tc.prefix)
-		pub, err := client.Publish(ctx, b.PublicURL(), room, opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = pub.Close() })
-		pub.SendRTP(100, 500)
+		publishSynthetic(t, ctx, b, room, opts, 100)
 		before := a.Engine().SessionCount()
 		v := playWhenPublished(t, ctx, a, room, opts)
 		waitFor(t, 20*time.Second, "the viewer of "+room+" receiving", func() error {
@@ -288,12 +290,7 @@ func TestRelayLinksRefuseStrangers(t *testing.T) {
 	room := roomOf(list, "pod-b", "guarded-")
 	ctx := ctxT(t, time.Minute)
 	opts := clientOpts(t)
-	pub, err := client.Publish(ctx, b.PublicURL(), room, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = pub.Close() })
-	pub.SendRTP(50, 500)
+	publishSynthetic(t, ctx, b, room, opts, 50)
 	upgrade := map[string]string{"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
 	if code, _, body := do(t, http.MethodGet, b.AdminURL()+fleet.LinkPath+room, "", "", upgrade); code != http.StatusUnauthorized {
 		t.Errorf("link without the token: %d %s", code, body)
@@ -334,12 +331,7 @@ func TestRelayLinkHostilePeer(t *testing.T) {
 	room := roomOf(list, "pod-b", "target-")
 	ctx := ctxT(t, time.Minute)
 	opts := clientOpts(t)
-	pub, err := client.Publish(ctx, b.PublicURL(), room, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = pub.Close() })
-	pub.SendRTP(50, 500)
+	publishSynthetic(t, ctx, b, room, opts, 50)
 	link, err := (&fleet.Forwarder{Self: "pod-x", Token: testAdminToken}).DialLink(ctx, strings.TrimPrefix(b.AdminURL(), "http://"), room)
 	if err != nil {
 		t.Fatal(err)
@@ -445,12 +437,7 @@ func TestRelayedViewerAcrossPublishers(t *testing.T) {
 		}
 		return nil
 	})
-	second, err := client.Publish(ctx, b.PublicURL(), room, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = second.Close() })
-	second.SendRTP(100, 500)
+	publishSynthetic(t, ctx, b, room, opts, 100)
 	n0 := v.Received.Packets.Load()
 	waitFor(t, 20*time.Second, "the relayed viewer receiving the second publisher", func() error {
 		if n := v.Received.Packets.Load(); n < n0+200 {

@@ -341,7 +341,7 @@ func (s *Server) Report() statusapi.Report {
 // roomReport is the largest rooms here for /status.
 func (s *Server) roomReport() []statusapi.RoomStatus {
 	var out []statusapi.RoomStatus
-	for _, l := range s.engine.Links(statusapi.MaxReportedRooms) {
+	for _, l := range s.engine.RoomStats(statusapi.MaxReportedRooms) {
 		out = append(out, statusapi.RoomStatus{Name: l.Room, Role: l.Role, Owner: l.Owner, Members: l.Members, Links: l.Links, LinkState: l.State})
 	}
 	return out

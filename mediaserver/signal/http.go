@@ -441,8 +441,8 @@ func (s *Server) lookup(w http.ResponseWriter, r *http.Request, kind rtc.Kind) (
 	if _, local := s.engine.Session(r.PathValue("id")); !local {
 		// A session served as a relay names its pod.
 		if pod := fleet.SessionPod(r.PathValue("id")); pod != "" && s.fwd != nil && pod != s.fwd.Self && !s.fwd.Forwarded(r) {
-			if addr, ok := s.fwd.MemberAddress(pod); ok {
-				s.forward(w, r, addr)
+			if m, ok := s.fwd.Member(pod); ok && m.Address != "" {
+				s.forward(w, r, m.Address)
 				return nil, false
 			}
 			httpError(w, http.StatusNotFound, "no such session")

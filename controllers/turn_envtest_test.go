@@ -165,7 +165,6 @@ func TestEnvtestTURNAutoscaling(t *testing.T) {
 		Autoscaling: &mediav1alpha1.TURNAutoscalingSpec{MinReplicas: 1, MaxReplicas: 4, TargetAllocationsPerPod: 2,
 			ScaleDownStabilization: metav1.Duration{Duration: 5 * time.Minute}}}
 	createMS(t, ms)
-	localPod(t, ns, "scaled-turn-a", desired.TURNLabels(ms), "turn", adminPort)
 	replicasAre := func(n int32) func() error {
 		return func() error {
 			d := &appsv1.Deployment{}
@@ -207,6 +206,10 @@ func TestEnvtestTURNAutoscaling(t *testing.T) {
 			c()
 		}
 	}()
+	// The gateway pod appears only now, holding all five: the operator sees
+	// them in one observation, so "at once" is one step, 1 → 3 (allocating
+	// while the pod is observed could show 3 of 5 first: 1 → 2 → 3).
+	localPod(t, ns, "scaled-turn-a", desired.TURNLabels(ms), "turn", adminPort)
 	eventually(t, waitFor, "scale up to ceil(5/2)=3 at once", replicasAre(3))
 	assertEvent(t, ns, "scaled", ReasonAutoscaled, "TURN gateway autoscaling: 1 → 3 replicas (5 allocations on 1 pods, target 2 per pod)")
 	eventually(t, waitFor, "status.turn.allocations", func() error {

@@ -109,6 +109,7 @@ func dashboardJSON(ms *mediav1alpha1.MediaService) (string, error) {
 		{"Forwarded media", "Bps", []q{{fmt.Sprintf(`sum(rate(media_forwarded_bytes_total{%s}[5m]))`, sel), "bytes/s"}}},
 		{"Retransmissions and layers", "short", []q{
 			{fmt.Sprintf(`sum by (result) (rate(media_nack_packets_total{%s}[5m]))`, sel), "NACKed packets {{result}}/s"},
+			{fmt.Sprintf(`sum(rate(media_nack_requested_packets_total{%s}[5m]))`, sel), "packets asked of publishers/s"},
 			{fmt.Sprintf(`sum(rate(media_keyframe_requests_total{%s}[5m]))`, sel), "keyframe requests/s"},
 			{fmt.Sprintf(`sum(rate(media_layer_switches_total{%s}[5m]))`, sel), "simulcast layer switches/s"},
 			{fmt.Sprintf(`sum by (layer) (rate(media_layer_seconds_total{%s}[5m]))`, sel), "viewers on layer {{layer}}"}}},

@@ -40,6 +40,9 @@ type Metrics struct {
 	// NACKs counts the packets viewers asked for again, by result:
 	// answered from the feed's cache, or missed (too old, never cached).
 	NACKs *prometheus.CounterVec
+	// NACKRequests counts the packets asked for again from publishers
+	// and relay links' owners.
+	NACKRequests prometheus.Counter
 	// KeyframeRequests counts PLIs sent to publishers; LayerSwitches the
 	// times a viewer moved to another simulcast layer.
 	KeyframeRequests prometheus.Counter
@@ -136,6 +139,7 @@ func New() *Metrics {
 	m.KeyframeRequests = auto.NewCounter(prometheus.CounterOpts{Name: "media_keyframe_requests_total", Help: "Keyframe requests (PLI) sent to publishers, at most one per layer per 500 ms."})
 	m.LayerSwitches = auto.NewCounter(prometheus.CounterOpts{Name: "media_layer_switches_total", Help: "Times a viewer moved to another simulcast layer (always at a keyframe)."})
 	m.NACKs = auto.NewCounterVec(prometheus.CounterOpts{Name: "media_nack_packets_total", Help: "Packets viewers asked for again (NACK), by result: answered from the feed's cache or missed."}, []string{"result"})
+	m.NACKRequests = auto.NewCounter(prometheus.CounterOpts{Name: "media_nack_requested_packets_total", Help: "Packets asked for again (NACK) from publishers and, on a relay pod, from a room's owner; every ask counts (at most 5 per lost packet)."})
 	m.HTTPRequests = auto.NewCounterVec(prometheus.CounterOpts{Name: "media_http_requests_total", Help: "HTTP requests by method, route pattern and status."}, []string{"method", "route", "status"})
 	m.HTTPDuration = auto.NewHistogramVec(prometheus.HistogramOpts{Name: "media_http_duration_seconds", Help: "HTTP request latency by method and route pattern.",
 		Buckets: []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5}}, []string{"method", "route"})

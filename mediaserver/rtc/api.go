@@ -19,7 +19,6 @@ import (
 	"github.com/pion/interceptor"
 	"github.com/pion/interceptor/pkg/cc"
 	"github.com/pion/interceptor/pkg/gcc"
-	"github.com/pion/interceptor/pkg/nack"
 	"github.com/pion/interceptor/pkg/report"
 	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
@@ -30,8 +29,9 @@ import (
 // APIs are the webrtc.APIs of one process, built once from configuration
 // and sharing its ICE sockets. They differ only in interceptors, so that a
 // session runs just the loops its direction needs: publishers receive
-// (NACK generator, receiver reports), viewers send (NACK responder, sender
-// reports), WebSocket participants do both.
+// (receiver reports; the feeds ask for lost packets themselves), viewers
+// send (sender reports; the feeds' caches answer their NACKs), WebSocket
+// participants do both.
 type APIs struct {
 	Publish, Subscribe, Full *webrtc.API
 	// SubscribeBWE and FullBWE add a bandwidth estimate per PeerConnection
@@ -143,10 +143,12 @@ func NewAPIs(cfg *config.Config) (APIs, io.Closer, error) {
 			return nil, fmt.Errorf("register codecs: %w", err)
 		}
 		ir := &interceptor.Registry{}
-		// NACK feedback is negotiated either way; the generator (a loop
-		// per PeerConnection) only where media comes in. Where it goes
-		// out, the feeds' packet caches answer viewers' NACKs (one cache
-		// per feed, not a buffer per viewer as pion's responder keeps).
+		// NACK feedback is negotiated either way. Where media comes in,
+		// the feeds' read loops ask for lost packets themselves (nackGen:
+		// pion's generator keeps asking for packets repaired on RTX);
+		// where it goes out, the feeds' packet caches answer viewers'
+		// NACKs (one cache per feed, not a buffer per viewer as pion's
+		// responder keeps).
 		me.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack"}, webrtc.RTPCodecTypeVideo)
 		me.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack", Parameter: "pli"}, webrtc.RTPCodecTypeVideo)
 		if recv {
@@ -155,15 +157,10 @@ func NewAPIs(cfg *config.Config) (APIs, io.Closer, error) {
 			if err := webrtc.ConfigureSimulcastExtensionHeaders(me); err != nil {
 				return nil, fmt.Errorf("simulcast header extensions: %w", err)
 			}
-			gen, err := nack.NewGeneratorInterceptor()
-			if err != nil {
-				return nil, fmt.Errorf("NACK generator: %w", err)
-			}
 			rr, err := report.NewReceiverInterceptor()
 			if err != nil {
 				return nil, fmt.Errorf("receiver reports: %w", err)
 			}
-			ir.Add(gen)
 			ir.Add(rr)
 		}
 		if send {

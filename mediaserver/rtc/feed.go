@@ -160,6 +160,31 @@ func (f *Feed) requestKeyframe(l *layer) {
 	}
 }
 
+// nackScan is how often a layer's read loop looks for packets to ask
+// for again (while packets arrive; a gap is only seen by the packet after
+// it).
+const nackScan = 20 * time.Millisecond
+
+// negotiatedNACK: the codec's feedback includes generic NACK.
+func negotiatedNACK(c webrtc.RTPCodecParameters) bool {
+	for _, fb := range c.RTCPFeedback {
+		if fb.Type == "nack" && fb.Parameter == "" {
+			return true
+		}
+	}
+	return false
+}
+
+// askAgain sends the layer's sender a NACK for the missing sequence
+// numbers (ascending).
+func (f *Feed) askAgain(m *metrics.Metrics, remote *webrtc.TrackRemote, missing []uint16) {
+	_ = f.publisher.pc.WriteRTCP([]rtcp.Packet{&rtcp.TransportLayerNack{
+		MediaSSRC: uint32(remote.SSRC()), Nacks: rtcp.NackPairsFromSequenceNumbers(missing)}})
+	if m != nil {
+		m.NACKRequests.Add(float64(len(missing)))
+	}
+}
+
 // qualityWindow is how often a feed's frame rate, bitrate and loss are
 // sampled into the histograms.
 const qualityWindow = 5 * time.Second
@@ -180,6 +205,11 @@ func (f *Feed) forward(m *metrics.Metrics, l *layer, remote *webrtc.TrackRemote)
 		pendingPkts, pendBts uint64
 	)
 	video := f.Kind == webrtc.RTPCodecTypeVideo
+	var nacks *nackGen
+	var nextNACK int64
+	if video && f.publisher != nil && negotiatedNACK(remote.Codec()) {
+		nacks = &nackGen{}
+	}
 	rateStart, rateBytes := time.Now(), int64(0)
 	fan := newFanout(f.publisher.log, f.publisher.engine.apis.batch)
 	defer fan.stop()
@@ -211,6 +241,16 @@ func (f *Feed) forward(m *metrics.Metrics, l *layer, remote *webrtc.TrackRemote)
 		received++
 		winBytes += uint64(n)
 		lost += seqs.add(pkt.SequenceNumber)
+		if nacks != nil {
+			ns := now.UnixNano()
+			nacks.add(pkt.SequenceNumber, ns)
+			if ns >= nextNACK {
+				nextNACK = ns + int64(nackScan)
+				if missing := nacks.due(ns); len(missing) > 0 {
+					f.askAgain(m, remote, missing)
+				}
+			}
+		}
 		if video && pkt.Marker {
 			frames++
 		}

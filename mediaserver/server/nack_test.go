@@ -188,3 +188,129 @@ func nackCounts(t *testing.T, s *Server) map[string]float64 {
 	}
 	return out
 }
+
+// lossyUplink is a publisher-side interceptor nearest the network: it
+// drops the dropAt-th packet of the video stream on its way out and counts
+// how often the server asks for that packet (NACKs listing it).
+type lossyUplink struct {
+	interceptor.NoOp
+	dropAt int
+
+	mu      sync.Mutex
+	sent    int
+	dropped int32 // -1 until then
+	asks    atomic.Int32
+}
+
+func (l *lossyUplink) NewInterceptor(string) (interceptor.Interceptor, error) { return l, nil }
+
+func (l *lossyUplink) BindLocalStream(info *interceptor.StreamInfo, writer interceptor.RTPWriter) interceptor.RTPWriter {
+	if !strings.HasPrefix(strings.ToLower(info.MimeType), "video/") {
+		return writer
+	}
+	return interceptor.RTPWriterFunc(func(h *rtp.Header, payload []byte, a interceptor.Attributes) (int, error) {
+		if h.SSRC == info.SSRC { // not the RTX stream, which this writer carries too
+			l.mu.Lock()
+			l.sent++
+			drop := l.sent == l.dropAt
+			if drop {
+				l.dropped = int32(h.SequenceNumber)
+			}
+			l.mu.Unlock()
+			if drop {
+				return len(payload), nil
+			}
+		}
+		return writer.Write(h, payload, a)
+	})
+}
+
+func (l *lossyUplink) BindRTCPReader(reader interceptor.RTCPReader) interceptor.RTCPReader {
+	return interceptor.RTCPReaderFunc(func(b []byte, a interceptor.Attributes) (int, interceptor.Attributes, error) {
+		n, attrs, err := reader.Read(b, a)
+		if err == nil {
+			if pkts, perr := rtcp.Unmarshal(b[:n]); perr == nil {
+				for _, p := range pkts {
+					if nack, ok := p.(*rtcp.TransportLayerNack); ok {
+						for _, pair := range nack.Nacks {
+							for _, s := range pair.PacketList() {
+								if int32(s) == l.droppedSeq() {
+									l.asks.Add(1)
+								}
+							}
+						}
+					}
+				}
+			}
+		}
+		return n, attrs, err
+	})
+}
+
+func (l *lossyUplink) droppedSeq() int32 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.dropped
+}
+
+// TestPublisherLossAskedForOnce: a packet lost on a publisher's way to the
+// server is asked for again (NACK), repaired on the publisher's RTX stream
+// (as browsers send it), forwarded to the viewer, and then no longer asked
+// for. pion's generator interceptor, which the server used before, never
+// saw a packet repaired on RTX and asked for it every 100 ms until it left
+// its 512-packet window: about 25 times here (pion/interceptor#320).
+func TestPublisherLossAskedForOnce(t *testing.T) {
+	leakCheckFirst(t)
+	s := testServer(t, nil)
+	ctx := ctxT(t, 40*time.Second)
+	uplink := &lossyUplink{dropAt: 600, dropped: -1} // 3 s in: the viewer is there
+	pubAPI, err := client.NewAPIWith([]client.APIOption{client.WithInterceptor(uplink)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := clientOpts(t)
+	opts.API = pubAPI
+	pub, err := client.Publish(ctx, s.PublicURL(), "uplink", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	pub.SendRTP(200, 800)
+	var mu sync.Mutex
+	got := map[uint16]bool{}
+	opts = clientOpts(t)
+	opts.OnRTP = func(kind webrtc.RTPCodecType, h *rtp.Header, _ time.Time) {
+		if kind == webrtc.RTPCodecTypeVideo {
+			mu.Lock()
+			got[h.SequenceNumber] = true
+			mu.Unlock()
+		}
+	}
+	var view *client.Session
+	waitFor(t, 10*time.Second, "viewer", func() error { view, err = client.Play(ctx, s.PublicURL(), "uplink", opts); return err })
+	defer view.Close()
+	waitFor(t, 20*time.Second, "the dropped packet repaired and forwarded", func() error {
+		seq := uplink.droppedSeq()
+		mu.Lock()
+		defer mu.Unlock()
+		if seq < 0 || !got[uint16(seq)] {
+			return fmt.Errorf("dropped seq %d not at the viewer (asked for %d times; %d packets sent)", seq, uplink.asks.Load(), pub.Sent.Load())
+		}
+		return nil
+	})
+	// Past the old generator's window (512 packets at 200 a second).
+	sent := pub.Sent.Load()
+	waitFor(t, 20*time.Second, "600 more packets sent", func() error {
+		if n := pub.Sent.Load() - sent; n < 600 {
+			return fmt.Errorf("%d", n)
+		}
+		return nil
+	})
+	// Once on loopback; a retry 100 ms later when the repair was slow.
+	if n := uplink.asks.Load(); n < 1 || n > 3 {
+		t.Errorf("the lost packet was asked for %d times, want 1 (at most 3)", n)
+	}
+	if v := scrape(t, s)["media_nack_requested_packets_total"].GetMetric(); len(v) != 1 || v[0].GetCounter().GetValue() < 1 {
+		t.Errorf("media_nack_requested_packets_total: %v", v)
+	}
+}

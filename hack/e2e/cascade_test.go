@@ -30,7 +30,8 @@ import (
 // status.rooms (kubectl describe msvc) shows the room over 3 pods. Then
 // the network between the owner and one relay pod drops every 10th packet
 // (an iptables rule on the pod bridge): the relay pod's link asks the owner
-// again (NACK) and its viewers still get every video packet.
+// again (NACK), about once per lost packet, and its viewers still get
+// every video packet.
 func TestRoomBiggerThanAPod(t *testing.T) {
 	phase(t)
 	checkLeaks(t)
@@ -226,8 +227,11 @@ func linkLoss(t *testing.T, name, room string, viewers []*mfclient.Session, seqs
 		})
 	}
 	answered := podCounter(t, owner, `media_nack_packets_total{result="answered"}`) - answeredBefore
-	if answered < float64(dropped)/4 {
-		t.Errorf("the owner answered %.0f NACKed packets while the link lost %d", answered, dropped)
+	// The rule drops video, audio and RTCP alike; only video is asked
+	// for, about once per lost packet (pion's generator asked ~6 times
+	// per lost packet here: it never saw the RTX repairs).
+	if answered < float64(dropped)/4 || answered > 2*float64(dropped) {
+		t.Errorf("the owner answered %.0f NACKed packets while the link lost %d packets: want each lost video packet asked for about once", answered, dropped)
 	}
 	t.Logf("link %s → %s lost %d packets in %v; the owner answered %.0f NACKed packets; %d relayed viewers got every video packet",
 		owner.Name, relay.Name, dropped, end.Sub(start).Round(time.Millisecond), answered, len(onRelay))

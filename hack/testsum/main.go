@@ -130,6 +130,21 @@ func (s *summary) handle(e event, now time.Time) {
 		switch e.Action {
 		case "fail":
 			s.failedPkgs++
+			// Tests that never ended: the binary died under them (a
+			// panic in a goroutine, a timeout, an os.Exit); what they
+			// printed says why.
+			var cut []string
+			for name := range p.output {
+				if name != "" && !strings.Contains(name, "/") {
+					cut = append(cut, name)
+				}
+			}
+			sort.Strings(cut)
+			for _, name := range cut {
+				s.printf(now, "%s", p.output[name].String())
+				s.failed++
+				s.failedTests = append(s.failedTests, e.Package+"."+name+" (did not finish)")
+			}
 			// The package's own output (a panic, a TestMain failure, the
 			// go test FAIL lines) says why.
 			s.printf(now, "%s", pkgOut)

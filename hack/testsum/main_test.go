@@ -77,3 +77,32 @@ func TestSummaryPassesOnlyACleanRun(t *testing.T) {
 		t.Error("a broken input passed")
 	}
 }
+
+// A test binary that dies under a running test (a panic in a goroutine,
+// a timeout) ends the package without ending the test: its output is what
+// says why, and it counts as failed.
+func TestSummaryShowsATestTheBinaryDiedUnder(t *testing.T) {
+	var out strings.Builder
+	s := newSummary(&out, time.Now())
+	input := strings.Join([]string{
+		`{"Action":"run","Package":"p","Test":"TestDone"}`,
+		`{"Action":"pass","Package":"p","Test":"TestDone"}`,
+		`{"Action":"run","Package":"p","Test":"TestCut"}`,
+		`{"Action":"output","Package":"p","Test":"TestCut","Output":"panic: send on closed channel\n"}`,
+		`{"Action":"output","Package":"p","Test":"TestCut","Output":"goroutine 7 [running]:\n"}`,
+		`{"Action":"output","Package":"p","Output":"FAIL\tp\t1.000s\n"}`,
+		`{"Action":"fail","Package":"p","Elapsed":1}`,
+	}, "\n")
+	if err := process(strings.NewReader(input), s); err != nil {
+		t.Fatal(err)
+	}
+	if s.finish(time.Now(), nil) {
+		t.Error("a package that died passed")
+	}
+	got := out.String()
+	for _, want := range []string{"panic: send on closed channel", "goroutine 7 [running]:", "failed: p.TestCut (did not finish)", "1 passed, 1 failed"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("output lacks %q:\n%s", want, got)
+		}
+	}
+}

@@ -75,8 +75,13 @@ func (d *DownTrack) Layer() string {
 }
 
 // accountLayer counts the time on the current simulcast layer up to now
-// (unix nanos).
+// (unix nanos). Each layer's packets come from its own read loop, stamped
+// there: a packet of one layer may carry an earlier time than the last
+// counted, which counts nothing (a counter cannot go back).
 func (d *DownTrack) accountLayer(now int64) {
+	if now <= d.accounted {
+		return
+	}
 	if d.cur == nil || d.feed.publisher == nil || !d.feed.simulcast() {
 		d.accounted = now
 		return
@@ -123,7 +128,7 @@ func (d *DownTrack) offer(s sample) error {
 				p.engine.metrics.LayerSwitches.Inc()
 			}
 		}
-		d.cur, d.accounted = s.l, s.at
+		d.cur, d.accounted = s.l, max(d.accounted, s.at)
 	} else if d.feed.simulcast() {
 		if want := d.feed.pick(limit, s.at); want != nil && want != d.cur {
 			d.feed.requestKeyframe(want)

@@ -10,7 +10,10 @@ import (
 
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
+
+	"github.com/mediafleet/mediafleet/mediaserver/metrics"
 )
 
 func TestPacketCache(t *testing.T) {
@@ -254,5 +257,32 @@ func TestAbsSendTime(t *testing.T) {
 		if got := absSendTime(tc.t); got != tc.want {
 			t.Errorf("absSendTime(%v) = %#x, want %#x", tc.t.UnixNano(), got, tc.want)
 		}
+	}
+}
+
+// TestLayerTimeNeverGoesBack: each simulcast layer's packets are stamped by
+// its own read loop, so a viewer's switch can come with a time earlier
+// than the one last counted. Counting it panicked the process ("counter
+// cannot decrease in value", seen once in the simulcast test under -race);
+// it now counts nothing and the clock of the count never goes back.
+func TestLayerTimeNeverGoesBack(t *testing.T) {
+	codec := webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}
+	pub := &Session{engine: &Engine{metrics: metrics.New()}}
+	f := newFeed("a", webrtc.RTPCodecTypeVideo, pub, codec, "v", "s")
+	f.addLayer("q")
+	full := f.addLayer("f")
+	d, err := newDownTrack(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UnixNano()
+	d.cur, d.accounted = full, now
+	d.accountLayer(now - int64(time.Millisecond))
+	if d.accounted != now {
+		t.Errorf("the counted-up-to time went back by %v", time.Duration(now-d.accounted))
+	}
+	d.accountLayer(now + int64(2*time.Second))
+	if got := testutil.ToFloat64(pub.engine.metrics.LayerSeconds.WithLabelValues("f")); got < 1.99 || got > 2.01 {
+		t.Errorf("layer f counted %.3f s, want 2", got)
 	}
 }

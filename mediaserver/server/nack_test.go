@@ -3,6 +3,7 @@ package server
 import (
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -198,8 +199,8 @@ type lossyUplink struct {
 
 	mu      sync.Mutex
 	sent    int
-	dropped int32 // -1 until then
-	asks    atomic.Int32
+	dropped int32       // -1 until then
+	asks    []time.Time // when each NACK listing it arrived
 }
 
 func (l *lossyUplink) NewInterceptor(string) (interceptor.Interceptor, error) { return l, nil }
@@ -234,9 +235,11 @@ func (l *lossyUplink) BindRTCPReader(reader interceptor.RTCPReader) interceptor.
 					if nack, ok := p.(*rtcp.TransportLayerNack); ok {
 						for _, pair := range nack.Nacks {
 							for _, s := range pair.PacketList() {
-								if int32(s) == l.droppedSeq() {
-									l.asks.Add(1)
+								l.mu.Lock()
+								if int32(s) == l.dropped {
+									l.asks = append(l.asks, time.Now())
 								}
+								l.mu.Unlock()
 							}
 						}
 					}
@@ -253,12 +256,20 @@ func (l *lossyUplink) droppedSeq() int32 {
 	return l.dropped
 }
 
+// asksOf is when the server asked for the dropped packet.
+func (l *lossyUplink) asksOf() []time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.asks)
+}
+
 // TestPublisherLossAskedForOnce: a packet lost on a publisher's way to the
 // server is asked for again (NACK), repaired on the publisher's RTX stream
 // (as browsers send it), forwarded to the viewer, and then no longer asked
 // for. pion's generator interceptor, which the server used before, never
 // saw a packet repaired on RTX and asked for it every 100 ms until it left
-// its 512-packet window: about 25 times here (pion/interceptor#320).
+// its 512-packet window: about 25 times here, 24 of them after the repair
+// (pion/interceptor#320).
 func TestPublisherLossAskedForOnce(t *testing.T) {
 	leakCheckFirst(t)
 	s := testServer(t, nil)
@@ -277,25 +288,30 @@ func TestPublisherLossAskedForOnce(t *testing.T) {
 	defer pub.Close()
 	pub.SendRTP(200, 800)
 	var mu sync.Mutex
-	got := map[uint16]bool{}
+	got := map[uint16]time.Time{}
 	opts = clientOpts(t)
-	opts.OnRTP = func(kind webrtc.RTPCodecType, h *rtp.Header, _ time.Time) {
+	opts.OnRTP = func(kind webrtc.RTPCodecType, h *rtp.Header, at time.Time) {
 		if kind == webrtc.RTPCodecTypeVideo {
 			mu.Lock()
-			got[h.SequenceNumber] = true
+			if _, ok := got[h.SequenceNumber]; !ok {
+				got[h.SequenceNumber] = at
+			}
 			mu.Unlock()
 		}
 	}
 	var view *client.Session
 	waitFor(t, 10*time.Second, "viewer", func() error { view, err = client.Play(ctx, s.PublicURL(), "uplink", opts); return err })
 	defer view.Close()
+	var repairedAt time.Time
 	waitFor(t, 20*time.Second, "the dropped packet repaired and forwarded", func() error {
 		seq := uplink.droppedSeq()
 		mu.Lock()
 		defer mu.Unlock()
-		if seq < 0 || !got[uint16(seq)] {
-			return fmt.Errorf("dropped seq %d not at the viewer (asked for %d times; %d packets sent)", seq, uplink.asks.Load(), pub.Sent.Load())
+		at, ok := got[uint16(seq)]
+		if seq < 0 || !ok {
+			return fmt.Errorf("dropped seq %d not at the viewer (asked for %d times; %d packets sent)", seq, len(uplink.asksOf()), pub.Sent.Load())
 		}
+		repairedAt = at
 		return nil
 	})
 	// Past the old generator's window (512 packets at 200 a second).
@@ -306,9 +322,19 @@ func TestPublisherLossAskedForOnce(t *testing.T) {
 		}
 		return nil
 	})
-	// Once on loopback; a retry 100 ms later when the repair was slow.
-	if n := uplink.asks.Load(); n < 1 || n > 3 {
-		t.Errorf("the lost packet was asked for %d times, want 1 (at most 3)", n)
+	// Asked for until the repair came (once on loopback; a retry every
+	// 100 ms while it was slow), never after: an ask still on its way
+	// when the repair reached the viewer lands within a few milliseconds,
+	// pion's generator went on asking every 100 ms for 2.5 s.
+	asks := uplink.asksOf()
+	var late []time.Duration
+	for _, a := range asks {
+		if d := a.Sub(repairedAt); d > 250*time.Millisecond {
+			late = append(late, d)
+		}
+	}
+	if len(asks) == 0 || len(asks) > 5 || len(late) > 0 {
+		t.Errorf("the lost packet was asked for %d times (at most 5), %d of them after the repair reached the viewer (%v after)", len(asks), len(late), late)
 	}
 	if v := scrape(t, s)["media_nack_requested_packets_total"].GetMetric(); len(v) != 1 || v[0].GetCounter().GetValue() < 1 {
 		t.Errorf("media_nack_requested_packets_total: %v", v)

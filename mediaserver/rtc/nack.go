@@ -40,6 +40,10 @@ const (
 	// stream or a sender restart, not loss; nothing is asked for. It also
 	// bounds the pending list.
 	nackMaxGap = 256
+	// nackMaxBack: a packet this far behind the newest is not a late or
+	// repaired one (the senders' caches hold about 1,000) but a sender
+	// that started its numbering over.
+	nackMaxBack = 4096
 )
 
 // add takes the sequence number of a packet that arrived at now (unix
@@ -52,6 +56,11 @@ func (g *nackGen) add(seq uint16, now int64) {
 	d := int16(seq - g.top)
 	switch {
 	case d == 0:
+	case d < -nackMaxBack:
+		// Far behind anything that could still be repaired: the sender
+		// started over.
+		g.pending = g.pending[:0]
+		g.top = seq
 	case d < 0:
 		// Late or repaired: no longer missing.
 		for i := range g.pending {

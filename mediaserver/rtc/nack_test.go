@@ -56,6 +56,15 @@ func TestNackGen(t *testing.T) {
 	if got := g.due(ms(3001)); len(got) != nackMaxGap-1 || got[0] != top+1 {
 		t.Fatalf("a gap of %d: asked for %d from %v", nackMaxGap-1, len(got), got[:1])
 	}
+	// A sender that starts its numbering over (far behind): followed from
+	// there, its next gap asked for.
+	g.pending = g.pending[:0]
+	restart := g.top - nackMaxBack - 100
+	g.add(restart, ms(3001))
+	g.add(restart+2, ms(3001))
+	if got := g.due(ms(3001)); !slices.Equal(got, []uint16{restart + 1}) {
+		t.Fatalf("after a restart: asked for %v, want [%d]", got, restart+1)
+	}
 	// The pending list stays bounded however long the loss lasts.
 	for i := 0; i < 10; i++ {
 		top = g.top + nackMaxGap

@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"fmt"
-	"net/http"
 	"os/exec"
 	"regexp"
 	"strconv"
@@ -237,24 +236,15 @@ func linkLoss(t *testing.T, name, room string, viewers []*mfclient.Session, seqs
 		owner.Name, relay.Name, dropped, end.Sub(start).Round(time.Millisecond), answered, len(onRelay))
 }
 
-// podCounter is the value of one series of a media pod's /metrics (the
-// admin port serves it without the token), 0 when it has none yet.
+// podCounter is the value of one series of a media pod's /metrics, 0 when
+// it has none yet.
 func podCounter(t *testing.T, pod *corev1.Pod, series string) float64 {
 	t.Helper()
-	code, body, err := adminDo(pod, 9090, http.MethodGet, "/metrics", "")
-	if err != nil || code != http.StatusOK {
-		t.Fatalf("GET /metrics of %s: %d %v", pod.Name, code, err)
+	v, _, err := seriesValue(pod, 9090, series)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, line := range strings.Split(string(body), "\n") {
-		if v, ok := strings.CutPrefix(line, series+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				t.Fatalf("%s of %s: %q", series, pod.Name, line)
-			}
-			return f
-		}
-	}
-	return 0
+	return v
 }
 
 // ruleDrops is how many packets the FORWARD rule with this comment has

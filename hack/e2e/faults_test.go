@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -350,17 +349,14 @@ func TestLeaderFailover(t *testing.T) {
 		if err := kc.Get(ctxFor(t, 10*time.Second), client.ObjectKeyFromObject(&holderPod), &holderPod); err != nil {
 			return false, err.Error()
 		}
-		code, body, err := adminDo(&holderPod, 8080, http.MethodGet, "/metrics", "")
-		if err != nil || code != http.StatusOK {
-			return false, fmt.Sprintf("%s metrics: %d %v", holder, code, err)
+		n, found, err := seriesValue(&holderPod, 8080, "mediafleet_observer_passes_total")
+		switch {
+		case err != nil:
+			return false, err.Error()
+		case !found:
+			return false, "no mediafleet_observer_passes_total"
 		}
-		for _, line := range strings.Split(string(body), "\n") {
-			if v, ok := strings.CutPrefix(line, "mediafleet_observer_passes_total "); ok {
-				n, _ := strconv.ParseFloat(v, 64)
-				return n >= 3, "passes " + v
-			}
-		}
-		return false, "no mediafleet_observer_passes_total"
+		return n >= 3, fmt.Sprintf("passes %g", n)
 	})
 	if w := writes(); len(w) > 0 {
 		t.Errorf("%d writes to the MediaService's objects from the kill to three observation passes of the new leader: %v", len(w), w)

@@ -386,6 +386,26 @@ func adminDo(pod *corev1.Pod, adminPort int, method, path, token string) (int, [
 	return resp.StatusCode, body, err
 }
 
+// seriesValue reads one series ("name" or "name{labels}", as exposed) of
+// a pod's /metrics on port (served without a token); found is false when
+// the pod does not expose it (yet).
+func seriesValue(pod *corev1.Pod, port int, series string) (v float64, found bool, err error) {
+	code, body, err := adminDo(pod, port, http.MethodGet, "/metrics", "")
+	if err != nil || code != http.StatusOK {
+		return 0, false, fmt.Errorf("GET /metrics of %s: %d %v", pod.Name, code, err)
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if s, ok := strings.CutPrefix(line, series+" "); ok {
+			v, err := strconv.ParseFloat(s, 64)
+			if err != nil {
+				return 0, false, fmt.Errorf("%s of %s: %q", series, pod.Name, line)
+			}
+			return v, true, nil
+		}
+	}
+	return 0, false, nil
+}
+
 // adminGet reads a pod's admin endpoint with its MediaService's token.
 func adminGet(t *testing.T, pod *corev1.Pod, adminPort int, path string) (int, []byte, error) {
 	t.Helper()

@@ -180,9 +180,7 @@ func negotiatedNACK(c webrtc.RTPCodecParameters) bool {
 func (f *Feed) askAgain(m *metrics.Metrics, remote *webrtc.TrackRemote, missing []uint16) {
 	_ = f.publisher.pc.WriteRTCP([]rtcp.Packet{&rtcp.TransportLayerNack{
 		MediaSSRC: uint32(remote.SSRC()), Nacks: rtcp.NackPairsFromSequenceNumbers(missing)}})
-	if m != nil {
-		m.NACKRequests.Add(float64(len(missing)))
-	}
+	m.NACKRequests.Add(float64(len(missing)))
 }
 
 // qualityWindow is how often a feed's frame rate, bitrate and loss are
@@ -207,7 +205,7 @@ func (f *Feed) forward(m *metrics.Metrics, l *layer, remote *webrtc.TrackRemote)
 	video := f.Kind == webrtc.RTPCodecTypeVideo
 	var nacks *nackGen
 	var nextNACK int64
-	if video && f.publisher != nil && negotiatedNACK(remote.Codec()) {
+	if video && negotiatedNACK(remote.Codec()) {
 		nacks = &nackGen{}
 	}
 	rateStart, rateBytes := time.Now(), int64(0)

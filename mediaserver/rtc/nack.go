@@ -1,6 +1,9 @@
 package rtc
 
-import "time"
+import (
+	"slices"
+	"time"
+)
 
 // nackGen decides which packets of one incoming layer to ask its sender
 // for again (NACK): a publisher, or on a relay pod the room's owner over
@@ -63,11 +66,8 @@ func (g *nackGen) add(seq uint16, now int64) {
 		g.top = seq
 	case d < 0:
 		// Late or repaired: no longer missing.
-		for i := range g.pending {
-			if g.pending[i].seq == seq {
-				g.pending = append(g.pending[:i], g.pending[i+1:]...)
-				break
-			}
+		if i := slices.IndexFunc(g.pending, func(e nackEntry) bool { return e.seq == seq }); i >= 0 {
+			g.pending = slices.Delete(g.pending, i, i+1)
 		}
 	case d > nackMaxGap:
 		g.pending = g.pending[:0]

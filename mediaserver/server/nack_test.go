@@ -93,13 +93,18 @@ type nackCounter struct {
 func (c *nackCounter) NewInterceptor(string) (interceptor.Interceptor, error) { return c, nil }
 
 func (c *nackCounter) BindRTCPReader(reader interceptor.RTCPReader) interceptor.RTCPReader {
+	return onNACK(reader, func(*rtcp.TransportLayerNack) { c.nacks.Add(1) })
+}
+
+// onNACK passes reader's RTCP through and calls fn with every NACK in it.
+func onNACK(reader interceptor.RTCPReader, fn func(*rtcp.TransportLayerNack)) interceptor.RTCPReader {
 	return interceptor.RTCPReaderFunc(func(b []byte, a interceptor.Attributes) (int, interceptor.Attributes, error) {
 		n, attrs, err := reader.Read(b, a)
 		if err == nil {
 			if pkts, perr := rtcp.Unmarshal(b[:n]); perr == nil {
 				for _, p := range pkts {
-					if _, ok := p.(*rtcp.TransportLayerNack); ok {
-						c.nacks.Add(1)
+					if nack, ok := p.(*rtcp.TransportLayerNack); ok {
+						fn(nack)
 					}
 				}
 			}
@@ -227,26 +232,16 @@ func (l *lossyUplink) BindLocalStream(info *interceptor.StreamInfo, writer inter
 }
 
 func (l *lossyUplink) BindRTCPReader(reader interceptor.RTCPReader) interceptor.RTCPReader {
-	return interceptor.RTCPReaderFunc(func(b []byte, a interceptor.Attributes) (int, interceptor.Attributes, error) {
-		n, attrs, err := reader.Read(b, a)
-		if err == nil {
-			if pkts, perr := rtcp.Unmarshal(b[:n]); perr == nil {
-				for _, p := range pkts {
-					if nack, ok := p.(*rtcp.TransportLayerNack); ok {
-						for _, pair := range nack.Nacks {
-							for _, s := range pair.PacketList() {
-								l.mu.Lock()
-								if int32(s) == l.dropped {
-									l.asks = append(l.asks, time.Now())
-								}
-								l.mu.Unlock()
-							}
-						}
-					}
+	return onNACK(reader, func(nack *rtcp.TransportLayerNack) {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		for _, pair := range nack.Nacks {
+			for _, s := range pair.PacketList() {
+				if int32(s) == l.dropped {
+					l.asks = append(l.asks, time.Now())
 				}
 			}
 		}
-		return n, attrs, err
 	})
 }
 
